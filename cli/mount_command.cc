@@ -1,0 +1,123 @@
+#include "cli/mount_command.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+#include <memory>
+
+#include "cli/exit_codes.h"
+#include "cli/size_arg.h"
+#include "fuse/export_fs.h"
+#include "fuse/session.h"
+#include "qcow/errors.h"
+#include "qcow/export_layout.h"
+#include "qcow/source.h"
+
+namespace qcowfs {
+namespace {
+
+struct MountArgs {
+  std::string export_source;
+  std::string mountpoint;
+  std::string export_name = "disk.qcow2";
+  std::string cluster_size = "64K";
+  std::vector<std::string> fuse_options;
+  bool foreground = false;
+  bool scan_zeros = false;
+  bool direct = false;
+  unsigned readahead_kb = 1024;
+  unsigned threads = 8;
+};
+
+uint32_t ClusterBits(const std::string& text) {
+  const uint64_t size = ParseSize(text);
+  for (uint32_t bits = 9; bits <= 21; ++bits) {
+    if (size == (uint64_t{1} << bits)) return bits;
+  }
+  throw qcow::UsageError("--cluster-size is " + text +
+                         "; qcow2 allows a power of two from 512 to 2M");
+}
+
+// Prints scan progress on stderr: a live line on a terminal, a line per 10% otherwise.
+qcow::ProgressFn ScanProgress(const std::string& source) {
+  const bool tty = isatty(STDERR_FILENO);
+  auto last = std::make_shared<int>(-1);
+  return [=](uint64_t done, uint64_t total) {
+    int pct = total ? static_cast<int>(done * 100 / total) : 100;
+    if (pct == *last || (!tty && pct % 10 != 0 && pct != 100)) return;
+    *last = pct;
+    std::fprintf(stderr, "%sscanning %s for zero clusters: %3d%% (%s of %s)%s", tty ? "\r" : "",
+                 source.c_str(), pct, HumanSize(done).c_str(), HumanSize(total).c_str(),
+                 tty && pct < 100 ? "" : "\n");
+  };
+}
+
+std::string AbsoluteDirectory(const std::string& path) {
+  char buf[PATH_MAX];
+  if (!::realpath(path.c_str(), buf)) qcow::ThrowErrno("mountpoint " + path);
+  struct stat st;
+  if (::stat(buf, &st) != 0) qcow::ThrowErrno("mountpoint " + path);
+  if (!S_ISDIR(st.st_mode)) throw qcow::UsageError("mountpoint " + path + " is not a directory");
+  return buf;
+}
+
+int RunMount(const MountArgs& a) {
+  if (a.export_source.empty()) {
+    throw qcow::UsageError("mount needs --export SOURCE (the disk to present as a qcow2 file)");
+  }
+  if (a.export_name.empty() || a.export_name == "." || a.export_name == ".." ||
+      a.export_name.find('/') != std::string::npos) {
+    throw qcow::UsageError("--export-name '" + a.export_name + "' is not a plain file name");
+  }
+  const uint32_t bits = ClusterBits(a.cluster_size);
+  MountConfig config;
+  config.mountpoint = AbsoluteDirectory(a.mountpoint);
+  config.foreground = a.foreground;
+  config.fuse_options = a.fuse_options;
+  config.readahead_kb = a.readahead_kb;
+  config.max_threads = a.threads;
+  config.fsname = a.export_source.find(',') == std::string::npos ? a.export_source : "qcowfs";
+
+  auto source = qcow::OpenSource(a.export_source, {.direct = a.direct});
+  qcow::ClusterMap map = source->Allocation(bits);
+  if (a.scan_zeros) map = DropZeroClusters(*source, map, bits, ScanProgress(a.export_source));
+  qcow::ExportLayout layout(source->size(), bits, std::move(map));
+  ExportFile file{a.export_name, &layout, source.get()};
+  return MountAndServe(ExportOperations(), &file, config);
+}
+
+}  // namespace
+
+void AddMountCommand(CLI::App& app, int* exit_code) {
+  auto args = std::make_shared<MountArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "mount", "Mount a directory that presents a disk as a read-only qcow2 file");
+  cmd->add_option("--export", args->export_source,
+                  "Disk to export (raw regular file or block device), opened read-only")
+      ->required();
+  cmd->add_option("mountpoint", args->mountpoint, "Existing directory to mount on")->required();
+  cmd->add_flag("-f,--foreground", args->foreground,
+                "Stay in the foreground and log to stderr (default: daemon logging to syslog)");
+  cmd->add_option("-o", args->fuse_options,
+                  "FUSE mount options, comma-separated (e.g. allow_other); repeatable");
+  cmd->add_option("--export-name", args->export_name, "Name of the image file in the mount")
+      ->capture_default_str();
+  cmd->add_option("--cluster-size", args->cluster_size,
+                  "qcow2 cluster size, a power of two from 512 to 2M")
+      ->capture_default_str();
+  cmd->add_flag("--scan-zeros", args->scan_zeros,
+                "Read the disk once at mount time and leave all-zero clusters out "
+                "(progress on stderr)");
+  cmd->add_flag("--direct", args->direct, "Read the disk with O_DIRECT, bypassing the page cache");
+  cmd->add_option("--readahead", args->readahead_kb,
+                  "Kernel readahead for the mount in KiB (0 keeps the kernel's default)")
+      ->capture_default_str();
+  cmd->add_option("--threads", args->threads, "Maximum threads serving requests")
+      ->check(CLI::Range(1u, 64u))
+      ->capture_default_str();
+  cmd->callback([args, exit_code] { *exit_code = RunMount(*args); });
+}
+
+}  // namespace qcowfs

@@ -1,0 +1,29 @@
+// Mounting and serving a FUSE session: background daemon with a ready handshake, signal
+// handling, multithreaded loop, unmount on exit.
+#pragma once
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include <string>
+#include <vector>
+
+namespace qcowfs {
+
+struct MountConfig {
+  std::string mountpoint;
+  std::string fsname;                     // shown in /proc/mounts
+  bool foreground = false;                // serve in this process, log to stderr
+  std::vector<std::string> fuse_options;  // values given with -o
+  unsigned readahead_kb = 1024;           // per-mount readahead; 0 keeps the kernel's
+  unsigned max_threads = 8;
+};
+
+// Mounts `ops` at config.mountpoint and serves until it is unmounted or the process gets
+// SIGINT/SIGTERM. Without `foreground`, the process forks: the parent returns 0 as soon as
+// the mount answers requests, the child serves and returns when the session ends. Returns
+// the exit status for the calling process; throws std::runtime_error with a one-line reason
+// when the mount cannot be set up.
+int MountAndServe(const fuse_lowlevel_ops& ops, void* userdata, const MountConfig& config);
+
+}  // namespace qcowfs

@@ -1,0 +1,201 @@
+#include "qcow/source.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <system_error>
+#include <vector>
+
+#include "qcow/errors.h"
+
+namespace qcow {
+namespace {
+
+// O_DIRECT needs offsets, lengths and buffers aligned to the logical block size; 4096
+// covers both 512-byte and 4 KiB sector devices.
+constexpr uint64_t kDirectAlign = 4096;
+
+struct FreeDeleter {
+  void operator()(uint8_t* p) const { std::free(p); }
+};
+
+// Returns an aligned per-thread buffer of at least n bytes, reused across calls so that
+// hot read paths do not allocate.
+uint8_t* AlignedScratch(uint64_t n) {
+  thread_local std::unique_ptr<uint8_t, FreeDeleter> buf;
+  thread_local uint64_t cap = 0;
+  if (cap < n) {
+    void* p = nullptr;
+    uint64_t want = std::max<uint64_t>(n, 1 << 20);
+    if (posix_memalign(&p, kDirectAlign, want) != 0) throw std::bad_alloc();
+    buf.reset(static_cast<uint8_t*>(p));
+    cap = want;
+  }
+  return buf.get();
+}
+
+class FdSource : public Source {
+ public:
+  FdSource(int fd, const std::string& path, const struct stat& st, uint64_t size, bool direct)
+      : fd_(fd), path_(path), mtime_(st.st_mtim), size_(size), direct_(direct) {}
+  ~FdSource() override { ::close(fd_); }
+
+  uint64_t size() const override { return size_; }
+  timespec mtime() const override { return mtime_; }
+  int splice_fd() const override { return direct_ ? -1 : fd_; }
+
+  void ReadAt(uint64_t offset, uint8_t* out, uint64_t n) const override {
+    if (!direct_) return PreadFull(offset, out, n);
+    while (n > 0) {
+      // Bounce through an aligned buffer, at most 4 MiB at a time.
+      const uint64_t lo = offset & ~(kDirectAlign - 1);
+      const uint64_t want = std::min<uint64_t>(n, (4u << 20) - (offset - lo));
+      const uint64_t hi = (offset + want + kDirectAlign - 1) & ~(kDirectAlign - 1);
+      uint8_t* buf = AlignedScratch(hi - lo);
+      PreadFull(lo, buf, hi - lo);
+      std::memcpy(out, buf + (offset - lo), want);
+      offset += want;
+      out += want;
+      n -= want;
+    }
+  }
+
+ protected:
+  // Reads n bytes at offset, zero-filling past the end of the source.
+  void PreadFull(uint64_t offset, uint8_t* out, uint64_t n) const {
+    while (n > 0) {
+      if (offset >= size_) {
+        std::memset(out, 0, n);
+        return;
+      }
+      ssize_t r = ::pread(fd_, out, std::min<uint64_t>(n, 1u << 30), static_cast<off_t>(offset));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        ThrowErrno("reading " + path_ + " at offset " + std::to_string(offset));
+      }
+      if (r == 0) {
+        std::memset(out, 0, n);  // the source shrank: the rest reads as zeros
+        return;
+      }
+      offset += r;
+      out += r;
+      n -= r;
+    }
+  }
+
+  int fd_;
+  std::string path_;
+  timespec mtime_;
+  uint64_t size_;
+  bool direct_;
+};
+
+class FileSource : public FdSource {
+ public:
+  using FdSource::FdSource;
+
+  ClusterMap Allocation(uint32_t cluster_bits) const override {
+    ClusterMap::Builder b;
+    uint64_t pos = 0;
+    while (pos < size_) {
+      off_t data = ::lseek(fd_, static_cast<off_t>(pos), SEEK_DATA);
+      if (data < 0) {
+        if (errno == ENXIO) break;  // no data after pos
+        ThrowErrno("finding data in " + path_ + " (SEEK_DATA)");
+      }
+      off_t hole = ::lseek(fd_, data, SEEK_HOLE);
+      if (hole < 0) ThrowErrno("finding holes in " + path_ + " (SEEK_HOLE)");
+      b.AddBytes(static_cast<uint64_t>(data), static_cast<uint64_t>(hole - data), cluster_bits);
+      pos = static_cast<uint64_t>(hole);
+    }
+    return b.Build();
+  }
+};
+
+class BlockDeviceSource : public FdSource {
+ public:
+  using FdSource::FdSource;
+
+  ClusterMap Allocation(uint32_t cluster_bits) const override {
+    ClusterMap::Builder b;
+    b.AddBytes(0, size_, cluster_bits);
+    return b.Build();
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Source> OpenSource(const std::string& path, const SourceOptions& options) {
+  int flags = O_RDONLY | O_CLOEXEC | (options.direct ? O_DIRECT : 0);
+  int fd = ::open(path.c_str(), flags);
+  if (fd < 0) {
+    int err = errno;
+    if (err == EINVAL && options.direct) {
+      throw std::system_error(err, std::generic_category(),
+                              "opening " + path +
+                                  " with O_DIRECT (--direct): the file system "
+                                  "does not support direct I/O");
+    }
+    throw std::system_error(err, std::generic_category(), "opening " + path);
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    throw std::system_error(err, std::generic_category(), "stat " + path);
+  }
+  if (S_ISREG(st.st_mode)) {
+    return std::make_unique<FileSource>(fd, path, st, static_cast<uint64_t>(st.st_size),
+                                        options.direct);
+  }
+  if (S_ISBLK(st.st_mode)) {
+    uint64_t size = 0;
+    if (::ioctl(fd, BLKGETSIZE64, &size) != 0) {
+      int err = errno;
+      ::close(fd);
+      throw std::system_error(err, std::generic_category(), "BLKGETSIZE64 on " + path);
+    }
+    return std::make_unique<BlockDeviceSource>(fd, path, st, size, options.direct);
+  }
+  ::close(fd);
+  throw UsageError(path + " is neither a regular file nor a block device");
+}
+
+bool IsZero(const uint8_t* p, uint64_t n) {
+  if (n == 0) return true;
+  // Compare the buffer with itself shifted by 16 bytes after checking the first 16.
+  const uint64_t head = std::min<uint64_t>(n, 16);
+  for (uint64_t i = 0; i < head; ++i)
+    if (p[i]) return false;
+  return n <= 16 || std::memcmp(p, p + 16, n - 16) == 0;
+}
+
+ClusterMap DropZeroClusters(const Source& source, const ClusterMap& map, uint32_t cluster_bits,
+                            const ProgressFn& progress) {
+  const uint64_t cluster = uint64_t{1} << cluster_bits;
+  const uint64_t chunk_clusters = std::max<uint64_t>(1, (8u << 20) / cluster);
+  const uint64_t total = map.size() * cluster;
+  std::vector<uint8_t> buf(chunk_clusters * cluster);
+  ClusterMap::Builder b;
+  uint64_t done = 0;
+  for (const auto& run : map.runs()) {
+    for (uint64_t c = run.first; c < run.first + run.count; c += chunk_clusters) {
+      const uint64_t count = std::min(chunk_clusters, run.first + run.count - c);
+      source.ReadAt(c * cluster, buf.data(), count * cluster);
+      for (uint64_t i = 0; i < count; ++i) {
+        if (!IsZero(buf.data() + i * cluster, cluster)) b.Add(c + i, 1);
+      }
+      done += count * cluster;
+      if (progress) progress(done, total);
+    }
+  }
+  return b.Build();
+}
+
+}  // namespace qcow

@@ -1,0 +1,55 @@
+// Sources of exported disks: a raw regular file or a block device, opened read-only.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "qcow/cluster_map.h"
+
+namespace qcow {
+
+// A raw disk to export.
+class Source {
+ public:
+  virtual ~Source() = default;
+  // Returns the size in bytes.
+  virtual uint64_t size() const = 0;
+  // Returns the last modification time (exported as the image's mtime).
+  virtual timespec mtime() const = 0;
+  // Returns an fd whose bytes at source offsets can be spliced, or -1 if reads must go
+  // through ReadAt (memory sources, O_DIRECT).
+  virtual int splice_fd() const = 0;
+  // Reads n bytes at offset into out; bytes past size() read as zeros. Throws
+  // std::system_error on I/O errors.
+  virtual void ReadAt(uint64_t offset, uint8_t* out, uint64_t n) const = 0;
+  // Returns the clusters (of 2^cluster_bits bytes) that may hold data.
+  virtual ClusterMap Allocation(uint32_t cluster_bits) const = 0;
+};
+
+struct SourceOptions {
+  bool direct = false;  // read with O_DIRECT (no splice, no page cache)
+};
+
+// Opens a regular file or block device read-only. Throws std::system_error when it cannot
+// be opened or sized and UsageError when it is neither a regular file nor a block device.
+//  - regular file: allocation from SEEK_DATA/SEEK_HOLE; a cluster counts when any of its
+//    bytes is data;
+//  - block device: size from BLKGETSIZE64; every cluster counts.
+std::unique_ptr<Source> OpenSource(const std::string& path, const SourceOptions& options);
+
+// Called with (bytes done, bytes total) while scanning.
+using ProgressFn = std::function<void(uint64_t, uint64_t)>;
+
+// Returns `map` without the clusters whose bytes are all zero, reading every cluster of it
+// once. Memory grows with the number of runs, not with the bytes read.
+ClusterMap DropZeroClusters(const Source& source, const ClusterMap& map, uint32_t cluster_bits,
+                            const ProgressFn& progress);
+
+// Returns whether all n bytes at p are zero.
+bool IsZero(const uint8_t* p, uint64_t n);
+
+}  // namespace qcow

@@ -1,0 +1,69 @@
+// Helpers shared by the tests: temp dirs, running commands, files, sources in memory.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "qcow/source.h"
+
+namespace qcowfs_test {
+
+// A fresh directory under $TMPDIR (or /tmp), removed with everything in it on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  // Returns path() + "/" + name.
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+struct CommandResult {
+  int status;          // exit status, or 128 + signal
+  std::string output;  // stdout and stderr together
+};
+
+// Runs a shell command line and returns its exit status and output.
+CommandResult Run(const std::string& command);
+
+// Quotes s for /bin/sh.
+std::string Quote(const std::string& s);
+
+// Returns the whole file (throws on error).
+std::vector<uint8_t> ReadFile(const std::string& path);
+
+// Writes bytes at offset (creating the file if needed, never truncating).
+void WriteAt(const std::string& path, uint64_t offset, const std::vector<uint8_t>& bytes);
+
+// Returns n pseudo-random bytes from seed (deterministic).
+std::vector<uint8_t> RandomBytes(uint64_t n, uint64_t seed);
+
+// The byte at offset of a deterministic pattern with no all-zero 512-byte sectors.
+uint8_t PatternByte(uint64_t offset);
+
+// A source held in memory: its bytes are PatternByte(offset) inside `allocated` clusters
+// and zero elsewhere.
+class PatternSource : public qcow::Source {
+ public:
+  PatternSource(uint64_t size, uint32_t cluster_bits, qcow::ClusterMap allocated)
+      : size_(size), cluster_bits_(cluster_bits), allocated_(std::move(allocated)) {}
+  uint64_t size() const override { return size_; }
+  timespec mtime() const override { return {}; }
+  int splice_fd() const override { return -1; }
+  void ReadAt(uint64_t offset, uint8_t* out, uint64_t n) const override;
+  qcow::ClusterMap Allocation(uint32_t) const override;
+
+ private:
+  uint64_t size_;
+  uint32_t cluster_bits_;
+  qcow::ClusterMap allocated_;
+};
+
+}  // namespace qcowfs_test
