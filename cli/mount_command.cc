@@ -27,7 +27,7 @@ struct MountArgs {
   bool foreground = false;
   bool scan_zeros = false;
   bool direct = false;
-  unsigned readahead_kb = 1024;
+  unsigned readahead_kb = 0;
   unsigned threads = 8;
 };
 
@@ -76,7 +76,9 @@ int RunMount(const MountArgs& a) {
   config.mountpoint = AbsoluteDirectory(a.mountpoint);
   config.foreground = a.foreground;
   config.fuse_options = a.fuse_options;
-  config.readahead_kb = a.readahead_kb;
+  // Two requests' worth keeps a sequential reader's next request in flight.
+  config.readahead_kb =
+      a.readahead_kb ? a.readahead_kb : static_cast<unsigned>(2 * RequestSizeForPipe() / 1024);
   config.max_threads = a.threads;
   config.fsname = a.export_source.find(',') == std::string::npos ? a.export_source : "qcowfs";
 
@@ -112,8 +114,7 @@ void AddMountCommand(CLI::App& app, int* exit_code) {
                 "(progress on stderr)");
   cmd->add_flag("--direct", args->direct, "Read the disk with O_DIRECT, bypassing the page cache");
   cmd->add_option("--readahead", args->readahead_kb,
-                  "Kernel readahead for the mount in KiB (0 keeps the kernel's default)")
-      ->capture_default_str();
+                  "Kernel readahead for the mount in KiB (default: two read requests)");
   cmd->add_option("--threads", args->threads, "Maximum threads serving requests")
       ->check(CLI::Range(1u, 64u))
       ->capture_default_str();

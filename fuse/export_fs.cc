@@ -2,8 +2,11 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <new>
 #include <system_error>
@@ -11,6 +14,7 @@
 
 #include "fuse/log.h"
 #include "qcow/errors.h"
+#include "qcow/export_reader.h"
 
 namespace qcowfs {
 namespace {
@@ -24,6 +28,37 @@ constexpr blksize_t kPreferredIoSize = 1 << 20;
 // Zero padding in one reply is shorter than a cluster (at most 2 MiB).
 constexpr size_t kZeroBufferSize = 2u << 20;
 alignas(4096) const uint8_t kZeros[kZeroBufferSize] = {};
+// Pieces (memory or fd buffers) a spliced reply may have; RequestSizeForPipe budgets for it.
+constexpr size_t kMaxSplicePieces = 4;
+// struct fuse_out_header (linux/fuse.h) precedes every reply.
+constexpr size_t kFuseOutHeaderSize = 16;
+
+}  // namespace
+
+size_t RequestSizeForPipe() {
+  // libfuse splices a reply only if its pipe holds page * (iovecs + buffers + 1) plus the
+  // reply; a pipe may grow to /proc/sys/fs/pipe-max-size (1 MiB by default), or beyond
+  // with CAP_SYS_RESOURCE. A 1 MiB request would never fit a 1 MiB pipe, so size requests
+  // to the pipe we can really have, whole pages, at most FUSE's 1 MiB.
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t budget = page * (1 + kMaxSplicePieces + 1) + kFuseOutHeaderSize;
+  const size_t kMaxRequest = 1u << 20;
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return kMaxRequest;
+  int got = fcntl(p[0], F_SETPIPE_SZ, static_cast<int>(kMaxRequest + budget));
+  if (got < 0) {
+    std::FILE* f = std::fopen("/proc/sys/fs/pipe-max-size", "re");
+    int max = 0;
+    if (f && std::fscanf(f, "%d", &max) == 1) got = fcntl(p[0], F_SETPIPE_SZ, max);
+    if (f) std::fclose(f);
+  }
+  close(p[0]);
+  close(p[1]);
+  if (got <= 0 || static_cast<size_t>(got) < budget + 2 * page) return kMaxRequest;
+  return std::min(kMaxRequest, (static_cast<size_t>(got) - budget) / page * page);
+}
+
+namespace {
 
 ExportFile& Fs(fuse_req_t req) { return *static_cast<ExportFile*>(fuse_req_userdata(req)); }
 
@@ -67,6 +102,8 @@ struct stat Attr(const ExportFile& fs, fuse_ino_t ino) {
 }
 
 void OpInit(void*, fuse_conn_info* conn) {
+  // libfuse derives the largest request (max_pages) from max_write.
+  conn->max_write = static_cast<unsigned>(RequestSizeForPipe());
   // Data clusters are spliced from the source straight into the reply when possible.
   if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
   if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
@@ -142,61 +179,52 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 // Per-thread buffers reused across reads, so that the hot path does not allocate.
 struct ReadBuffers {
   std::vector<uint8_t> metadata;
-  std::vector<uint8_t> data;  // used only when the source cannot be spliced
+  std::vector<uint8_t> data;  // the whole reply, when it is copied rather than spliced
   std::vector<qcow::ExportSegment> segments;
   std::vector<uint8_t> bufvec;
 };
+
+// Replies with a bufvec: memory for metadata and padding, the source fd for data, so that
+// libfuse splices data from the source's page cache into the reply.
+void ReplySpliced(fuse_req_t req, ReadBuffers& b, int fd) {
+  b.bufvec.resize(sizeof(fuse_bufvec) + b.segments.size() * sizeof(fuse_buf));
+  auto* bv = reinterpret_cast<fuse_bufvec*>(b.bufvec.data());
+  std::memset(bv, 0, b.bufvec.size());
+  bv->count = b.segments.size();
+  for (size_t i = 0; i < b.segments.size(); ++i) {
+    const auto& s = b.segments[i];
+    fuse_buf& f = bv->buf[i];
+    f.size = s.length;
+    if (s.kind == qcow::ExportSegment::Kind::kSource) {
+      f.flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+      f.fd = fd;
+      f.pos = static_cast<off_t>(s.position);
+    } else if (s.kind == qcow::ExportSegment::Kind::kBytes) {
+      f.mem = b.metadata.data() + s.position;
+    } else {
+      f.mem = const_cast<uint8_t*>(kZeros);
+    }
+  }
+  fuse_reply_data(req, bv, FUSE_BUF_SPLICE_MOVE);
+}
 
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
   try {
     if (ino != kExportIno) return (void)fuse_reply_err(req, EISDIR);
     ExportFile& fs = Fs(req);
     thread_local ReadBuffers b;
-    fs.layout->Plan(static_cast<uint64_t>(off), size, b.metadata, b.segments);
-    const int splice_fd = fs.source->splice_fd();
-    size_t pieces = 0, copied = 0;
+    const uint64_t n = fs.layout->Plan(static_cast<uint64_t>(off), size, b.metadata, b.segments);
+    const int fd = fs.source->splice_fd();
+    // Splice only replies whose pieces fit the pipe budget (see RequestSizeForPipe) and
+    // whose padding fits the zero buffer; fragmented ones are assembled in a reused buffer.
+    bool splice = fd >= 0 && b.segments.size() <= kMaxSplicePieces;
     for (const auto& s : b.segments) {
-      pieces += s.kind == qcow::ExportSegment::Kind::kZero
-                    ? (s.length + kZeroBufferSize - 1) / kZeroBufferSize
-                    : 1;
-      if (s.kind == qcow::ExportSegment::Kind::kSource && splice_fd < 0) copied += s.length;
+      if (s.kind == qcow::ExportSegment::Kind::kZero && s.length > kZeroBufferSize) splice = false;
     }
-    if (pieces == 0) return (void)fuse_reply_buf(req, nullptr, 0);
-    b.data.resize(copied);
-    b.bufvec.resize(sizeof(fuse_bufvec) + (pieces - 1) * sizeof(fuse_buf));
-    auto* bv = reinterpret_cast<fuse_bufvec*>(b.bufvec.data());
-    std::memset(bv, 0, b.bufvec.size());
-    bv->count = pieces;
-    size_t i = 0, data_used = 0;
-    for (const auto& s : b.segments) {
-      switch (s.kind) {
-        case qcow::ExportSegment::Kind::kBytes:
-          bv->buf[i].mem = b.metadata.data() + s.position;
-          bv->buf[i++].size = s.length;
-          break;
-        case qcow::ExportSegment::Kind::kZero:
-          for (uint64_t left = s.length; left > 0;) {
-            size_t n = std::min<uint64_t>(left, kZeroBufferSize);
-            bv->buf[i].mem = const_cast<uint8_t*>(kZeros);
-            bv->buf[i++].size = n;
-            left -= n;
-          }
-          break;
-        case qcow::ExportSegment::Kind::kSource:
-          if (splice_fd >= 0) {
-            bv->buf[i].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-            bv->buf[i].fd = splice_fd;
-            bv->buf[i].pos = static_cast<off_t>(s.position);
-          } else {
-            fs.source->ReadAt(s.position, b.data.data() + data_used, s.length);
-            bv->buf[i].mem = b.data.data() + data_used;
-            data_used += s.length;
-          }
-          bv->buf[i++].size = s.length;
-          break;
-      }
-    }
-    fuse_reply_data(req, bv, FUSE_BUF_SPLICE_MOVE);
+    if (splice) return ReplySpliced(req, b, fd);
+    b.data.resize(n);
+    qcow::ResolveSegments(b.segments, b.metadata, *fs.source, b.data.data());
+    fuse_reply_buf(req, reinterpret_cast<const char*>(b.data.data()), n);
   } catch (...) {
     ReplyError(req, "read");
   }

@@ -19,6 +19,10 @@ struct ExportFile {
   const qcow::Source* source;        // where data clusters are read from
 };
 
+// Returns the largest read request (bytes) whose reply libfuse can splice through the
+// biggest pipe this process may create; the mount asks the kernel for requests this size.
+size_t RequestSizeForPipe();
+
 // Returns the low-level operations; their userdata must be an ExportFile*.
 const fuse_lowlevel_ops& ExportOperations();
 

@@ -15,7 +15,7 @@ struct MountConfig {
   std::string fsname;                     // shown in /proc/mounts
   bool foreground = false;                // serve in this process, log to stderr
   std::vector<std::string> fuse_options;  // values given with -o
-  unsigned readahead_kb = 1024;           // per-mount readahead; 0 keeps the kernel's
+  unsigned readahead_kb = 0;              // per-mount readahead; 0 keeps the kernel's
   unsigned max_threads = 8;
 };
 

@@ -10,6 +10,11 @@
 
 namespace qcow {
 
+// Writes the bytes that `segments` (from ExportLayout::Plan with `scratch`) describe into
+// out, reading source segments from `source`.
+void ResolveSegments(const std::vector<ExportSegment>& segments,
+                     const std::vector<uint8_t>& scratch, const Source& source, uint8_t* out);
+
 class ExportReader {
  public:
   // Both must outlive the reader.

@@ -19,7 +19,7 @@ TempDir::TempDir() {
 
 TempDir::~TempDir() {
   // Never follow into a mount left behind: -xdev keeps rm on this file system.
-  Run("rm -rf --one-file-system " + Quote(path_));
+  Sh("rm -rf --one-file-system " + Quote(path_));
 }
 
 std::string Quote(const std::string& s) {
@@ -33,7 +33,7 @@ std::string Quote(const std::string& s) {
   return out + "'";
 }
 
-CommandResult Run(const std::string& command) {
+CommandResult Sh(const std::string& command) {
   std::string full = "(" + command + ") 2>&1";
   FILE* p = popen(full.c_str(), "r");
   if (!p) throw std::runtime_error("popen failed");

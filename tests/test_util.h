@@ -31,7 +31,7 @@ struct CommandResult {
 };
 
 // Runs a shell command line and returns its exit status and output.
-CommandResult Run(const std::string& command);
+CommandResult Sh(const std::string& command);
 
 // Quotes s for /bin/sh.
 std::string Quote(const std::string& s);

@@ -1,0 +1,279 @@
+// The export through a real FUSE mount, used the way xapi, admins and qemu-img use it.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <functional>
+#include <random>
+
+#include "mount_fixture.h"
+#include "test_util.h"
+
+namespace {
+
+using namespace qcowfs_test;
+
+// Creates the source inside dir and returns its path (a file or a block device).
+struct SourceCase {
+  const char* name;
+  std::function<std::string(TempDir&)> make;
+  std::string mount_args;  // beyond --export SRC
+};
+
+// Attaches a loop device to a file; detaches it on destruction.
+class LoopDevice {
+ public:
+  explicit LoopDevice(const std::string& file) {
+    auto r = Sh("losetup -f --show " + Quote(file));
+    if (r.status == 0) device_ = r.output.substr(0, r.output.find('\n'));
+  }
+  ~LoopDevice() {
+    if (!device_.empty()) Sh("losetup -d " + Quote(device_));
+  }
+  const std::string& device() const { return device_; }
+
+ private:
+  std::string device_;
+};
+
+// Loop devices made by cases, kept until the test ends.
+std::vector<std::unique_ptr<LoopDevice>>& Loops() {
+  static std::vector<std::unique_ptr<LoopDevice>> loops;
+  return loops;
+}
+
+std::string MakeLoop(TempDir& dir, uint64_t size) {
+  const std::string file = dir / "loop.img";
+  WriteAt(file, 0, RandomBytes(1 << 20, 21));
+  WriteAt(file, 9 << 20, RandomBytes(3 << 20, 22));
+  EXPECT_EQ(truncate(file.c_str(), size), 0);
+  Loops().push_back(std::make_unique<LoopDevice>(file));
+  EXPECT_FALSE(Loops().back()->device().empty()) << "losetup failed";
+  return Loops().back()->device();
+}
+
+const std::vector<SourceCase>& Cases() {
+  static const std::vector<SourceCase> cases = {
+      {"dense",
+       [](TempDir& d) {
+         WriteAt(d / "src", 0, RandomBytes(12 << 20, 1));
+         return d / "src";
+       },
+       ""},
+      {"sparse_unaligned",
+       [](TempDir& d) {
+         WriteAt(d / "src", 77777, RandomBytes(5000, 2));
+         WriteAt(d / "src", (7 << 20) + 4097, RandomBytes(300'000, 3));
+         WriteAt(d / "src", (30 << 20) + 1, RandomBytes(1, 4));
+         EXPECT_EQ(truncate((d / "src").c_str(), 64 << 20), 0);
+         return d / "src";
+       },
+       ""},
+      {"size_not_multiple_of_cluster",
+       [](TempDir& d) {
+         WriteAt(d / "src", 0, RandomBytes(3 * 65536 + 1000 + 7, 5));
+         return d / "src";
+       },
+       ""},
+      {"empty",
+       [](TempDir& d) {
+         WriteAt(d / "src", 0, {});
+         return d / "src";
+       },
+       ""},
+      {"sparse_8tib",
+       [](TempDir& d) {
+         for (uint64_t i = 0; i < 16; ++i) {
+           WriteAt(d / "src", i * (511ull << 30) + i * 12345, RandomBytes(256 << 10, 6 + i));
+         }
+         EXPECT_EQ(truncate((d / "src").c_str(), 8ull << 40), 0);
+         return d / "src";
+       },
+       ""},
+      {"many_extents",
+       [](TempDir& d) {
+         // 100,000 data extents of 4 KiB separated by 4 KiB holes.
+         const std::string path = d / "src";
+         int fd = open(path.c_str(), O_WRONLY | O_CREAT, 0644);
+         auto block = RandomBytes(4096, 7);
+         for (uint64_t i = 0; i < 100'000; ++i) {
+           block[i % 4096] ^= 0x5a;
+           EXPECT_EQ(pwrite(fd, block.data(), 4096, i * 8192), 4096);
+         }
+         close(fd);
+         return path;
+       },
+       "--cluster-size 4K"},
+      {"loop_device", [](TempDir& d) { return MakeLoop(d, 32 << 20); }, ""},
+      {"loop_device_scan_zeros_direct", [](TempDir& d) { return MakeLoop(d, 32 << 20); },
+       "--scan-zeros --direct --cluster-size 2M"},
+      {"cluster_512",
+       [](TempDir& d) {
+         WriteAt(d / "src", 1000, RandomBytes(100'000, 8));
+         EXPECT_EQ(truncate((d / "src").c_str(), 3 << 20), 0);
+         return d / "src";
+       },
+       "--cluster-size 512"},
+  };
+  return cases;
+}
+
+class FuseExport : public ::testing::TestWithParam<size_t> {
+ protected:
+  void TearDown() override { Loops().clear(); }
+};
+
+TEST_P(FuseExport, ServesACleanEqualImage) {
+  const SourceCase& c = Cases()[GetParam()];
+  TempDir dir;
+  const std::string src = c.make(dir);
+  ASSERT_FALSE(src.empty());
+  Mount m(dir / "mnt", "--export " + Quote(src) + " " + c.mount_args);
+  ASSERT_TRUE(m.ok()) << m.result().output;
+  const std::string img = m / "disk.qcow2";
+
+  // Size known before the first byte is read.
+  struct stat st;
+  ASSERT_EQ(stat(img.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0444u);
+  EXPECT_EQ(st.st_blocks, (st.st_size + 511) / 512);
+  struct stat src_st;
+  ASSERT_EQ(stat(src.c_str(), &src_st), 0);
+  EXPECT_EQ(st.st_mtim.tv_sec, src_st.st_mtim.tv_sec);
+
+  // Two readers at once on a fresh mount get identical bytes, as long as stat said.
+  auto two = Sh("cat " + Quote(img) + " > " + Quote(dir / "a") + " & cat " + Quote(img) + " > " +
+                Quote(dir / "b") + "; wait; cmp " + Quote(dir / "a") + " " + Quote(dir / "b"));
+  ASSERT_EQ(two.status, 0) << two.output;
+  const auto full = ReadFile(dir / "a");
+  ASSERT_EQ(full.size(), static_cast<size_t>(st.st_size));
+
+  // Reads at odd offsets and lengths equal the same slices of the full read; direct I/O
+  // makes each one reach the daemon instead of the page cache.
+  std::mt19937_64 rng(GetParam());
+  for (int i = 0; i < 12 && !full.empty(); ++i) {
+    uint64_t off = rng() % full.size();
+    uint64_t len = 1 + rng() % std::min<uint64_t>(3 << 20, full.size() - off);
+    for (const char* flags : {"skip_bytes,count_bytes", "direct,skip_bytes,count_bytes"}) {
+      auto r = Sh("dd if=" + Quote(img) + " of=" + Quote(dir / "slice") +
+                  " bs=1M skip=" + std::to_string(off) + " count=" + std::to_string(len) +
+                  " iflag=" + flags + " status=none");
+      ASSERT_EQ(r.status, 0) << r.output;
+      auto slice = ReadFile(dir / "slice");
+      ASSERT_EQ(slice.size(), len) << flags << " at " << off;
+      ASSERT_TRUE(std::equal(slice.begin(), slice.end(), full.begin() + off))
+          << flags << " slice " << off << "+" << len;
+    }
+  }
+
+  auto check = Sh("qemu-img check " + Quote(img));
+  EXPECT_EQ(check.status, 0) << check.output;
+  auto cmp = Sh("qemu-img compare -f raw -F qcow2 " + Quote(src) + " " + Quote(img));
+  EXPECT_EQ(cmp.status, 0) << cmp.output;
+
+  // Writes are refused.
+  int fd = open(img.c_str(), O_WRONLY);
+  EXPECT_EQ(fd, -1);
+  EXPECT_EQ(errno, EROFS);
+  if (fd >= 0) close(fd);
+  EXPECT_NE(Sh("echo x > " + Quote(m / "new")).status, 0);
+  EXPECT_NE(Sh("truncate -s 0 " + Quote(img)).status, 0);
+
+  EXPECT_TRUE(m.Unmount());
+}
+
+INSTANTIATE_TEST_SUITE_P(Sources, FuseExport, ::testing::Range<size_t>(0, Cases().size()),
+                         [](const auto& info) { return Cases()[info.param].name; });
+
+TEST(FuseMount, ScanZerosShrinksTheImageOfABlockDevice) {
+  TempDir dir;
+  const std::string dev = MakeLoop(dir, 32 << 20);
+  ASSERT_FALSE(dev.empty());
+  Mount all(dir / "all", "--export " + Quote(dev));
+  Mount scanned(dir / "scanned", "--export " + Quote(dev) + " --scan-zeros");
+  ASSERT_TRUE(all.ok()) << all.result().output;
+  ASSERT_TRUE(scanned.ok()) << scanned.result().output;
+  EXPECT_NE(scanned.result().output.find("scanning"), std::string::npos)
+      << "no progress on stderr: " << scanned.result().output;
+  struct stat a, s;
+  ASSERT_EQ(stat((all / "disk.qcow2").c_str(), &a), 0);
+  ASSERT_EQ(stat((scanned / "disk.qcow2").c_str(), &s), 0);
+  EXPECT_GT(a.st_size, 32 << 20);
+  EXPECT_LT(s.st_size, 6 << 20);
+  auto cmp = Sh("qemu-img compare -f qcow2 -F qcow2 " + Quote(all / "disk.qcow2") + " " +
+                Quote(scanned / "disk.qcow2"));
+  EXPECT_EQ(cmp.status, 0) << cmp.output;
+  Loops().clear();
+}
+
+TEST(FuseMount, ExportNameRenamesTheFile) {
+  TempDir dir;
+  WriteAt(dir / "src", 0, RandomBytes(4096, 9));
+  Mount m(dir / "mnt", "--export " + Quote(dir / "src") + " --export-name vm-42.qcow2");
+  ASSERT_TRUE(m.ok()) << m.result().output;
+  auto ls = Sh("ls " + Quote(m.path()));
+  EXPECT_EQ(ls.output, "vm-42.qcow2\n");
+  EXPECT_EQ(Sh("qemu-img check " + Quote(m / "vm-42.qcow2")).status, 0);
+}
+
+TEST(FuseMount, SigtermUnmountsCleanly) {
+  TempDir dir;
+  WriteAt(dir / "src", 0, RandomBytes(4096, 10));
+  Mount m(dir / "mnt", "--export " + Quote(dir / "src"));
+  ASSERT_TRUE(m.ok()) << m.result().output;
+  const int pid = DaemonPid(dir / "src");
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  for (int i = 0; i < 100 && (IsMounted(m.path()) || DaemonPid(dir / "src") > 0); ++i) {
+    usleep(50'000);
+  }
+  EXPECT_FALSE(IsMounted(m.path()));
+  EXPECT_EQ(DaemonPid(dir / "src"), -1) << "daemon still running after SIGTERM";
+}
+
+TEST(FuseMount, ForegroundModeServesUntilUnmounted) {
+  TempDir dir;
+  WriteAt(dir / "src", 0, RandomBytes(4096, 11));
+  Sh("mkdir " + Quote(dir / "mnt"));
+  // The foreground daemon runs in the background of a shell; fusermount3 -u ends it.
+  auto r = Sh("timeout 60 " + QcowfsBinary() + " mount -f --export " + Quote(dir / "src") + " " +
+              Quote(dir / "mnt") + " 2> " + Quote(dir / "log") + " & pid=$!; " +
+              "for i in $(seq 100); do [ -e " + Quote(dir / "mnt/disk.qcow2") +
+              " ] && break; sleep 0.05; done; qemu-img check " + Quote(dir / "mnt/disk.qcow2") +
+              " && fusermount3 -u " + Quote(dir / "mnt") + " && wait $pid");
+  if (IsMounted(dir / "mnt")) Sh("fusermount3 -u " + Quote(dir / "mnt"));
+  EXPECT_EQ(r.status, 0) << r.output;
+  auto log = ReadFile(dir / "log");
+  EXPECT_NE(std::string(log.begin(), log.end()).find("serving"), std::string::npos);
+}
+
+TEST(FuseMount, BadArgumentsFailWithOneLine) {
+  TempDir dir;
+  Sh("mkdir " + Quote(dir / "mnt"));
+  WriteAt(dir / "src", 0, RandomBytes(4096, 12));
+  struct Bad {
+    std::string args;
+    int status;
+    std::string says;
+  };
+  const Bad bad[] = {
+      {"--export " + Quote(dir / "missing") + " " + Quote(dir / "mnt"), 1, "No such file"},
+      {"--export " + Quote(dir / "src") + " --cluster-size 3000 " + Quote(dir / "mnt"), 2,
+       "--cluster-size is 3000"},
+      {"--export " + Quote(dir / "src") + " " + Quote(dir / "nodir"), 1, "mountpoint"},
+      {"--export " + Quote(dir.path()) + " " + Quote(dir / "mnt"), 2, "neither a regular file"},
+      {"--export " + Quote(dir / "src") + " --export-name a/b " + Quote(dir / "mnt"), 2,
+       "plain file name"},
+  };
+  for (const auto& b : bad) {
+    auto r = Sh(QcowfsBinary() + " mount " + b.args);
+    EXPECT_EQ(r.status, b.status) << b.args << ": " << r.output;
+    EXPECT_NE(r.output.find(b.says), std::string::npos) << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+    EXPECT_FALSE(IsMounted(dir / "mnt"));
+  }
+}
+
+}  // namespace

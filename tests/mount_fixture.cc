@@ -1,0 +1,64 @@
+#include "mount_fixture.h"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace qcowfs_test {
+
+std::string QcowfsBinary() { return QCOWFS_BIN; }
+
+bool IsMounted(const std::string& path) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string id, parent, dev, root, mnt;
+    f >> id >> parent >> dev >> root >> mnt;
+    if (mnt == path) return true;
+  }
+  return false;
+}
+
+int DaemonPid(const std::string& needle) {
+  DIR* d = opendir("/proc");
+  if (!d) return -1;
+  int found = -1;
+  while (dirent* e = readdir(d)) {
+    int pid = atoi(e->d_name);
+    if (pid <= 0) continue;
+    std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+    std::string name;
+    if (!std::getline(comm, name) || name != "qcowfs") continue;
+    std::ifstream cmd("/proc/" + std::to_string(pid) + "/cmdline");
+    std::string args((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
+    if (args.find(needle) != std::string::npos) found = pid;
+  }
+  closedir(d);
+  return found;
+}
+
+Mount::Mount(const std::string& mountpoint, const std::string& args) : path_(mountpoint) {
+  Sh("mkdir -p " + Quote(path_));
+  result_ = Sh("timeout 120 " + QcowfsBinary() + " mount " + args + " " + Quote(path_));
+  mounted_ = IsMounted(path_);
+}
+
+bool Mount::Unmount() {
+  if (mounted_) {
+    for (int i = 0; i < 50 && IsMounted(path_); ++i) {
+      Sh("timeout 10 fusermount3 -u " + Quote(path_));
+      if (IsMounted(path_)) usleep(100'000);
+    }
+    // Last resort, so that no test ever leaves a mount behind.
+    if (IsMounted(path_)) Sh("umount -l " + Quote(path_));
+    mounted_ = false;
+  }
+  return !IsMounted(path_);
+}
+
+Mount::~Mount() { Unmount(); }
+
+}  // namespace qcowfs_test

@@ -1,0 +1,43 @@
+// A qcowfs mount for tests: mounted by the real binary, always unmounted on destruction,
+// also when the test fails.
+#pragma once
+
+#include <string>
+
+#include "test_util.h"
+
+namespace qcowfs_test {
+
+// Path of the qcowfs binary under test (set by CMake).
+std::string QcowfsBinary();
+
+class Mount {
+ public:
+  // Runs `qcowfs mount ARGS MOUNTPOINT` (the mountpoint is created) with a time limit.
+  Mount(const std::string& mountpoint, const std::string& args);
+  ~Mount();
+  Mount(const Mount&) = delete;
+  Mount& operator=(const Mount&) = delete;
+
+  // Whether `qcowfs mount` exited 0.
+  bool ok() const { return result_.status == 0; }
+  const CommandResult& result() const { return result_; }
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+  // Unmounts now; returns whether the mountpoint is no longer a mount.
+  bool Unmount();
+
+ private:
+  std::string path_;
+  CommandResult result_;
+  bool mounted_ = false;
+};
+
+// Returns the pid of the running qcowfs process whose command line mentions `needle`, or
+// -1 when there is none.
+int DaemonPid(const std::string& needle);
+
+// Returns whether path is a mount point right now (per /proc/self/mountinfo).
+bool IsMounted(const std::string& path);
+
+}  // namespace qcowfs_test
