@@ -97,8 +97,8 @@ void AddMountCommand(CLI::App& app, int* exit_code) {
   CLI::App* cmd = app.add_subcommand(
       "mount", "Mount a directory that presents a disk as a read-only qcow2 file");
   cmd->add_option("--export", args->export_source,
-                  "Disk to export (raw regular file or block device), opened read-only")
-      ->required();
+                  "Disk to export (raw regular file or block device), opened read-only; "
+                  "required");
   cmd->add_option("mountpoint", args->mountpoint, "Existing directory to mount on")->required();
   cmd->add_flag("-f,--foreground", args->foreground,
                 "Stay in the foreground and log to stderr (default: daemon logging to syslog)");
