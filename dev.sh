@@ -5,6 +5,7 @@
 #                    qemu-img, import it back and compare
 #   ./dev.sh test    install what is missing, build, run the whole test suite
 #   ./dev.sh build   install what is missing and build
+#   ./dev.sh asan    the test suite built with AddressSanitizer and UBSan (build-asan/)
 #
 # BUILD_DIR (default: build) selects the build directory.
 set -euo pipefail
@@ -70,8 +71,16 @@ demo() {
 }
 
 case "${1:-}" in
+  asan)
+    BUILD_DIR=build-asan
+    install_deps
+    cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Debug -DQCOWFS_SANITIZE=address,undefined >/dev/null
+    cmake --build "$BUILD_DIR" -j "$(nproc)"
+    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+      ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)"
+    ;;
   demo) demo ;;
   test) run_tests ;;
   build) build ;;
-  *) sed -n '2,9p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,10p' "$0" >&2; exit 2 ;;
 esac

@@ -80,6 +80,7 @@ int Serve(const fuse_lowlevel_ops& ops, void* userdata, const MountConfig& confi
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
   std::unique_ptr<fuse_session, SessionDeleter> se(
       fuse_session_new(&args, &ops, sizeof ops, userdata));
+  fuse_opt_free_args(&args);  // libfuse may have copied argv while parsing
   if (!se) throw std::runtime_error("cannot start a FUSE session (bad -o option?)");
   if (fuse_set_signal_handlers(se.get()) != 0) {
     throw std::runtime_error("cannot install signal handlers");

@@ -51,7 +51,10 @@ class FdSource : public Source {
   int splice_fd() const override { return direct_ ? -1 : fd_; }
 
   void ReadAt(uint64_t offset, uint8_t* out, uint64_t n) const override {
-    if (!direct_) return PreadFull(offset, out, n);
+    const auto aligned = [](uint64_t v) { return v % kDirectAlign == 0; };
+    if (!direct_ || (aligned(offset) && aligned(n) && aligned(reinterpret_cast<uintptr_t>(out)))) {
+      return PreadFull(offset, out, n);
+    }
     while (n > 0) {
       // Bounce through an aligned buffer, at most 4 MiB at a time.
       const uint64_t lo = offset & ~(kDirectAlign - 1);
@@ -181,15 +184,18 @@ ClusterMap DropZeroClusters(const Source& source, const ClusterMap& map, uint32_
   const uint64_t cluster = uint64_t{1} << cluster_bits;
   const uint64_t chunk_clusters = std::max<uint64_t>(1, (8u << 20) / cluster);
   const uint64_t total = map.size() * cluster;
-  std::vector<uint8_t> buf(chunk_clusters * cluster);
+  // Aligned, so that O_DIRECT sources read straight into it.
+  void* mem = nullptr;
+  if (posix_memalign(&mem, kDirectAlign, chunk_clusters * cluster) != 0) throw std::bad_alloc();
+  std::unique_ptr<uint8_t, FreeDeleter> buf(static_cast<uint8_t*>(mem));
   ClusterMap::Builder b;
   uint64_t done = 0;
   for (const auto& run : map.runs()) {
     for (uint64_t c = run.first; c < run.first + run.count; c += chunk_clusters) {
       const uint64_t count = std::min(chunk_clusters, run.first + run.count - c);
-      source.ReadAt(c * cluster, buf.data(), count * cluster);
+      source.ReadAt(c * cluster, buf.get(), count * cluster);
       for (uint64_t i = 0; i < count; ++i) {
-        if (!IsZero(buf.data() + i * cluster, cluster)) b.Add(c + i, 1);
+        if (!IsZero(buf.get() + i * cluster, cluster)) b.Add(c + i, 1);
       }
       done += count * cluster;
       if (progress) progress(done, total);
