@@ -1,0 +1,109 @@
+#include "qcow/target.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <system_error>
+#include <vector>
+
+#include "qcow/errors.h"
+
+namespace qcow {
+namespace {
+// BLKZEROOUT takes 512-byte aligned ranges.
+constexpr uint64_t kZeroOutAlign = 512;
+}  // namespace
+
+RawTarget::RawTarget(const std::string& path, const TargetOptions& options)
+    : path_(path), prezeroed_(options.prezeroed) {
+  fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd_ < 0) ThrowErrno("opening target " + path);
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) ThrowErrno("stat " + path);
+  if (S_ISBLK(st.st_mode)) {
+    block_device_ = true;
+    if (::ioctl(fd_, BLKGETSIZE64, &size_) != 0) ThrowErrno("BLKGETSIZE64 on " + path);
+  } else if (S_ISREG(st.st_mode)) {
+    size_ = static_cast<uint64_t>(st.st_size);
+  } else {
+    ::close(fd_);
+    throw UsageError("target " + path + " is neither a regular file nor a block device");
+  }
+  if (options.size) size_ = *options.size;
+}
+
+RawTarget::~RawTarget() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void RawTarget::Write(uint64_t offset, const uint8_t* data, uint64_t n) {
+  while (n > 0) {
+    ssize_t w = ::pwrite(fd_, data, std::min<uint64_t>(n, 1u << 30), static_cast<off_t>(offset));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) ThrowErrno("writing target " + path_ + " at offset " + std::to_string(offset));
+    offset += w;
+    data += w;
+    n -= w;
+  }
+}
+
+void RawTarget::WriteZeros(uint64_t offset, uint64_t n) {
+  static const std::vector<uint8_t> zeros(1 << 20, 0);
+  while (n > 0) {
+    const uint64_t k = std::min<uint64_t>(n, zeros.size());
+    Write(offset, zeros.data(), k);
+    offset += k;
+    n -= k;
+  }
+}
+
+void RawTarget::Zero(uint64_t offset, uint64_t n) {
+  if (prezeroed_ || n == 0) return;
+  if (block_device_) {
+    const uint64_t lo = (offset + kZeroOutAlign - 1) / kZeroOutAlign * kZeroOutAlign;
+    const uint64_t hi = (offset + n) / kZeroOutAlign * kZeroOutAlign;
+    if (zeroout_ok_ && lo < hi) {
+      uint64_t range[2] = {lo, hi - lo};
+      if (::ioctl(fd_, BLKZEROOUT, range) == 0) {
+        WriteZeros(offset, lo - offset);
+        WriteZeros(hi, offset + n - hi);
+        return;
+      }
+      if (errno != EINVAL && errno != EOPNOTSUPP && errno != ENOTTY) {
+        ThrowErrno("BLKZEROOUT on " + path_);
+      }
+      zeroout_ok_ = false;
+    }
+    return WriteZeros(offset, n);
+  }
+  // Files: a hole reads as zeros and frees space; zero-range keeps the allocation.
+  if (punch_ok_) {
+    if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                    static_cast<off_t>(n)) == 0) {
+      return;
+    }
+    if (errno != EOPNOTSUPP && errno != ENOSYS) ThrowErrno("punching a hole in " + path_);
+    punch_ok_ = false;
+  }
+  if (zero_range_ok_) {
+    if (::fallocate(fd_, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                    static_cast<off_t>(n)) == 0) {
+      return;
+    }
+    if (errno != EOPNOTSUPP && errno != ENOSYS) ThrowErrno("zeroing a range of " + path_);
+    zero_range_ok_ = false;
+  }
+  WriteZeros(offset, n);
+}
+
+void RawTarget::Sync() {
+  if (::fsync(fd_) != 0) ThrowErrno("fsync of target " + path_);
+}
+
+}  // namespace qcow

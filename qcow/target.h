@@ -1,0 +1,49 @@
+// Targets of imports: a raw regular file or a block device, opened read-write.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "qcow/stream_decoder.h"
+
+namespace qcow {
+
+struct TargetOptions {
+  bool prezeroed = false;               // the target already reads as zeros: skip zeroing
+  std::optional<uint64_t> size;         // overrides the size the target reports
+};
+
+// A raw disk that decoded guest data is written to. Zero ranges use BLKZEROOUT on block
+// devices and fallocate (punch hole, then zero range) on files, writing zeros only as a
+// last resort.
+class RawTarget : public ImageSink {
+ public:
+  // Opens path read-write. Throws std::system_error when it cannot, UsageError when it is
+  // neither a regular file nor a block device.
+  RawTarget(const std::string& path, const TargetOptions& options);
+  ~RawTarget() override;
+  RawTarget(const RawTarget&) = delete;
+  RawTarget& operator=(const RawTarget&) = delete;
+
+  // Returns the bytes the target holds.
+  uint64_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+  void Write(uint64_t offset, const uint8_t* data, uint64_t n) override;
+  void Zero(uint64_t offset, uint64_t n) override;
+  // Makes everything written durable (fsync). Throws std::system_error.
+  void Sync();
+
+ private:
+  void WriteZeros(uint64_t offset, uint64_t n);
+
+  std::string path_;
+  int fd_ = -1;
+  bool block_device_ = false;
+  bool prezeroed_;
+  uint64_t size_ = 0;
+  bool punch_ok_ = true, zero_range_ok_ = true, zeroout_ok_ = true;
+};
+
+}  // namespace qcow
