@@ -9,17 +9,25 @@
 
 #include "cli/exit_codes.h"
 #include "cli/size_arg.h"
-#include "fuse/export_fs.h"
+#include "fuse/filesystem.h"
+#include "fuse/log.h"
 #include "fuse/session.h"
 #include "qcow/errors.h"
 #include "qcow/export_layout.h"
+#include "qcow/import_job.h"
 #include "qcow/source.h"
+#include "qcow/target.h"
 
 namespace qcowfs {
 namespace {
 
 struct MountArgs {
   std::string export_source;
+  std::string import_target;
+  bool prezeroed = false;
+  std::string spool_memory = "256M";
+  std::string spool_dir;
+  std::string spool_limit = "8G";
   std::string mountpoint;
   std::string export_name = "disk.qcow2";
   std::string cluster_size = "64K";
@@ -63,13 +71,23 @@ std::string AbsoluteDirectory(const std::string& path) {
   return buf;
 }
 
+std::string DefaultSpoolDir() {
+  const char* tmp = getenv("TMPDIR");
+  return tmp && *tmp ? tmp : "/tmp";
+}
+
 int RunMount(const MountArgs& a) {
-  if (a.export_source.empty()) {
-    throw qcow::UsageError("mount needs --export SOURCE (the disk to present as a qcow2 file)");
+  if (a.export_source.empty() && a.import_target.empty()) {
+    throw qcow::UsageError(
+        "mount needs --export SOURCE (a disk to present as a qcow2 file), --import TARGET "
+        "(a disk to decode an image into), or both");
   }
   if (a.export_name.empty() || a.export_name == "." || a.export_name == ".." ||
-      a.export_name.find('/') != std::string::npos) {
-    throw qcow::UsageError("--export-name '" + a.export_name + "' is not a plain file name");
+      a.export_name.find('/') != std::string::npos || a.export_name == qcowfs::kImportName ||
+      a.export_name == qcowfs::kStatusName) {
+    throw qcow::UsageError("--export-name '" + a.export_name +
+                           "' is not a plain file name "
+                           "other than import.qcow2 and import.status");
   }
   const uint32_t bits = ClusterBits(a.cluster_size);
   MountConfig config;
@@ -80,14 +98,39 @@ int RunMount(const MountArgs& a) {
   config.readahead_kb =
       a.readahead_kb ? a.readahead_kb : static_cast<unsigned>(2 * RequestSizeForPipe() / 1024);
   config.max_threads = a.threads;
-  config.fsname = a.export_source.find(',') == std::string::npos ? a.export_source : "qcowfs";
+  const std::string& shown = a.export_source.empty() ? a.import_target : a.export_source;
+  config.fsname = shown.find(',') == std::string::npos ? shown : "qcowfs";
 
-  auto source = qcow::OpenSource(a.export_source, {.direct = a.direct});
-  qcow::ClusterMap map = source->Allocation(bits);
-  if (a.scan_zeros) map = DropZeroClusters(*source, map, bits, ScanProgress(a.export_source));
-  qcow::ExportLayout layout(source->size(), bits, std::move(map));
-  ExportFile file{a.export_name, &layout, source.get()};
-  return MountAndServe(ExportOperations(), &file, config);
+  MountedFiles files;
+  files.export_name = a.export_name;
+  clock_gettime(CLOCK_REALTIME, &files.mount_time);
+  // Open and plan everything before mounting, so that errors reach the terminal.
+  std::unique_ptr<qcow::Source> source;
+  std::unique_ptr<qcow::ExportLayout> layout;
+  if (!a.export_source.empty()) {
+    source = qcow::OpenSource(a.export_source, {.direct = a.direct});
+    qcow::ClusterMap map = source->Allocation(bits);
+    if (a.scan_zeros) map = DropZeroClusters(*source, map, bits, ScanProgress(a.export_source));
+    layout = std::make_unique<qcow::ExportLayout>(source->size(), bits, std::move(map));
+    files.layout = layout.get();
+    files.source = source.get();
+  }
+  std::unique_ptr<qcow::RawTarget> target;
+  std::unique_ptr<qcow::ImportJob> job;
+  if (!a.import_target.empty()) {
+    qcow::TargetOptions target_options;
+    target_options.prezeroed = a.prezeroed;
+    target = std::make_unique<qcow::RawTarget>(a.import_target, target_options);
+    qcow::ImportOptions options;
+    options.spool = {.memory = ParseSize(a.spool_memory),
+                     .dir = a.spool_dir.empty() ? DefaultSpoolDir() : a.spool_dir,
+                     .limit = ParseSize(a.spool_limit)};
+    options.log = [](const std::string& line) { Log(LOG_WARNING, "%s", line.c_str()); };
+    job = std::make_unique<qcow::ImportJob>(*target, std::move(options));
+    files.import = job.get();
+    files.import_target = a.import_target;
+  }
+  return MountAndServe(Operations(), &files, config);
 }
 
 }  // namespace
@@ -97,8 +140,11 @@ void AddMountCommand(CLI::App& app, int* exit_code) {
   CLI::App* cmd = app.add_subcommand(
       "mount", "Mount a directory that presents a disk as a read-only qcow2 file");
   cmd->add_option("--export", args->export_source,
-                  "Disk to export (raw regular file or block device), opened read-only; "
-                  "required");
+                  "Disk to present as MOUNTPOINT/disk.qcow2 (raw regular file or block "
+                  "device), opened read-only");
+  cmd->add_option("--import", args->import_target,
+                  "Disk to decode images written to MOUNTPOINT/import.qcow2 into (raw regular "
+                  "file or block device, at least the image's virtual size)");
   cmd->add_option("mountpoint", args->mountpoint, "Existing directory to mount on")->required();
   cmd->add_flag("-f,--foreground", args->foreground,
                 "Stay in the foreground and log to stderr (default: daemon logging to syslog)");
@@ -115,6 +161,17 @@ void AddMountCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("--direct", args->direct, "Read the disk with O_DIRECT, bypassing the page cache");
   cmd->add_option("--readahead", args->readahead_kb,
                   "Kernel readahead for the mount in KiB (default: two read requests)");
+  cmd->add_flag("--prezeroed", args->prezeroed,
+                "Import: the target already reads as zeros, so unallocated ranges are skipped");
+  cmd->add_option("--spool-memory", args->spool_memory,
+                  "Import: memory for image bytes that arrive before the tables that map them")
+      ->capture_default_str();
+  cmd->add_option("--spool-dir", args->spool_dir,
+                  "Import: directory for spooled bytes beyond --spool-memory (default: $TMPDIR "
+                  "or /tmp)");
+  cmd->add_option("--spool-limit", args->spool_limit,
+                  "Import: most bytes ever spooled; an image needing more fails")
+      ->capture_default_str();
   cmd->add_option("--threads", args->threads, "Maximum threads serving requests")
       ->check(CLI::Range(1u, 64u))
       ->capture_default_str();

@@ -30,7 +30,7 @@ bool ZstdCluster(std::span<const uint8_t> in, std::span<uint8_t> out) {
     const size_t before_in = ib.pos, before_out = ob.pos;
     size_t ret = ZSTD_decompressStream(ctx.get(), &ob, &ib);
     if (ZSTD_isError(ret)) return false;
-    if (ret == 0) break;  // frame complete
+    if (ret == 0) break;                                            // frame complete
     if (ib.pos == before_in && ob.pos == before_out) return false;  // no progress: truncated
   }
   return ob.pos == ob.size;

@@ -57,8 +57,8 @@ void ParseExtensions(std::span<const uint8_t> c0, uint64_t start, ImageInfo& inf
     if (type == kExtEnd) return;
     const uint64_t data = pos + 8;
     if (data + len > c0.size()) {
-      Refuse("header extension " + Hex(type) + " at offset " + std::to_string(pos) + " has length " +
-             std::to_string(len) + ", past the end of cluster 0");
+      Refuse("header extension " + Hex(type) + " at offset " + std::to_string(pos) +
+             " has length " + std::to_string(len) + ", past the end of cluster 0");
     }
     switch (type) {
       case kExtFeatureNameTable:
@@ -70,11 +70,13 @@ void ParseExtensions(std::span<const uint8_t> c0, uint64_t start, ImageInfo& inf
         }
         break;
       case kExtFullDiskEncryption:
-        Refuse("the image has a full disk encryption header extension; qcowfs cannot import "
-               "encrypted images");
+        Refuse(
+            "the image has a full disk encryption header extension; qcowfs cannot import "
+            "encrypted images");
       case kExtDataFileName:
-        Refuse("the image names an external data file; qcowfs imports only images that hold "
-               "their own data");
+        Refuse(
+            "the image names an external data file; qcowfs imports only images that hold "
+            "their own data");
       case kExtBitmaps:
         info.has_bitmaps = true;
         break;
@@ -104,8 +106,8 @@ ImageInfo ParseImageHeader(std::span<const uint8_t> c0,
   }
   info.cluster_size = uint64_t{1} << h.cluster_bits;
   if (c0.size() < info.cluster_size) {
-    Refuse("the image ends at byte " + std::to_string(c0.size()) +
-           ", inside its first cluster (" + std::to_string(info.cluster_size) + " bytes)");
+    Refuse("the image ends at byte " + std::to_string(c0.size()) + ", inside its first cluster (" +
+           std::to_string(info.cluster_size) + " bytes)");
   }
   c0 = c0.first(info.cluster_size);
   if (h.version == 3) {
@@ -122,7 +124,9 @@ ImageInfo ParseImageHeader(std::span<const uint8_t> c0,
 
   if (h.crypt_method != 0) {
     Refuse("crypt_method is " + std::to_string(h.crypt_method) +
-           (h.crypt_method == 1 ? " (AES)" : h.crypt_method == 2 ? " (LUKS)" : "") +
+           (h.crypt_method == 1   ? " (AES)"
+            : h.crypt_method == 2 ? " (LUKS)"
+                                  : "") +
            "; qcowfs imports only unencrypted images (crypt_method 0)");
   }
   const uint64_t unknown = h.incompatible_features & ~kKnownIncompatible;
@@ -132,12 +136,14 @@ ImageInfo ParseImageHeader(std::span<const uint8_t> c0,
            FeatureLabel(info, 0, bit) + " set; qcowfs understands bits 0-4");
   }
   if (h.incompatible_features & kIncompatCorrupt) {
-    Refuse("incompatible_features has the corrupt bit (1) set; repair the image with "
-           "'qemu-img check -r all' first");
+    Refuse(
+        "incompatible_features has the corrupt bit (1) set; repair the image with "
+        "'qemu-img check -r all' first");
   }
   if (h.incompatible_features & kIncompatDataFile) {
-    Refuse("incompatible_features has the external data file bit (2) set; qcowfs imports "
-           "only images that hold their own data");
+    Refuse(
+        "incompatible_features has the external data file bit (2) set; qcowfs imports "
+        "only images that hold their own data");
   }
   info.compression_type = h.compression_type;
   const bool compression_bit = h.incompatible_features & kIncompatCompression;
@@ -159,8 +165,9 @@ ImageInfo ParseImageHeader(std::span<const uint8_t> c0,
   info.l2_entries = info.cluster_size / info.l2_entry_size;
   info.dirty = h.incompatible_features & kIncompatDirty;
   if (info.dirty && warn) {
-    warn("the image's dirty bit is set (it was not closed cleanly); importing anyway, "
-         "refcounts are not needed to read it");
+    warn(
+        "the image's dirty bit is set (it was not closed cleanly); importing anyway, "
+        "refcounts are not needed to read it");
   }
 
   if (h.backing_file_offset != 0) {
@@ -201,7 +208,8 @@ ImageInfo ParseImageHeader(std::span<const uint8_t> c0,
   if (h.nb_snapshots > kMaxSnapshots) {
     Refuse("nb_snapshots is " + std::to_string(h.nb_snapshots) + "; qcow2 allows at most 65536");
   }
-  if (h.nb_snapshots > 0) CheckTableOffset("snapshots_offset", h.snapshots_offset, info.cluster_size);
+  if (h.nb_snapshots > 0)
+    CheckTableOffset("snapshots_offset", h.snapshots_offset, info.cluster_size);
   return info;
 }
 

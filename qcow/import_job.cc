@@ -43,11 +43,11 @@ int ImportJob::Fail(int err, const std::string& message) {
 
 // Runs fn on the decoder, turning exceptions into a kept failure.
 int ImportJob::Guard(const std::function<void()>& fn) {
-  if (state_ == State::kFailed || state_ == State::kDone) return state_ == State::kDone ? EIO : result_;
+  if (state_ == State::kFailed || state_ == State::kDone)
+    return state_ == State::kDone ? EIO : result_;
   if (state_ != State::kReceiving) return EIO;
   try {
     fn();
-    received_ = decoder_->bytes_received();
     written_ = decoder_->guest_bytes_written();
     return 0;
   } catch (const TooLargeError& e) {
@@ -60,6 +60,7 @@ int ImportJob::Guard(const std::function<void()>& fn) {
 int ImportJob::Write(uint64_t offset, std::span<const uint8_t> bytes) {
   std::lock_guard lock(mu_);
   image_size_ = std::max(image_size_, offset + bytes.size());
+  if (state_ == State::kReceiving) received_ += bytes.size();
   return Guard([&] { decoder_->Feed(offset, bytes); });
 }
 
@@ -94,6 +95,11 @@ void ImportJob::End() {
 ImportJob::State ImportJob::state() const {
   std::lock_guard lock(mu_);
   return state_;
+}
+
+bool ImportJob::HasData() const {
+  std::lock_guard lock(mu_);
+  return received_ > 0 || image_size_ > 0;
 }
 
 uint64_t ImportJob::image_size() const {

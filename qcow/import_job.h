@@ -41,6 +41,8 @@ class ImportJob {
   void End();
 
   State state() const;
+  // Returns whether the current import has received any bytes (or a size).
+  bool HasData() const;
   // Returns the status report: one "key: value" line each for state, bytes-received,
   // bytes-written, virtual-size, and error (empty unless failed).
   std::string StatusText() const;

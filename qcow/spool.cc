@@ -29,8 +29,8 @@ void Spool::WriteFile(uint64_t offset, std::span<const uint8_t> bytes) {
   }
   size_t done = 0;
   while (done < bytes.size()) {
-    ssize_t n = ::pwrite(fd_, bytes.data() + done, bytes.size() - done,
-                         static_cast<off_t>(offset + done));
+    ssize_t n =
+        ::pwrite(fd_, bytes.data() + done, bytes.size() - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) ThrowErrno("writing the spool file in " + limits_.dir);
     done += static_cast<size_t>(n);

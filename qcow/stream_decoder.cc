@@ -27,8 +27,7 @@ std::string Hex(uint64_t v) {
 [[noreturn]] void Refuse(const std::string& what) { throw FormatError(what); }
 
 std::string TableName(bool l1, uint64_t l1_index) {
-  return l1 ? std::string("the L1 table")
-            : "the L2 table of L1 entry " + std::to_string(l1_index);
+  return l1 ? std::string("the L1 table") : "the L2 table of L1 entry " + std::to_string(l1_index);
 }
 
 }  // namespace
@@ -105,9 +104,8 @@ void StreamDecoder::Dispatch(uint64_t a, std::span<const uint8_t> bytes) {
     std::sort(claimed.begin(), claimed.end());
     uint64_t pos = a;
     auto spool_gap = [&](uint64_t lo, uint64_t hi) {
-      ignored_.ForEachGap(lo, hi, [&](uint64_t x, uint64_t y) {
-        spool_.Put(x, bytes.subspan(x - a, y - x));
-      });
+      ignored_.ForEachGap(
+          lo, hi, [&](uint64_t x, uint64_t y) { spool_.Put(x, bytes.subspan(x - a, y - x)); });
     };
     for (const auto& [lo, hi] : claimed) {
       if (lo > pos) spool_gap(pos, lo);
@@ -171,9 +169,8 @@ void StreamDecoder::AddTable(TableKind kind, uint64_t start, uint64_t length, ui
   }
   tables_.emplace(start, Table{kind, length, l1_index, {}, {}});
   if (kind != TableKind::kRefcountTable) ++pending_tree_tables_;
-  spool_.Visit(start, start + length, [&](uint64_t off, std::span<const uint8_t> b) {
-    FeedTable(start, off, b);
-  });
+  spool_.Visit(start, start + length,
+               [&](uint64_t off, std::span<const uint8_t> b) { FeedTable(start, off, b); });
   spool_.Erase(start, start + length);
   if (tables_.at(start).got.Covers(0, length)) CompleteTable(start);
 }
@@ -358,9 +355,8 @@ void StreamDecoder::AddCompressed(uint64_t start, uint64_t end, uint64_t guest) 
   }
   max_compressed_span_ = std::max(max_compressed_span_, end - start);
   auto it = compressed_.emplace(start, Compressed{end, guest, {}, {}});
-  spool_.Visit(start, end, [&](uint64_t off, std::span<const uint8_t> b) {
-    FeedCompressed(it, off, b);
-  });
+  spool_.Visit(start, end,
+               [&](uint64_t off, std::span<const uint8_t> b) { FeedCompressed(it, off, b); });
   // A neighbour may share the first and the last sector; the rest is this cluster's own.
   const uint64_t own_lo = (start / kSectorSize + 1) * kSectorSize;
   if (end > own_lo + kSectorSize) spool_.Erase(own_lo, end - kSectorSize);
@@ -386,11 +382,11 @@ void StreamDecoder::CompleteCompressed(std::multimap<uint64_t, Compressed>::iter
   const uint64_t n = std::min(cc.end, data_end) - it->first;
   std::vector<uint8_t> out(c);
   const std::span<const uint8_t> in(cc.bytes.data(), n);
-  const bool ok = info_->compression_type == kCompressionZstd ? ZstdCluster(in, out)
-                                                              : InflateCluster(in, out);
+  const bool ok =
+      info_->compression_type == kCompressionZstd ? ZstdCluster(in, out) : InflateCluster(in, out);
   if (!ok) {
-    Refuse(std::string("compressed cluster for guest offset ") + std::to_string(cc.guest) +
-           " (" + std::to_string(n) + " bytes at " + Hex(it->first) + ") does not " +
+    Refuse(std::string("compressed cluster for guest offset ") + std::to_string(cc.guest) + " (" +
+           std::to_string(n) + " bytes at " + Hex(it->first) + ") does not " +
            (info_->compression_type == kCompressionZstd ? "zstd" : "deflate") +
            "-decompress to exactly " + std::to_string(c) + " bytes");
   }
@@ -480,8 +476,8 @@ void StreamDecoder::Finish() {
   }
   for (const auto& [host, run] : runs_) {
     if (host + run.length > size) {
-      Refuse("data for guest offset " + std::to_string(run.guest) + " at host offset " +
-             Hex(host) + " lies past the end of the image (" + std::to_string(size) +
+      Refuse("data for guest offset " + std::to_string(run.guest) + " at host offset " + Hex(host) +
+             " lies past the end of the image (" + std::to_string(size) +
              " bytes): the image is truncated");
     }
   }

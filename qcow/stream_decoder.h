@@ -77,7 +77,7 @@ class StreamDecoder {
   struct Table {
     TableKind kind;
     uint64_t length;
-    uint64_t l1_index;  // kL2 only
+    uint64_t l1_index;           // kL2 only
     std::vector<uint8_t> bytes;  // allocated when the first byte arrives
     RangeSet got;
   };
@@ -116,11 +116,11 @@ class StreamDecoder {
   DecoderOptions options_;
   Spool spool_;
   std::optional<ImageInfo> info_;
-  std::map<uint64_t, Table> tables_;  // by host offset; never overlapping
-  std::map<uint64_t, Run> runs_;      // by host offset; never overlapping
+  std::map<uint64_t, Table> tables_;                // by host offset; never overlapping
+  std::map<uint64_t, Run> runs_;                    // by host offset; never overlapping
   std::multimap<uint64_t, Compressed> compressed_;  // spans may share sectors
   uint64_t max_compressed_span_ = 0;
-  RangeSet ignored_;  // refcount structures: not needed to read the disk
+  RangeSet ignored_;                  // refcount structures: not needed to read the disk
   uint64_t pending_tree_tables_ = 0;  // L1 and L2 tables not parsed yet
   bool l1_parsed_ = false;
   bool tree_complete_ = false;

@@ -11,8 +11,8 @@
 namespace qcow {
 
 struct TargetOptions {
-  bool prezeroed = false;               // the target already reads as zeros: skip zeroing
-  std::optional<uint64_t> size;         // overrides the size the target reports
+  bool prezeroed = false;        // the target already reads as zeros: skip zeroing
+  std::optional<uint64_t> size;  // overrides the size the target reports
 };
 
 // A raw disk that decoded guest data is written to. Zero ranges use BLKZEROOUT on block

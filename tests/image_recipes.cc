@@ -95,8 +95,8 @@ void MakePatternTarget(const std::string& path, uint64_t size) {
   ASSERT_EQ(r.status, 0) << r.output;
   // Beyond the first GiB, a pattern block every 64 GiB and near the end.
   for (uint64_t off = 64ull << 30; size > (1ull << 30) && off < size; off += 64ull << 30) {
-    Sh("yes qcowfs-pattern | head -c 1048576 | dd of=" + Quote(path) + " bs=1M seek=" +
-       std::to_string(off >> 20) + " conv=notrunc status=none");
+    Sh("yes qcowfs-pattern | head -c 1048576 | dd of=" + Quote(path) +
+       " bs=1M seek=" + std::to_string(off >> 20) + " conv=notrunc status=none");
   }
 }
 

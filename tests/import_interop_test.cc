@@ -44,8 +44,7 @@ std::string CaseName(const ::testing::TestParamInfo<std::tuple<size_t, Order>>& 
          kOrders[static_cast<int>(std::get<1>(info.param))];
 }
 
-class ImportLibrary
-    : public ::testing::TestWithParam<std::tuple<size_t, Order>> {};
+class ImportLibrary : public ::testing::TestWithParam<std::tuple<size_t, Order>> {};
 
 TEST_P(ImportLibrary, DecodesIntoAPatternedTarget) {
   const auto& recipe = ValidImages()[std::get<0>(GetParam())];
@@ -60,12 +59,11 @@ TEST_P(ImportLibrary, DecodesIntoAPatternedTarget) {
   EXPECT_EQ(cmp.status, 0) << cmp.output;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Images, ImportLibrary,
-    ::testing::Combine(::testing::Range<size_t>(0, ValidImages().size()),
-                       ::testing::Values(Order::kSequential, Order::kOddChunks, Order::kReverse,
-                                         Order::kShuffled)),
-    CaseName);
+INSTANTIATE_TEST_SUITE_P(Images, ImportLibrary,
+                         ::testing::Combine(::testing::Range<size_t>(0, ValidImages().size()),
+                                            ::testing::Values(Order::kSequential, Order::kOddChunks,
+                                                              Order::kReverse, Order::kShuffled)),
+                         CaseName);
 
 TEST(ImportLibraryLimits, SpoolSpillsToAFileAndRefusesPastItsLimit) {
   TempDir dir;

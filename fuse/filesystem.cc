@@ -1,4 +1,4 @@
-#include "fuse/export_fs.h"
+#include "fuse/filesystem.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -60,7 +60,23 @@ size_t RequestSizeForPipe() {
 
 namespace {
 
-ExportFile& Fs(fuse_req_t req) { return *static_cast<ExportFile*>(fuse_req_userdata(req)); }
+constexpr fuse_ino_t kImportIno = 3;
+constexpr fuse_ino_t kStatusIno = 4;
+
+MountedFiles& Fs(fuse_req_t req) { return *static_cast<MountedFiles*>(fuse_req_userdata(req)); }
+
+// Returns the inode named `name` in the root, or 0 when the mount does not hold it.
+fuse_ino_t InodeOf(const MountedFiles& fs, const std::string& name) {
+  if (fs.layout && name == fs.export_name) return kExportIno;
+  if (fs.import && name == kImportName) return kImportIno;
+  if (fs.import && name == kStatusName) return kStatusIno;
+  return 0;
+}
+
+bool Exists(const MountedFiles& fs, fuse_ino_t ino) {
+  return ino == kRootIno || (ino == kExportIno && fs.layout) ||
+         ((ino == kImportIno || ino == kStatusIno) && fs.import);
+}
 
 // Replies with the errno for the exception being handled, logging it once. Every callback
 // ends here, so no exception reaches libfuse.
@@ -80,25 +96,45 @@ void ReplyError(fuse_req_t req, const char* op) {
   fuse_reply_err(req, err);
 }
 
-struct stat Attr(const ExportFile& fs, fuse_ino_t ino) {
+struct stat Attr(const MountedFiles& fs, fuse_ino_t ino) {
   struct stat st {};
   st.st_ino = ino;
   st.st_uid = getuid();
   st.st_gid = getgid();
-  const timespec t = fs.source->mtime();
+  const timespec t = fs.source ? fs.source->mtime() : fs.mount_time;
   st.st_atim = st.st_mtim = st.st_ctim = t;
-  if (ino == kRootIno) {
-    st.st_mode = S_IFDIR | 0555;
-    st.st_nlink = 2;
-  } else {
-    const uint64_t size = fs.layout->image_size();
-    st.st_mode = S_IFREG | 0444;
-    st.st_nlink = 1;
-    st.st_size = static_cast<off_t>(size);
-    st.st_blocks = static_cast<blkcnt_t>((size + 511) / 512);
-    st.st_blksize = kPreferredIoSize;
+  st.st_nlink = 1;
+  switch (ino) {
+    case kRootIno:
+      st.st_mode = S_IFDIR | 0755;
+      st.st_nlink = 2;
+      break;
+    case kExportIno: {
+      const uint64_t size = fs.layout->image_size();
+      st.st_mode = S_IFREG | 0444;
+      st.st_size = static_cast<off_t>(size);
+      st.st_blocks = static_cast<blkcnt_t>((size + 511) / 512);
+      st.st_blksize = kPreferredIoSize;
+      break;
+    }
+    case kImportIno:
+      st.st_mode = S_IFREG | 0200;  // write-only: an image goes in, nothing comes out
+      st.st_atim = st.st_mtim = st.st_ctim = fs.mount_time;
+      st.st_size = static_cast<off_t>(fs.import->image_size());
+      st.st_blksize = kPreferredIoSize;
+      break;
+    case kStatusIno:
+      st.st_mode = S_IFREG | 0444;
+      st.st_atim = st.st_mtim = st.st_ctim = fs.mount_time;
+      st.st_size = static_cast<off_t>(fs.import->StatusText().size());
+      break;
   }
   return st;
+}
+
+// The export never changes; the import files do, so the kernel must ask every time.
+double CacheSeconds(fuse_ino_t ino) {
+  return ino == kImportIno || ino == kStatusIno ? 0 : kCacheSeconds;
 }
 
 void OpInit(void*, fuse_conn_info* conn) {
@@ -108,16 +144,20 @@ void OpInit(void*, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
   if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
   if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+  // Import writes must reach the decoder as written, not merged or reordered.
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 }
 
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   try {
-    ExportFile& fs = Fs(req);
-    if (parent != kRootIno || fs.name != name) return (void)fuse_reply_err(req, ENOENT);
+    MountedFiles& fs = Fs(req);
+    const fuse_ino_t ino = parent == kRootIno ? InodeOf(fs, name) : 0;
+    if (!ino) return (void)fuse_reply_err(req, ENOENT);
     fuse_entry_param e{};
-    e.ino = kExportIno;
-    e.attr = Attr(fs, kExportIno);
-    e.attr_timeout = e.entry_timeout = kCacheSeconds;
+    e.ino = ino;
+    e.attr = Attr(fs, ino);
+    e.attr_timeout = CacheSeconds(ino);
+    e.entry_timeout = kCacheSeconds;
     fuse_reply_entry(req, &e);
   } catch (...) {
     ReplyError(req, "lookup");
@@ -126,9 +166,10 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   try {
-    if (ino != kRootIno && ino != kExportIno) return (void)fuse_reply_err(req, ENOENT);
-    struct stat st = Attr(Fs(req), ino);
-    fuse_reply_attr(req, &st, kCacheSeconds);
+    MountedFiles& fs = Fs(req);
+    if (!Exists(fs, ino)) return (void)fuse_reply_err(req, ENOENT);
+    struct stat st = Attr(fs, ino);
+    fuse_reply_attr(req, &st, CacheSeconds(ino));
   } catch (...) {
     ReplyError(req, "getattr");
   }
@@ -137,23 +178,26 @@ void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
 void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
   try {
     if (ino != kRootIno) return (void)fuse_reply_err(req, ENOTDIR);
-    ExportFile& fs = Fs(req);
+    MountedFiles& fs = Fs(req);
     struct Entry {
-      const char* name;
+      std::string name;
       fuse_ino_t ino;
       mode_t mode;
     };
-    const Entry entries[] = {{".", kRootIno, S_IFDIR},
-                             {"..", kRootIno, S_IFDIR},
-                             {fs.name.c_str(), kExportIno, S_IFREG}};
+    std::vector<Entry> entries = {{".", kRootIno, S_IFDIR}, {"..", kRootIno, S_IFDIR}};
+    if (fs.layout) entries.push_back({fs.export_name, kExportIno, S_IFREG});
+    if (fs.import) {
+      entries.push_back({kImportName, kImportIno, S_IFREG});
+      entries.push_back({kStatusName, kStatusIno, S_IFREG});
+    }
     std::vector<char> buf(size);
     size_t used = 0;
-    for (off_t i = off; i < static_cast<off_t>(std::size(entries)); ++i) {
+    for (off_t i = off; i < static_cast<off_t>(entries.size()); ++i) {
       struct stat st {};
       st.st_ino = entries[i].ino;
       st.st_mode = entries[i].mode;
-      size_t n =
-          fuse_add_direntry(req, buf.data() + used, size - used, entries[i].name, &st, i + 1);
+      size_t n = fuse_add_direntry(req, buf.data() + used, size - used, entries[i].name.c_str(),
+                                   &st, i + 1);
       if (n > size - used) break;
       used += n;
     }
@@ -165,11 +209,29 @@ void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
 
 void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   try {
-    if (ino != kExportIno) return (void)fuse_reply_err(req, EISDIR);
-    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-      return (void)fuse_reply_err(req, EROFS);
+    MountedFiles& fs = Fs(req);
+    if (!Exists(fs, ino)) return (void)fuse_reply_err(req, ENOENT);
+    const int mode = fi->flags & O_ACCMODE;
+    switch (ino) {
+      case kExportIno:
+        if (mode != O_RDONLY || (fi->flags & O_TRUNC)) return (void)fuse_reply_err(req, EROFS);
+        fi->keep_cache = 1;  // the image is immutable while mounted
+        break;
+      case kImportIno: {
+        // Write-only: reading back an image being decoded is meaningless.
+        if (mode != O_WRONLY) return (void)fuse_reply_err(req, EACCES);
+        if (int rc = fs.import->Begin()) return (void)fuse_reply_err(req, rc);
+        Log(LOG_INFO, "import into %s started", fs.import_target.c_str());
+        fi->direct_io = 1;  // no page cache: every write goes straight to the decoder
+        break;
+      }
+      case kStatusIno:
+        if (mode != O_RDONLY) return (void)fuse_reply_err(req, EACCES);
+        fi->direct_io = 1;  // fresh on every read
+        break;
+      default:
+        return (void)fuse_reply_err(req, EISDIR);
     }
-    fi->keep_cache = 1;  // the image is immutable while mounted
     fuse_reply_open(req, fi);
   } catch (...) {
     ReplyError(req, "open");
@@ -210,8 +272,14 @@ void ReplySpliced(fuse_req_t req, ReadBuffers& b, int fd) {
 
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
   try {
-    if (ino != kExportIno) return (void)fuse_reply_err(req, EISDIR);
-    ExportFile& fs = Fs(req);
+    MountedFiles& fs = Fs(req);
+    if (ino == kStatusIno) {
+      const std::string text = fs.import->StatusText();
+      const size_t from = std::min(text.size(), static_cast<size_t>(off));
+      const size_t n = std::min(size, text.size() - from);
+      return (void)fuse_reply_buf(req, text.data() + from, n);
+    }
+    if (ino != kExportIno) return (void)fuse_reply_err(req, EBADF);
     thread_local ReadBuffers b;
     const uint64_t n = fs.layout->Plan(static_cast<uint64_t>(off), size, b.metadata, b.segments);
     const int fd = fs.source->splice_fd();
@@ -234,8 +302,9 @@ void OpStatfs(fuse_req_t req, fuse_ino_t) {
   try {
     struct statvfs st {};
     st.f_bsize = st.f_frsize = 512;
-    st.f_blocks = (Fs(req).layout->image_size() + 511) / 512;
-    st.f_files = 2;
+    const MountedFiles& fs = Fs(req);
+    st.f_blocks = fs.layout ? (fs.layout->image_size() + 511) / 512 : 0;
+    st.f_files = 4;
     st.f_namemax = 255;
     fuse_reply_statfs(req, &st);
   } catch (...) {
@@ -243,10 +312,79 @@ void OpStatfs(fuse_req_t req, fuse_ino_t) {
   }
 }
 
-// Everything that would change the tree: the export is read-only.
-void OpSetattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) {
-  fuse_reply_err(req, EROFS);
+void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+             fuse_file_info*) {
+  try {
+    MountedFiles& fs = Fs(req);
+    if (ino != kImportIno || !fs.import) return (void)fuse_reply_err(req, EBADF);
+    const int rc = fs.import->Write(static_cast<uint64_t>(off),
+                                    std::span(reinterpret_cast<const uint8_t*>(buf), size));
+    if (rc) return (void)fuse_reply_err(req, rc);
+    fuse_reply_write(req, size);
+  } catch (...) {
+    ReplyError(req, "write");
+  }
 }
+
+// Ends the import and returns its result: close() (flush) and fsync() carry it to the
+// writer. Later calls return the same result. A flush before any byte arrived is a shell
+// redirection closing its spare descriptor (open, dup2, close), not the end of the image.
+int FinishImport(MountedFiles& fs) {
+  if (!fs.import->HasData()) return 0;
+  const bool was_done = fs.import->state() == qcow::ImportJob::State::kDone;
+  const int rc = fs.import->Finish();
+  if (rc == 0 && !was_done && fs.import->state() == qcow::ImportJob::State::kDone) {
+    Log(LOG_INFO, "import into %s done", fs.import_target.c_str());
+  }
+  return rc;
+}
+
+void OpFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  try {
+    MountedFiles& fs = Fs(req);
+    fuse_reply_err(req, ino == kImportIno && fs.import ? FinishImport(fs) : 0);
+  } catch (...) {
+    ReplyError(req, "flush");
+  }
+}
+
+void OpFsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+  try {
+    MountedFiles& fs = Fs(req);
+    fuse_reply_err(req, ino == kImportIno && fs.import ? FinishImport(fs) : 0);
+  } catch (...) {
+    ReplyError(req, "fsync");
+  }
+}
+
+void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  try {
+    MountedFiles& fs = Fs(req);
+    if (ino == kImportIno && fs.import) fs.import->End();
+    fuse_reply_err(req, 0);
+  } catch (...) {
+    ReplyError(req, "release");
+  }
+}
+
+void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
+  try {
+    MountedFiles& fs = Fs(req);
+    if (ino != kImportIno || !fs.import) return (void)fuse_reply_err(req, EROFS);
+    // Writers that skip holes (cp) set the size at the end; modes and times are ignored.
+    if (to_set & FUSE_SET_ATTR_SIZE) {
+      if (int rc = fs.import->Truncate(static_cast<uint64_t>(attr->st_size))) {
+        return (void)fuse_reply_err(req, rc);
+      }
+    }
+    struct stat st = Attr(fs, ino);
+    fuse_reply_attr(req, &st, 0);
+  } catch (...) {
+    ReplyError(req, "setattr");
+  }
+}
+
+// Everything that would change the tree: the mount's files are fixed.
 void OpMknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { fuse_reply_err(req, EROFS); }
 void OpMkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) { fuse_reply_err(req, EROFS); }
 void OpUnlink(fuse_req_t req, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
@@ -259,7 +397,7 @@ void OpCreate(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) 
 
 }  // namespace
 
-const fuse_lowlevel_ops& ExportOperations() {
+const fuse_lowlevel_ops& Operations() {
   static const fuse_lowlevel_ops ops = [] {
     fuse_lowlevel_ops o{};
     o.init = OpInit;
@@ -269,6 +407,10 @@ const fuse_lowlevel_ops& ExportOperations() {
     o.open = OpOpen;
     o.read = OpRead;
     o.statfs = OpStatfs;
+    o.write = OpWrite;
+    o.flush = OpFlush;
+    o.fsync = OpFsync;
+    o.release = OpRelease;
     o.setattr = OpSetattr;
     o.mknod = OpMknod;
     o.mkdir = OpMkdir;
