@@ -28,6 +28,8 @@ constexpr blksize_t kPreferredIoSize = 1 << 20;
 // Zero padding in one reply is shorter than a cluster (at most 2 MiB).
 constexpr size_t kZeroBufferSize = 2u << 20;
 alignas(4096) const uint8_t kZeros[kZeroBufferSize] = {};
+// FUSE's largest request: 256 pages.
+constexpr size_t kMaxRequest = 1u << 20;
 // Pieces (memory or fd buffers) a spliced reply may have; RequestSizeForPipe budgets for it.
 constexpr size_t kMaxSplicePieces = 4;
 // struct fuse_out_header (linux/fuse.h) precedes every reply.
@@ -42,7 +44,6 @@ size_t RequestSizeForPipe() {
   // to the pipe we can really have, whole pages, at most FUSE's 1 MiB.
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   const size_t budget = page * (1 + kMaxSplicePieces + 1) + kFuseOutHeaderSize;
-  const size_t kMaxRequest = 1u << 20;
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) return kMaxRequest;
   int got = fcntl(p[0], F_SETPIPE_SZ, static_cast<int>(kMaxRequest + budget));
@@ -137,9 +138,11 @@ double CacheSeconds(fuse_ino_t ino) {
   return ino == kImportIno || ino == kStatusIno ? 0 : kCacheSeconds;
 }
 
-void OpInit(void*, fuse_conn_info* conn) {
-  // libfuse derives the largest request (max_pages) from max_write.
-  conn->max_write = static_cast<unsigned>(RequestSizeForPipe());
+void OpInit(void* userdata, fuse_conn_info* conn) {
+  // libfuse derives the largest request (max_pages) from max_write. Export reads must fit
+  // the splice pipe; a mount with only the import can take FUSE's full 1 MiB writes.
+  const auto& fs = *static_cast<const MountedFiles*>(userdata);
+  conn->max_write = static_cast<unsigned>(fs.layout ? RequestSizeForPipe() : kMaxRequest);
   // Data clusters are spliced from the source straight into the reply when possible.
   if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
   if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;

@@ -44,6 +44,7 @@ class RawTarget : public ImageSink {
   bool prezeroed_;
   uint64_t size_ = 0;
   bool punch_ok_ = true, zero_range_ok_ = true, zeroout_ok_ = true;
+  uint64_t unflushed_ = 0;  // bytes written since writeback was last started
 };
 
 }  // namespace qcow
