@@ -138,7 +138,17 @@ int RunMount(const MountArgs& a) {
 void AddMountCommand(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<MountArgs>();
   CLI::App* cmd = app.add_subcommand(
-      "mount", "Mount a directory that presents a disk as a read-only qcow2 file");
+      "mount",
+      "Mount a directory that presents a disk as a read-only qcow2 file (--export) and/or "
+      "decodes qcow2 images written into it into a disk (--import)");
+  cmd->footer(
+      "Files in the mount:\n"
+      "  disk.qcow2     (--export) the disk as a qcow2 image, computed on the fly\n"
+      "  import.qcow2   (--import) write a qcow2 image here (cat, cp, dd); close() returns 0\n"
+      "                 only once it is decoded, written and fsynced, else EIO, or EFBIG\n"
+      "                 when the image is larger than the target\n"
+      "  import.status  (--import) state, bytes received and written, virtual size, error\n"
+      "Unmount with fusermount3 -u MOUNTPOINT. Exit status: 0 mounted, 1 failure, 2 usage.");
   cmd->add_option("--export", args->export_source,
                   "Disk to present as MOUNTPOINT/disk.qcow2 (raw regular file or block "
                   "device), opened read-only");
