@@ -68,6 +68,17 @@ const std::vector<ImageRecipe>& ValidImages() {
       {"preallocation_metadata",
        "qemu-img create -q -f qcow2 -o preallocation=metadata img.qcow2 8M && "
        "qemu-io -c 'write -P 0x71 1M 64k' img.qcow2 >/dev/null"},
+      // The last compressed cluster's sector span runs past the end of the file, which the
+      // format allows: the zero padding after the last deflate stream is cut off.
+      {"compressed_span_past_end",
+       "yes qcowfs-span | head -c 5M > raw && qemu-img convert -c -f raw -O qcow2 raw img.qcow2",
+       [](const std::string& img) {
+         const auto b = ReadFile(img);
+         size_t end = b.size();
+         while (end > 0 && b[end - 1] == 0) --end;
+         ASSERT_LT(end, b.size()) << "no padding to cut";
+         ASSERT_EQ(truncate(img.c_str(), static_cast<off_t>(end)), 0);
+       }},
       {"empty_image", "qemu-img create -q -f qcow2 img.qcow2 16M"},
       {"zero_size_image", "qemu-img create -q -f qcow2 img.qcow2 0"},
   };
@@ -77,6 +88,7 @@ const std::vector<ImageRecipe>& ValidImages() {
 std::string BuildImage(const TempDir& dir, const ImageRecipe& r) {
   auto out = Sh("cd " + Quote(dir.path()) + " && " + r.commands);
   EXPECT_EQ(out.status, 0) << r.name << ": " << out.output;
+  if (r.after) r.after(dir / "img.qcow2");
   return dir / "img.qcow2";
 }
 

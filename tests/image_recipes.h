@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,8 @@ struct ImageRecipe {
   // Shell commands run in the test's directory that leave the image in "img.qcow2"
   // ("raw" and other scratch names are free to use).
   std::string commands;
+  // Optional edit of img.qcow2 after the commands.
+  std::function<void(const std::string&)> after = nullptr;
 };
 
 // Every valid layout the import issue lists.

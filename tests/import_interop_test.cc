@@ -68,7 +68,12 @@ INSTANTIATE_TEST_SUITE_P(Images, ImportLibrary,
 TEST(ImportLibraryLimits, SpoolSpillsToAFileAndRefusesPastItsLimit) {
   TempDir dir;
   // Compressed data precedes its L2 tables, so reverse order spools nearly everything.
-  const std::string image = BuildImage(dir, ValidImages()[8]);
+  const auto& images = ValidImages();
+  auto sparse = std::find_if(images.begin(), images.end(), [](const ImageRecipe& r) {
+    return std::string(r.name) == "compressed_sparse";
+  });
+  ASSERT_NE(sparse, images.end());
+  const std::string image = BuildImage(dir, *sparse);
   MakePatternTarget(dir / "target", VirtualSize(image));
   qcow::Spool::Limits small{.memory = 64 << 10, .dir = dir.path(), .limit = 1ull << 30};
   std::string status;
