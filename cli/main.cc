@@ -4,8 +4,12 @@
 #include <system_error>
 
 #include "cli/exit_codes.h"
+#include "cli/inspect_commands.h"
 #include "cli/mount_command.h"
+#include "cli/serve_command.h"
+#include "cli/stream_command.h"
 #include "qcow/errors.h"
+#include "qcow/export_stream.h"
 
 #ifndef QCOWFS_VERSION
 #define QCOWFS_VERSION "0"
@@ -17,6 +21,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int exit_code = qcowfs::kExitOk;
   qcowfs::AddMountCommand(app, &exit_code);
+  qcowfs::AddStreamCommand(app, &exit_code);
+  qcowfs::AddServeCommands(app, &exit_code);
+  qcowfs::AddInspectCommands(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -34,6 +41,9 @@ int main(int argc, char** argv) {
   } catch (const qcow::FormatError& e) {
     std::fprintf(stderr, "qcowfs: error: %s\n", e.what());
     return qcowfs::kExitFormat;
+  } catch (const qcow::PeerClosedError& e) {
+    std::fprintf(stderr, "qcowfs: error: %s\n", e.what());
+    return qcowfs::kExitFailure;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "qcowfs: error: %s\n", e.what());
     return qcowfs::kExitFailure;

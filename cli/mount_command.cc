@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "cli/exit_codes.h"
+#include "cli/export_plan.h"
 #include "cli/size_arg.h"
 #include "fuse/filesystem.h"
 #include "fuse/log.h"
@@ -30,37 +31,12 @@ struct MountArgs {
   std::string spool_limit = "8G";
   std::string mountpoint;
   std::string export_name = "disk.qcow2";
-  std::string cluster_size = "64K";
   std::vector<std::string> fuse_options;
   bool foreground = false;
-  bool scan_zeros = false;
-  bool direct = false;
+  ExportArgs export_args;
   unsigned readahead_kb = 0;
   unsigned threads = 8;
 };
-
-uint32_t ClusterBits(const std::string& text) {
-  const uint64_t size = ParseSize(text);
-  for (uint32_t bits = 9; bits <= 21; ++bits) {
-    if (size == (uint64_t{1} << bits)) return bits;
-  }
-  throw qcow::UsageError("--cluster-size is " + text +
-                         "; qcow2 allows a power of two from 512 to 2M");
-}
-
-// Prints scan progress on stderr: a live line on a terminal, a line per 10% otherwise.
-qcow::ProgressFn ScanProgress(const std::string& source) {
-  const bool tty = isatty(STDERR_FILENO);
-  auto last = std::make_shared<int>(-1);
-  return [=](uint64_t done, uint64_t total) {
-    int pct = total ? static_cast<int>(done * 100 / total) : 100;
-    if (pct == *last || (!tty && pct % 10 != 0 && pct != 100)) return;
-    *last = pct;
-    std::fprintf(stderr, "%sscanning %s for zero clusters: %3d%% (%s of %s)%s", tty ? "\r" : "",
-                 source.c_str(), pct, HumanSize(done).c_str(), HumanSize(total).c_str(),
-                 tty && pct < 100 ? "" : "\n");
-  };
-}
 
 std::string AbsoluteDirectory(const std::string& path) {
   char buf[PATH_MAX];
@@ -89,7 +65,6 @@ int RunMount(const MountArgs& a) {
                            "' is not a plain file name "
                            "other than import.qcow2 and import.status");
   }
-  const uint32_t bits = ClusterBits(a.cluster_size);
   MountConfig config;
   config.mountpoint = AbsoluteDirectory(a.mountpoint);
   config.foreground = a.foreground;
@@ -105,15 +80,11 @@ int RunMount(const MountArgs& a) {
   files.export_name = a.export_name;
   clock_gettime(CLOCK_REALTIME, &files.mount_time);
   // Open and plan everything before mounting, so that errors reach the terminal.
-  std::unique_ptr<qcow::Source> source;
-  std::unique_ptr<qcow::ExportLayout> layout;
+  PlannedExport plan;
   if (!a.export_source.empty()) {
-    source = qcow::OpenSource(a.export_source, {.direct = a.direct});
-    qcow::ClusterMap map = source->Allocation(bits);
-    if (a.scan_zeros) map = DropZeroClusters(*source, map, bits, ScanProgress(a.export_source));
-    layout = std::make_unique<qcow::ExportLayout>(source->size(), bits, std::move(map));
-    files.layout = layout.get();
-    files.source = source.get();
+    plan = PlanExport(a.export_source, a.export_args);
+    files.layout = plan.layout.get();
+    files.source = plan.source.get();
   }
   std::unique_ptr<qcow::RawTarget> target;
   std::unique_ptr<qcow::ImportJob> job;
@@ -162,13 +133,7 @@ void AddMountCommand(CLI::App& app, int* exit_code) {
                   "FUSE mount options, comma-separated (e.g. allow_other); repeatable");
   cmd->add_option("--export-name", args->export_name, "Name of the image file in the mount")
       ->capture_default_str();
-  cmd->add_option("--cluster-size", args->cluster_size,
-                  "qcow2 cluster size, a power of two from 512 to 2M")
-      ->capture_default_str();
-  cmd->add_flag("--scan-zeros", args->scan_zeros,
-                "Read the disk once at mount time and leave all-zero clusters out "
-                "(progress on stderr)");
-  cmd->add_flag("--direct", args->direct, "Read the disk with O_DIRECT, bypassing the page cache");
+  AddExportOptions(cmd, args->export_args);
   cmd->add_option("--readahead", args->readahead_kb,
                   "Kernel readahead for the mount in KiB (default: two read requests)");
   cmd->add_flag("--prezeroed", args->prezeroed,

@@ -26,6 +26,8 @@ int ImportJob::Begin() {
   state_ = State::kReceiving;
   open_ = true;
   result_ = 0;
+  image_at_fault_ = false;
+  pending_ = 0;
   error_.clear();
   warning_.clear();
   received_ = written_ = virtual_size_ = image_size_ = 0;
@@ -49,9 +51,14 @@ int ImportJob::Guard(const std::function<void()>& fn) {
   try {
     fn();
     written_ = decoder_->guest_bytes_written();
+    pending_ = decoder_->pending_data_bytes();
     return 0;
   } catch (const TooLargeError& e) {
+    image_at_fault_ = true;
     return Fail(EFBIG, e.what());
+  } catch (const FormatError& e) {
+    image_at_fault_ = true;
+    return Fail(EIO, e.what());
   } catch (const std::exception& e) {
     return Fail(EIO, e.what());
   }
@@ -95,6 +102,22 @@ void ImportJob::End() {
 ImportJob::State ImportJob::state() const {
   std::lock_guard lock(mu_);
   return state_;
+}
+
+std::string ImportJob::error() const {
+  std::lock_guard lock(mu_);
+  return error_;
+}
+
+bool ImportJob::image_at_fault() const {
+  std::lock_guard lock(mu_);
+  return image_at_fault_;
+}
+
+void ImportJob::Progress(uint64_t* done, uint64_t* total) const {
+  std::lock_guard lock(mu_);
+  *done = written_;
+  *total = written_ + pending_;
 }
 
 bool ImportJob::HasData() const {

@@ -46,6 +46,12 @@ class ImportJob {
   // Returns the status report: one "key: value" line each for state, bytes-received,
   // bytes-written, virtual-size, and error (empty unless failed).
   std::string StatusText() const;
+  // Returns the failure's message (empty unless failed) and whether the image itself was
+  // at fault (bad or too large) rather than I/O.
+  std::string error() const;
+  bool image_at_fault() const;
+  // Sets *done and *total (guest data bytes written, and written plus still expected).
+  void Progress(uint64_t* done, uint64_t* total) const;
   // Returns the size of the image file as the writer sees it.
   uint64_t image_size() const;
 
@@ -60,6 +66,8 @@ class ImportJob {
   State state_ = State::kIdle;
   bool open_ = false;  // a writer session is between Begin() and End()
   int result_ = 0;
+  bool image_at_fault_ = false;
+  uint64_t pending_ = 0;
   std::string error_;
   std::string warning_;
   uint64_t received_ = 0, written_ = 0, virtual_size_ = 0, image_size_ = 0;

@@ -324,6 +324,7 @@ void StreamDecoder::AddRun(uint64_t host, uint64_t guest, uint64_t length) {
     }
   }
   if (key == host) runs_.emplace(host, Run{length, guest});
+  pending_run_bytes_ += length;
   // Data that arrived before its L2 table.
   std::vector<std::pair<uint64_t, std::vector<uint8_t>>> early;
   spool_.Visit(host, host + length, [&](uint64_t off, std::span<const uint8_t> b) {
@@ -342,6 +343,7 @@ void StreamDecoder::WriteRun(uint64_t key, uint64_t offset, std::span<const uint
   const uint64_t hi = std::min(offset + bytes.size(), key + run.length);
   if (lo >= hi) return;
   WriteGuest(run.guest + (lo - key), bytes.data() + (lo - offset), hi - lo);
+  pending_run_bytes_ -= hi - lo;
   // Each host byte is consumed once: keep only what has not arrived.
   runs_.erase(key);
   if (lo > key) runs_.emplace(key, Run{lo - key, run.guest});
@@ -483,6 +485,7 @@ void StreamDecoder::Finish() {
   }
   for (const auto& [host, run] : runs_) ZeroGuest(run.guest, run.length);
   runs_.clear();
+  pending_run_bytes_ = 0;
   while (!compressed_.empty()) {
     auto it = compressed_.begin();
     if (it->first >= size) {

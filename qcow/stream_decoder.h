@@ -70,6 +70,11 @@ class StreamDecoder {
   uint64_t bytes_received() const { return bytes_received_; }
   uint64_t guest_bytes_written() const { return guest_written_; }
   uint64_t spooled_bytes() const { return spool_.bytes(); }
+  // Returns the guest data bytes known to be still on their way (mapped by tables already
+  // read, not arrived yet): with guest_bytes_written(), a measure of progress.
+  uint64_t pending_data_bytes() const {
+    return pending_run_bytes_ + compressed_.size() * (info_ ? info_->cluster_size : 0);
+  }
   uint64_t peak_spooled_bytes() const { return spool_.peak_bytes(); }
 
  private:
@@ -127,6 +132,7 @@ class StreamDecoder {
   bool finished_ = false;
   uint64_t bytes_received_ = 0;
   uint64_t guest_written_ = 0;
+  uint64_t pending_run_bytes_ = 0;  // sum of runs_ lengths
   uint64_t file_end_ = 0;
   std::optional<uint64_t> set_size_;
   uint64_t zero_start_ = 0, zero_length_ = 0;  // coalesced zero range not yet emitted

@@ -1,0 +1,177 @@
+#include "cli/endpoint.h"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+#include "qcow/errors.h"
+
+namespace qcowfs {
+namespace {
+
+bool StartsWith(const std::string& s, const std::string& prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+// Returns the rest of spec after "scheme:" or "scheme://", or nullopt.
+std::optional<std::string> After(const std::string& spec, const std::string& scheme) {
+  if (StartsWith(spec, scheme + "://")) return spec.substr(scheme.size() + 3);
+  if (StartsWith(spec, scheme + ":")) return spec.substr(scheme.size() + 1);
+  return std::nullopt;
+}
+
+int ParseFd(const std::string& text, const std::string& spec) {
+  char* end = nullptr;
+  errno = 0;
+  long v = std::strtol(text.c_str(), &end, 10);
+  if (text.empty() || *end || errno || v < 0 || v > 1 << 20) {
+    throw qcow::UsageError("'" + spec + "' does not name a file descriptor number");
+  }
+  if (::fcntl(static_cast<int>(v), F_GETFD) < 0) {
+    qcow::ThrowErrno("file descriptor " + text + " (" + spec + ")");
+  }
+  return static_cast<int>(v);
+}
+
+// Splits "HOST:PORT" (HOST may be [v6]).
+std::pair<std::string, std::string> HostPort(const std::string& text, const std::string& spec) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
+    throw qcow::UsageError("'" + spec + "' needs HOST:PORT");
+  }
+  std::string host = text.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  return {host, text.substr(colon + 1)};
+}
+
+int Tcp(const std::string& text, const std::string& spec, bool listen_one) {
+  auto [host, port] = HostPort(text, spec);
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = listen_one ? AI_PASSIVE : 0;
+  addrinfo* res = nullptr;
+  if (int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res)) {
+    throw std::runtime_error("cannot resolve " + spec + ": " + gai_strerror(rc));
+  }
+  int err = 0;
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    int s = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (s < 0) {
+      err = errno;
+      continue;
+    }
+    if (listen_one) {
+      int one = 1;
+      ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+      if (::bind(s, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(s, 1) == 0) {
+        int c;
+        do c = ::accept4(s, nullptr, nullptr, SOCK_CLOEXEC);
+        while (c < 0 && errno == EINTR);
+        err = errno;
+        ::close(s);
+        ::freeaddrinfo(res);
+        if (c < 0) throw std::system_error(err, std::generic_category(), "accepting on " + spec);
+        return c;
+      }
+    } else if (::connect(s, ai->ai_addr, ai->ai_addrlen) == 0) {
+      ::freeaddrinfo(res);
+      return s;
+    }
+    err = errno;
+    ::close(s);
+  }
+  ::freeaddrinfo(res);
+  throw std::system_error(err, std::generic_category(),
+                          (listen_one ? "listening on " : "connecting to ") + spec);
+}
+
+int Unix(const std::string& path, const std::string& spec, bool listen_one) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof addr.sun_path) {
+    throw qcow::UsageError("'" + spec + "' is not a usable socket path");
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0) qcow::ThrowErrno("socket for " + spec);
+  auto* sa = reinterpret_cast<sockaddr*>(&addr);
+  if (!listen_one) {
+    if (::connect(s, sa, sizeof addr) != 0) {
+      int err = errno;
+      ::close(s);
+      throw std::system_error(err, std::generic_category(), "connecting to " + spec);
+    }
+    return s;
+  }
+  ::unlink(path.c_str());  // a stale socket from an earlier run
+  if (::bind(s, sa, sizeof addr) != 0 || ::listen(s, 1) != 0) {
+    int err = errno;
+    ::close(s);
+    throw std::system_error(err, std::generic_category(), "listening on " + spec);
+  }
+  int c;
+  do c = ::accept4(s, nullptr, nullptr, SOCK_CLOEXEC);
+  while (c < 0 && errno == EINTR);
+  int err = errno;
+  ::close(s);
+  ::unlink(path.c_str());
+  if (c < 0) throw std::system_error(err, std::generic_category(), "accepting on " + spec);
+  return c;
+}
+
+}  // namespace
+
+Endpoint::~Endpoint() {
+  if (owned_ && fd_ >= 0) ::close(fd_);
+}
+
+Endpoint::Endpoint(Endpoint&& o) noexcept
+    : fd_(o.fd_), owned_(o.owned_), description_(std::move(o.description_)) {
+  o.fd_ = -1;
+}
+
+std::string FilePath(const std::string& spec) {
+  if (StartsWith(spec, "file://")) return spec.substr(7);
+  if (spec.find("://") != std::string::npos || StartsWith(spec, "tcp:") ||
+      StartsWith(spec, "unix:") || StartsWith(spec, "fd:") || StartsWith(spec, "null:")) {
+    throw qcow::UsageError("'" + spec + "' is not a file path (file:///PATH or a plain path)");
+  }
+  if (spec.empty()) throw qcow::UsageError("an empty path was given");
+  return spec;
+}
+
+Endpoint OpenDestination(const std::string& spec) {
+  if (spec == "-" || spec == "stdout:") return Endpoint(STDOUT_FILENO, false, "stdout");
+  if (auto fd = After(spec, "fd")) return Endpoint(ParseFd(*fd, spec), false, spec);
+  if (auto t = After(spec, "tcp")) return Endpoint(Tcp(*t, spec, false), true, spec);
+  if (auto u = After(spec, "unix")) return Endpoint(Unix(*u, spec, false), true, spec);
+  if (spec == "null:") {
+    int fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (fd < 0) qcow::ThrowErrno("opening /dev/null");
+    return Endpoint(fd, true, spec);
+  }
+  const std::string path = FilePath(spec);
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) qcow::ThrowErrno("opening destination " + path);
+  return Endpoint(fd, true, path);
+}
+
+Endpoint OpenImageSource(const std::string& spec) {
+  if (spec == "-" || spec == "stdin:") return Endpoint(STDIN_FILENO, false, "stdin");
+  if (auto fd = After(spec, "fd")) return Endpoint(ParseFd(*fd, spec), false, spec);
+  if (auto t = After(spec, "tcp")) return Endpoint(Tcp(*t, spec, true), true, spec);
+  if (auto u = After(spec, "unix")) return Endpoint(Unix(*u, spec, true), true, spec);
+  const std::string path = FilePath(spec);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) qcow::ThrowErrno("opening source " + path);
+  return Endpoint(fd, true, path);
+}
+
+}  // namespace qcowfs

@@ -1,0 +1,57 @@
+#include "cli/export_plan.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "cli/size_arg.h"
+#include "qcow/errors.h"
+
+namespace qcowfs {
+namespace {
+
+uint32_t ClusterBits(const std::string& text) {
+  const uint64_t size = ParseSize(text);
+  for (uint32_t bits = 9; bits <= 21; ++bits) {
+    if (size == (uint64_t{1} << bits)) return bits;
+  }
+  throw qcow::UsageError("--cluster-size is " + text +
+                         "; qcow2 allows a power of two from 512 to 2M");
+}
+
+// Prints scan progress on stderr: a live line on a terminal, a line per 10% otherwise.
+qcow::ProgressFn ScanProgress(const std::string& source) {
+  const bool tty = isatty(STDERR_FILENO);
+  auto last = std::make_shared<int>(-1);
+  return [=](uint64_t done, uint64_t total) {
+    int pct = total ? static_cast<int>(done * 100 / total) : 100;
+    if (pct == *last || (!tty && pct % 10 != 0 && pct != 100)) return;
+    *last = pct;
+    std::fprintf(stderr, "%sscanning %s for zero clusters: %3d%% (%s of %s)%s", tty ? "\r" : "",
+                 source.c_str(), pct, HumanSize(done).c_str(), HumanSize(total).c_str(),
+                 tty && pct < 100 ? "" : "\n");
+  };
+}
+
+}  // namespace
+
+void AddExportOptions(CLI::App* cmd, ExportArgs& a) {
+  cmd->add_option("--cluster-size", a.cluster_size,
+                  "qcow2 cluster size, a power of two from 512 to 2M")
+      ->capture_default_str();
+  cmd->add_flag("--scan-zeros", a.scan_zeros,
+                "Read the disk once first and leave all-zero clusters out (progress on stderr)");
+  cmd->add_flag("--direct", a.direct, "Read the disk with O_DIRECT, bypassing the page cache");
+}
+
+PlannedExport PlanExport(const std::string& path, const ExportArgs& a) {
+  const uint32_t bits = ClusterBits(a.cluster_size);
+  PlannedExport p;
+  p.source = qcow::OpenSource(path, {.direct = a.direct});
+  qcow::ClusterMap map = p.source->Allocation(bits);
+  if (a.scan_zeros) map = DropZeroClusters(*p.source, map, bits, ScanProgress(path));
+  p.layout = std::make_unique<qcow::ExportLayout>(p.source->size(), bits, std::move(map));
+  return p;
+}
+
+}  // namespace qcowfs

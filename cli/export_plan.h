@@ -1,0 +1,31 @@
+// Opening and planning an export, shared by `mount --export` and `stream`.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+
+#include "qcow/export_layout.h"
+#include "qcow/source.h"
+
+namespace qcowfs {
+
+struct ExportArgs {
+  std::string cluster_size = "64K";
+  bool scan_zeros = false;
+  bool direct = false;
+};
+
+// Adds --cluster-size, --scan-zeros and --direct to cmd.
+void AddExportOptions(CLI::App* cmd, ExportArgs& args);
+
+struct PlannedExport {
+  std::unique_ptr<qcow::Source> source;
+  std::unique_ptr<qcow::ExportLayout> layout;
+};
+
+// Opens the source read-only, maps its clusters (scanning for zeros if asked, with
+// progress on stderr) and plans the image. Throws UsageError/std::system_error.
+PlannedExport PlanExport(const std::string& path, const ExportArgs& args);
+
+}  // namespace qcowfs

@@ -1,0 +1,78 @@
+#include "cli/progress.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <string>
+
+#include "cli/size_arg.h"
+
+namespace qcowfs {
+
+Progress::Progress(bool enabled, bool machine, int machine_fd)
+    : start_(std::chrono::steady_clock::now()) {
+  if (!enabled) return;
+  if (machine) {
+    machine_fd_ = machine_fd;
+  } else {
+    bar_ = isatty(STDERR_FILENO);
+  }
+}
+
+void Progress::Emit(int percent) {
+  char digits[8];
+  std::snprintf(digits, sizeof digits, "%03d", percent);
+  for (size_t off = 0; off < 3;) {
+    ssize_t n = ::write(machine_fd_, digits + off, 3 - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      machine_fd_ = -1;  // the reader went away; the data path reports its own errors
+      return;
+    }
+    off += static_cast<size_t>(n);
+  }
+}
+
+void Progress::Update(uint64_t done, uint64_t total) {
+  total_ = total;
+  int percent = total ? static_cast<int>(done * 100 / total) : 100;
+  if (percent > 99) percent = 99;  // 100 only once the work is complete
+  if (machine_fd_ >= 0 && percent > last_) {
+    last_ = percent;
+    Emit(percent);
+  }
+  if (!bar_) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_draw_ < std::chrono::milliseconds(200) && done < total) return;
+  last_draw_ = now;
+  const double secs = std::chrono::duration<double>(now - start_).count();
+  const double rate = secs > 0 ? done / secs : 0;
+  const int width = 30, filled = width * percent / 100;
+  std::string eta = "--:--";
+  if (rate > 0 && total > done) {
+    const long left = static_cast<long>((total - done) / rate);
+    char b[48];
+    std::snprintf(b, sizeof b, "%ld:%02ld", left / 60, left % 60);
+    eta = b;
+  }
+  std::fprintf(stderr, "\r[%s%s] %3d%% %s of %s, %s/s, %s left ", std::string(filled, '#').c_str(),
+               std::string(width - filled, ' ').c_str(), percent, HumanSize(done).c_str(),
+               HumanSize(total).c_str(), HumanSize(static_cast<uint64_t>(rate)).c_str(),
+               eta.c_str());
+}
+
+void Progress::Complete() {
+  if (machine_fd_ >= 0 && last_ < 100) {
+    last_ = 100;
+    Emit(100);
+  }
+  if (bar_) {
+    last_draw_ = {};
+    Update(total_, total_);
+    std::fprintf(stderr, "\r[%s] 100%% %s done\n", std::string(30, '#').c_str(),
+                 HumanSize(total_).c_str());
+  }
+}
+
+}  // namespace qcowfs

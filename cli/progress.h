@@ -1,0 +1,29 @@
+// Progress reports for stream and serve: a bar on a terminal's stderr, or xapi's machine
+// format (the percentage as exactly three digits each time it changes, ending with 100).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+
+namespace qcowfs {
+
+class Progress {
+ public:
+  // enabled: --progress; machine: --machine; machine_fd: where machine output goes.
+  Progress(bool enabled, bool machine, int machine_fd);
+  // Reports done of total bytes (total 0 counts as complete). Machine output stays below
+  // 100 until Complete().
+  void Update(uint64_t done, uint64_t total);
+  // Reports success: machine output ends with "100"; the bar ends its line.
+  void Complete();
+
+ private:
+  void Emit(int percent);
+  bool bar_ = false;
+  int machine_fd_ = -1;
+  int last_ = -1;
+  uint64_t total_ = 0;
+  std::chrono::steady_clock::time_point start_, last_draw_;
+};
+
+}  // namespace qcowfs
