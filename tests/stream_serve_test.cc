@@ -1,0 +1,283 @@
+// stream, serve, stream_decode, info, check and map: the data paths without FUSE, judged
+// against the mounted disk.qcow2 (cmp) and by qemu-img.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <future>
+#include <regex>
+
+#include "image_recipes.h"
+#include "mount_fixture.h"
+#include "test_util.h"
+
+namespace {
+
+using namespace qcowfs_test;
+
+std::string Q() { return QcowfsBinary(); }
+
+class StreamServe : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    WriteAt(dir_ / "src", 77777, RandomBytes(2 << 20, 1));
+    WriteAt(dir_ / "src", 20 << 20, RandomBytes(300'000, 2));
+    ASSERT_EQ(truncate((dir_ / "src").c_str(), (32 << 20) + 1000), 0);
+    mount_ = std::make_unique<Mount>(dir_ / "mnt", "--export " + Quote(dir_ / "src"));
+    ASSERT_TRUE(mount_->ok()) << mount_->result().output;
+    expected_ = ReadFile(*mount_ / "disk.qcow2");
+  }
+  void ExpectIdentical(const std::string& file, const std::string& how) {
+    EXPECT_TRUE(ReadFile(file) == expected_) << how << " differs from the mounted disk.qcow2";
+  }
+  // Accepts one connection on a listening socket and returns everything read from it.
+  static std::vector<uint8_t> DrainOne(int listener) {
+    int c = accept(listener, nullptr, nullptr);
+    std::vector<uint8_t> out;
+    uint8_t buf[65536];
+    ssize_t n;
+    while (c >= 0 && (n = read(c, buf, sizeof buf)) > 0) out.insert(out.end(), buf, buf + n);
+    if (c >= 0) close(c);
+    return out;
+  }
+  TempDir dir_;
+  std::unique_ptr<Mount> mount_;
+  std::vector<uint8_t> expected_;
+};
+
+TEST_F(StreamServe, StreamToStdoutPipeFdFileAndNullIsByteIdentical) {
+  const std::string src = Quote(dir_ / "src");
+  ASSERT_EQ(Sh(Q() + " stream --source " + src + " --destination - > " + Quote(dir_ / "o1")).status,
+            0);
+  ExpectIdentical(dir_ / "o1", "stdout");
+  ASSERT_EQ(
+      Sh(Q() + " stream --source " + src + " --destination stdout: | cat > " + Quote(dir_ / "o2"))
+          .status,
+      0);
+  ExpectIdentical(dir_ / "o2", "pipe");
+  ASSERT_EQ(
+      Sh(Q() + " stream --source " + src + " --destination-fd 7 7> " + Quote(dir_ / "o3")).status,
+      0);
+  ExpectIdentical(dir_ / "o3", "--destination-fd");
+  ASSERT_EQ(
+      Sh(Q() + " stream --source " + src + " --destination fd://8 8> " + Quote(dir_ / "o4")).status,
+      0);
+  ExpectIdentical(dir_ / "o4", "fd://");
+  ASSERT_EQ(
+      Sh(Q() + " stream --source " + src + " --destination file://" + dir_.path() + "/o5").status,
+      0);
+  ExpectIdentical(dir_ / "o5", "file://");
+  ASSERT_EQ(Sh(Q() + " stream --source " + src + " --destination " + Quote(dir_ / "o6")).status, 0);
+  ExpectIdentical(dir_ / "o6", "plain path");
+  EXPECT_EQ(Sh(Q() + " stream --source " + src + " --destination null:").status, 0);
+}
+
+TEST_F(StreamServe, StreamToTcpAndUnixSocketsIsByteIdentical) {
+  int tcp = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(tcp, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(listen(tcp, 1), 0);
+  socklen_t len = sizeof a;
+  getsockname(tcp, reinterpret_cast<sockaddr*>(&a), &len);
+  const std::string port = std::to_string(ntohs(a.sin_port));
+  for (const std::string scheme : {"tcp:", "tcp://"}) {
+    auto got = std::async(std::launch::async, DrainOne, tcp);
+    auto r = Sh("timeout 60 " + Q() + " stream --source " + Quote(dir_ / "src") +
+                " --destination " + scheme + "127.0.0.1:" + port);
+    EXPECT_EQ(r.status, 0) << r.output;
+    EXPECT_TRUE(got.get() == expected_) << scheme;
+  }
+  close(tcp);
+
+  const std::string path = dir_ / "sock";
+  int ux = socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un u{};
+  u.sun_family = AF_UNIX;
+  std::snprintf(u.sun_path, sizeof u.sun_path, "%s", path.c_str());
+  ASSERT_EQ(bind(ux, reinterpret_cast<sockaddr*>(&u), sizeof u), 0);
+  ASSERT_EQ(listen(ux, 1), 0);
+  for (const std::string scheme : {"unix:", "unix://"}) {
+    auto got = std::async(std::launch::async, DrainOne, ux);
+    auto r = Sh("timeout 60 " + Q() + " stream --source " + Quote(dir_ / "src") +
+                " --destination " + scheme + path);
+    EXPECT_EQ(r.status, 0) << r.output;
+    EXPECT_TRUE(got.get() == expected_) << scheme;
+  }
+  close(ux);
+}
+
+TEST_F(StreamServe, EarlyClosingPeerGivesOneLineAndNonZeroExit) {
+  auto r =
+      Sh("bash -c " + Quote("set -o pipefail; timeout 60 " + Q() + " stream --source " +
+                            Quote(dir_ / "src") + " --destination - | head -c 1000 > /dev/null"));
+  EXPECT_EQ(r.status, 1) << "not a clean failure (141 would be a SIGPIPE death): " << r.output;
+  EXPECT_NE(r.output.find("qcowfs: error: the destination closed early"), std::string::npos)
+      << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+}
+
+// Reads a machine progress stream the way xapi does: three bytes at a time.
+void ExpectMachineProgress(const std::string& text) {
+  ASSERT_FALSE(text.empty());
+  ASSERT_EQ(text.size() % 3, 0u) << "'" << text << "'";
+  int last = -1;
+  for (size_t i = 0; i < text.size(); i += 3) {
+    const std::string chunk = text.substr(i, 3);
+    ASSERT_TRUE(std::regex_match(chunk, std::regex("[0-9]{3}"))) << "'" << text << "'";
+    const int v = std::stoi(chunk);
+    EXPECT_GE(v, last) << "'" << text << "'";
+    last = v;
+  }
+  EXPECT_EQ(last, 100) << "'" << text << "'";
+}
+
+TEST_F(StreamServe, ServeFromEachKindOfSourceMatchesTheImage) {
+  const std::string img = *mount_ / "disk.qcow2";
+  const uint64_t size = VirtualSize(img);
+  auto fresh = [&](const std::string& t) { MakePatternTarget(dir_ / t, size); };
+  auto judge = [&](const std::string& t, const CommandResult& r, const std::string& how) {
+    EXPECT_EQ(r.status, 0) << how << ": " << r.output;
+    auto cmp = Sh("qemu-img compare -f qcow2 -F raw " + Quote(img) + " " + Quote(dir_ / t));
+    EXPECT_EQ(cmp.status, 0) << how << ": " << cmp.output;
+  };
+  fresh("t1");
+  judge("t1",
+        Sh(Q() + " serve --source - --destination " + Quote(dir_ / "t1") + " < " + Quote(img)),
+        "stdin");
+  fresh("t2");
+  judge(
+      "t2",
+      Sh(Q() + " serve --source-fd 5 --destination file://" + dir_.path() + "/t2 5< " + Quote(img)),
+      "--source-fd");
+  fresh("t3");
+  judge("t3", Sh(Q() + " serve --source " + Quote(img) + " --destination " + Quote(dir_ / "t3")),
+        "file");
+  fresh("t4");
+  judge("t4", Sh("cat " + Quote(img) + " | " + Q() + " stream_decode " + Quote(dir_ / "t4")),
+        "stream_decode");
+  // Listeners: serve accepts one connection; the image is sent by a second qcowfs.
+  fresh("t5");
+  judge("t5",
+        Sh("(timeout 60 " + Q() + " serve --source tcp:127.0.0.1:39517 --destination " +
+           Quote(dir_ / "t5") + ") & for i in $(seq 100); do " + Q() + " stream --source " +
+           Quote(dir_ / "src") +
+           " --destination tcp:127.0.0.1:39517 2>/dev/null && break; "
+           "sleep 0.1; done; wait $!"),
+        "tcp listener");
+  fresh("t6");
+  judge("t6",
+        Sh("(timeout 60 " + Q() + " serve --source unix://" + dir_.path() + "/s6 --destination " +
+           Quote(dir_ / "t6") + ") & for i in $(seq 100); do " + Q() + " stream --source " +
+           Quote(dir_ / "src") + " --destination unix:" + dir_.path() +
+           "/s6 2>/dev/null && break; sleep 0.1; done; wait $!"),
+        "unix listener");
+}
+
+TEST_F(StreamServe, ServeRefusesTruncatedAndBadStreams) {
+  const std::string img = *mount_ / "disk.qcow2";
+  MakePatternTarget(dir_ / "t", VirtualSize(img));
+  auto r = Sh("head -c 500000 " + Quote(img) + " | " + Q() + " serve --destination " +
+              Quote(dir_ / "t"));
+  EXPECT_EQ(r.status, 3) << r.output;
+  EXPECT_NE(r.output.find("truncated"), std::string::npos) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  r = Sh(Q() + " serve --destination " + Quote(dir_ / "t") + " < /dev/null");
+  EXPECT_EQ(r.status, 3) << r.output;
+  MakePatternTarget(dir_ / "small", 1 << 20);
+  r = Sh(Q() + " serve --source " + Quote(img) + " --destination " + Quote(dir_ / "small"));
+  EXPECT_EQ(r.status, 3) << r.output;
+  EXPECT_NE(r.output.find("the target holds only"), std::string::npos) << r.output;
+}
+
+TEST_F(StreamServe, MachineProgressReadsLikeXapiExpects) {
+  auto r = Sh(Q() + " stream --source " + Quote(dir_ / "src") +
+              " --destination-fd 9 --progress --machine 9> " + Quote(dir_ / "o") + " 2>/dev/null");
+  ASSERT_EQ(r.status, 0);
+  ExpectMachineProgress(r.output);
+  ExpectIdentical(dir_ / "o", "stream with progress");
+  MakePatternTarget(dir_ / "t", VirtualSize(*mount_ / "disk.qcow2"));
+  r = Sh(Q() + " serve --progress --machine --destination " + Quote(dir_ / "t") + " < " +
+         Quote(*mount_ / "disk.qcow2") + " 2>/dev/null");
+  ASSERT_EQ(r.status, 0);
+  ExpectMachineProgress(r.output);
+  // With the image on stdout, machine progress needs its own descriptor.
+  r = Sh(Q() + " stream --source " + Quote(dir_ / "src") +
+         " --destination - --progress --machine > /dev/null");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("--progress-fd"), std::string::npos) << r.output;
+}
+
+TEST_F(StreamServe, XapiCommandLinesRunEndToEnd) {
+  // The disk as a loop block device, exported the way xapi drives vhd-tool.
+  // (losetup ignores the source's last partial sector and may warn about it first.)
+  auto loop = Sh("losetup -f --show " + Quote(dir_ / "src"));
+  ASSERT_EQ(loop.status, 0) << loop.output;
+  const size_t at = loop.output.find("/dev/loop");
+  ASSERT_NE(at, std::string::npos) << loop.output;
+  const std::string dev = loop.output.substr(at, loop.output.find('\n', at) - at);
+  auto out = Sh(Q() + " stream --source-protocol none --source-format raw --source " + dev +
+                " --destination-protocol none --destination-format qcow2 --destination-fd 6 "
+                "--tar-filename-prefix '' --progress --machine --direct --path /dev/mapper:. "
+                "6> " +
+                Quote(dir_ / "export.qcow2"));
+  EXPECT_EQ(out.status, 0) << out.output;
+  ExpectMachineProgress(out.output);
+  auto cmp = Sh("qemu-img compare -f raw -F qcow2 " + dev + " " + Quote(dir_ / "export.qcow2"));
+  EXPECT_EQ(cmp.status, 0) << cmp.output;
+  EXPECT_EQ(Sh("qemu-img check " + Quote(dir_ / "export.qcow2")).status, 0);
+  // And imported back into a zeroed file the way xapi drives vhd-tool serve.
+  const uint64_t size = VirtualSize(dir_ / "export.qcow2");
+  ASSERT_EQ(Sh("truncate -s 0 " + Quote(dir_ / "vdi")).status, 0);
+  ASSERT_EQ(Sh("truncate -s " + std::to_string(size) + " " + Quote(dir_ / "vdi")).status, 0);
+  auto in = Sh(Q() +
+               " serve --source-format qcow2 --source-protocol none --source-fd 4 "
+               "--tar-filename-prefix '' --destination file://" +
+               dir_.path() +
+               "/vdi --destination-format raw --progress --machine --direct --destination-size " +
+               std::to_string(size) + " --prezeroed 4< " + Quote(dir_ / "export.qcow2"));
+  Sh("losetup -d " + dev);
+  EXPECT_EQ(in.status, 0) << in.output;
+  ExpectMachineProgress(in.output);
+  EXPECT_EQ(Sh("cmp -n " + std::to_string(32 << 20) + " " + Quote(dir_ / "src") + " " +
+               Quote(dir_ / "vdi"))
+                .status,
+            0);
+  // What cannot be honoured is refused with a clear line.
+  for (const std::string bad : {"--destination-format vhd", "--relative-to /dev/sm/parent",
+                                "--destination-protocol nbd", "--source-format vhd"}) {
+    auto r = Sh(Q() + " stream --source " + Quote(dir_ / "src") + " --destination null: " + bad);
+    EXPECT_EQ(r.status, 2) << bad << ": " << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  }
+}
+
+TEST_F(StreamServe, InfoCheckAndMapAgreeWithQemuImg) {
+  const std::string img = *mount_ / "disk.qcow2";
+  auto info = Sh(Q() + " info --json " + Quote(img));
+  ASSERT_EQ(info.status, 0) << info.output;
+  auto qinfo = Sh("qemu-img info --output=json " + Quote(img));
+  auto number = [](const std::string& json, const std::string& key) {
+    std::smatch m;
+    EXPECT_TRUE(std::regex_search(json, m, std::regex("\"" + key + "\": ([0-9]+)"))) << key;
+    return m.size() > 1 ? std::stoull(m[1]) : 0ull;
+  };
+  EXPECT_EQ(number(info.output, "virtual-size"), number(qinfo.output, "virtual-size"));
+  EXPECT_EQ(number(info.output, "cluster-size"), number(qinfo.output, "cluster-size"));
+  EXPECT_NE(info.output.find("\"importable\": true"), std::string::npos) << info.output;
+  EXPECT_EQ(Sh(Q() + " check " + Quote(img)).status, 0);
+  ASSERT_EQ(Sh("head -c 400000 " + Quote(img) + " > " + Quote(dir_ / "cut.qcow2")).status, 0);
+  auto bad = Sh(Q() + " check " + Quote(dir_ / "cut.qcow2"));
+  EXPECT_EQ(bad.status, 3) << bad.output;
+  auto bad_info = Sh(Q() + " info --json " + Quote(dir_ / "cut.qcow2"));
+  EXPECT_NE(bad_info.output.find("\"importable\": false"), std::string::npos) << bad_info.output;
+  auto map = Sh(Q() + " map --json " + Quote(dir_ / "src"));
+  auto qmap = Sh("qemu-img map --output=json " + Quote(img));
+  EXPECT_EQ(map.output, qmap.output);
+}
+
+}  // namespace
