@@ -212,6 +212,22 @@ TEST_F(StreamServe, MachineProgressReadsLikeXapiExpects) {
   EXPECT_NE(r.output.find("--progress-fd"), std::string::npos) << r.output;
 }
 
+TEST_F(StreamServe, ProgressBarOnATerminalOnly) {
+  // script(1) gives the command a terminal; the bar then shows percent, bytes, rate, time.
+  auto tty = Sh(
+      "script -qfec " +
+      Quote(Q() + " stream --source " + Quote(dir_ / "src") + " --destination null: --progress") +
+      " /dev/null");
+  ASSERT_EQ(tty.status, 0) << tty.output;
+  EXPECT_NE(tty.output.find("100% "), std::string::npos) << tty.output;
+  EXPECT_NE(tty.output.find("done"), std::string::npos) << tty.output;
+  EXPECT_NE(tty.output.find("[####"), std::string::npos) << tty.output;
+  // Without a terminal nothing is drawn.
+  auto pipe = Sh(Q() + " stream --source " + Quote(dir_ / "src") +
+                 " --destination null: --progress 2>&1 | cat");
+  EXPECT_EQ(pipe.output, "");
+}
+
 TEST_F(StreamServe, XapiCommandLinesRunEndToEnd) {
   // The disk as a loop block device, exported the way xapi drives vhd-tool.
   // (losetup ignores the source's last partial sector and may warn about it first.)
