@@ -26,22 +26,6 @@ struct SourceCase {
   uint64_t max_image_size = 0;
 };
 
-// Attaches a loop device to a file; detaches it on destruction.
-class LoopDevice {
- public:
-  explicit LoopDevice(const std::string& file) {
-    auto r = Sh("losetup -f --show " + Quote(file));
-    if (r.status == 0) device_ = r.output.substr(0, r.output.find('\n'));
-  }
-  ~LoopDevice() {
-    if (!device_.empty()) Sh("losetup -d " + Quote(device_));
-  }
-  const std::string& device() const { return device_; }
-
- private:
-  std::string device_;
-};
-
 // Loop devices made by cases, kept until the test ends.
 std::vector<std::unique_ptr<LoopDevice>>& Loops() {
   static std::vector<std::unique_ptr<LoopDevice>> loops;

@@ -68,9 +68,9 @@ TEST(FuseImportTarget, LoopBlockDevice) {
   TempDir dir;
   const std::string img = BuildImage(dir, ValidImages()[0]);
   MakePatternTarget(dir / "disk", VirtualSize(img));
-  auto loop = Sh("losetup -f --show " + Quote(dir / "disk"));
-  ASSERT_EQ(loop.status, 0) << loop.output;
-  const std::string dev = loop.output.substr(0, loop.output.find('\n'));
+  LoopDevice loop(dir / "disk");
+  ASSERT_FALSE(loop.device().empty()) << loop.output();
+  const std::string dev = loop.device();
   {
     Mount m(dir / "mnt", "--import " + Quote(dev));
     EXPECT_TRUE(m.ok()) << m.result().output;
@@ -80,7 +80,6 @@ TEST(FuseImportTarget, LoopBlockDevice) {
     }
   }
   auto cmp = Sh("qemu-img compare -f qcow2 -F raw " + Quote(img) + " " + Quote(dev));
-  Sh("losetup -d " + Quote(dev));
   EXPECT_EQ(cmp.status, 0) << cmp.output;
 }
 

@@ -40,6 +40,20 @@ int DaemonPid(const std::string& needle) {
   return found;
 }
 
+LoopDevice::LoopDevice(const std::string& file) {
+  auto r = Sh("losetup -f --show " + Quote(file));
+  output_ = r.output;
+  // losetup may warn first (e.g. about a partial last sector): take the device line.
+  const size_t at = r.output.find("/dev/loop");
+  if (r.status == 0 && at != std::string::npos) {
+    device_ = r.output.substr(at, r.output.find('\n', at) - at);
+  }
+}
+
+LoopDevice::~LoopDevice() {
+  if (!device_.empty()) Sh("losetup -d " + Quote(device_));
+}
+
 Mount::Mount(const std::string& mountpoint, const std::string& args) : path_(mountpoint) {
   Sh("mkdir -p " + Quote(path_));
   result_ = Sh("timeout 120 " + QcowfsBinary() + " mount " + args + " " + Quote(path_));

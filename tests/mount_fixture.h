@@ -33,6 +33,21 @@ class Mount {
   bool mounted_ = false;
 };
 
+// A loop device attached to a file, detached on destruction (also when a test fails).
+class LoopDevice {
+ public:
+  explicit LoopDevice(const std::string& file);
+  ~LoopDevice();
+  LoopDevice(const LoopDevice&) = delete;
+  LoopDevice& operator=(const LoopDevice&) = delete;
+  // The device path, or empty when losetup failed (output() says why).
+  const std::string& device() const { return device_; }
+  const std::string& output() const { return output_; }
+
+ private:
+  std::string device_, output_;
+};
+
 // Returns the pid of the running qcowfs process whose command line mentions `needle`, or
 // -1 when there is none.
 int DaemonPid(const std::string& needle);

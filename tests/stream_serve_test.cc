@@ -230,12 +230,10 @@ TEST_F(StreamServe, ProgressBarOnATerminalOnly) {
 
 TEST_F(StreamServe, XapiCommandLinesRunEndToEnd) {
   // The disk as a loop block device, exported the way xapi drives vhd-tool.
-  // (losetup ignores the source's last partial sector and may warn about it first.)
-  auto loop = Sh("losetup -f --show " + Quote(dir_ / "src"));
-  ASSERT_EQ(loop.status, 0) << loop.output;
-  const size_t at = loop.output.find("/dev/loop");
-  ASSERT_NE(at, std::string::npos) << loop.output;
-  const std::string dev = loop.output.substr(at, loop.output.find('\n', at) - at);
+  // (losetup ignores the source's last partial sector.)
+  LoopDevice loop(dir_ / "src");
+  ASSERT_FALSE(loop.device().empty()) << loop.output();
+  const std::string dev = loop.device();
   auto out = Sh(Q() + " stream --source-protocol none --source-format raw --source " + dev +
                 " --destination-protocol none --destination-format qcow2 --destination-fd 6 "
                 "--tar-filename-prefix '' --progress --machine --direct --path /dev/mapper:. "
@@ -256,7 +254,6 @@ TEST_F(StreamServe, XapiCommandLinesRunEndToEnd) {
                dir_.path() +
                "/vdi --destination-format raw --progress --machine --direct --destination-size " +
                std::to_string(size) + " --prezeroed 4< " + Quote(dir_ / "export.qcow2"));
-  Sh("losetup -d " + dev);
   EXPECT_EQ(in.status, 0) << in.output;
   ExpectMachineProgress(in.output);
   EXPECT_EQ(Sh("cmp -n " + std::to_string(32 << 20) + " " + Quote(dir_ / "src") + " " +
@@ -285,6 +282,10 @@ TEST_F(StreamServe, InfoCheckAndMapAgreeWithQemuImg) {
   EXPECT_EQ(number(info.output, "virtual-size"), number(qinfo.output, "virtual-size"));
   EXPECT_EQ(number(info.output, "cluster-size"), number(qinfo.output, "cluster-size"));
   EXPECT_NE(info.output.find("\"importable\": true"), std::string::npos) << info.output;
+  auto parsed = Sh(Q() + " info --json " + Quote(img) + " | python3 -m json.tool");
+  EXPECT_EQ(parsed.status, 0) << "info --json is not JSON: " << parsed.output;
+  auto parsed_map = Sh(Q() + " map --json " + Quote(dir_ / "src") + " | python3 -m json.tool");
+  EXPECT_EQ(parsed_map.status, 0) << "map --json is not JSON: " << parsed_map.output;
   EXPECT_EQ(Sh(Q() + " check " + Quote(img)).status, 0);
   ASSERT_EQ(Sh("head -c 400000 " + Quote(img) + " > " + Quote(dir_ / "cut.qcow2")).status, 0);
   auto bad = Sh(Q() + " check " + Quote(dir_ / "cut.qcow2"));
