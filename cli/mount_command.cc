@@ -10,6 +10,7 @@
 #include "cli/exit_codes.h"
 #include "cli/export_plan.h"
 #include "cli/size_arg.h"
+#include "cli/spool_options.h"
 #include "fuse/filesystem.h"
 #include "fuse/log.h"
 #include "fuse/session.h"
@@ -26,9 +27,7 @@ struct MountArgs {
   std::string export_source;
   std::string import_target;
   bool prezeroed = false;
-  std::string spool_memory = "256M";
-  std::string spool_dir;
-  std::string spool_limit = "8G";
+  SpoolArgs spool;
   std::string mountpoint;
   std::string export_name = "disk.qcow2";
   std::vector<std::string> fuse_options;
@@ -45,11 +44,6 @@ std::string AbsoluteDirectory(const std::string& path) {
   if (::stat(buf, &st) != 0) qcow::ThrowErrno("mountpoint " + path);
   if (!S_ISDIR(st.st_mode)) throw qcow::UsageError("mountpoint " + path + " is not a directory");
   return buf;
-}
-
-std::string DefaultSpoolDir() {
-  const char* tmp = getenv("TMPDIR");
-  return tmp && *tmp ? tmp : "/tmp";
 }
 
 int RunMount(const MountArgs& a) {
@@ -93,9 +87,7 @@ int RunMount(const MountArgs& a) {
     target_options.prezeroed = a.prezeroed;
     target = std::make_unique<qcow::RawTarget>(a.import_target, target_options);
     qcow::ImportOptions options;
-    options.spool = {.memory = ParseSize(a.spool_memory),
-                     .dir = a.spool_dir.empty() ? DefaultSpoolDir() : a.spool_dir,
-                     .limit = ParseSize(a.spool_limit)};
+    options.spool = SpoolLimits(a.spool);
     options.log = [](const std::string& line) { Log(LOG_WARNING, "%s", line.c_str()); };
     job = std::make_unique<qcow::ImportJob>(*target, std::move(options));
     files.import = job.get();
@@ -138,15 +130,7 @@ void AddMountCommand(CLI::App& app, int* exit_code) {
                   "Kernel readahead for the mount in KiB (default: two read requests)");
   cmd->add_flag("--prezeroed", args->prezeroed,
                 "Import: the target already reads as zeros, so unallocated ranges are skipped");
-  cmd->add_option("--spool-memory", args->spool_memory,
-                  "Import: memory for image bytes that arrive before the tables that map them")
-      ->capture_default_str();
-  cmd->add_option("--spool-dir", args->spool_dir,
-                  "Import: directory for spooled bytes beyond --spool-memory (default: $TMPDIR "
-                  "or /tmp)");
-  cmd->add_option("--spool-limit", args->spool_limit,
-                  "Import: most bytes ever spooled; an image needing more fails")
-      ->capture_default_str();
+  AddSpoolOptions(cmd, args->spool);
   cmd->add_option("--threads", args->threads, "Maximum threads serving requests")
       ->check(CLI::Range(1u, 64u))
       ->capture_default_str();

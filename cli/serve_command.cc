@@ -12,6 +12,7 @@
 #include "cli/exit_codes.h"
 #include "cli/progress.h"
 #include "cli/size_arg.h"
+#include "cli/spool_options.h"
 #include "cli/xapi_options.h"
 #include "qcow/errors.h"
 #include "qcow/import_job.h"
@@ -28,14 +29,9 @@ struct ServeArgs {
   bool direct = false;
   bool progress = false, machine = false;
   std::optional<int> progress_fd;
-  std::string spool_memory = "256M", spool_dir, spool_limit = "8G";
+  SpoolArgs spool;
   XapiArgs xapi;
 };
-
-std::string DefaultSpoolDir() {
-  const char* tmp = getenv("TMPDIR");
-  return tmp && *tmp ? tmp : "/tmp";
-}
 
 int RunServe(const ServeArgs& a) {
   CheckXapiOptions(a.xapi, "source");
@@ -47,9 +43,7 @@ int RunServe(const ServeArgs& a) {
   if (!a.destination_size.empty()) target_options.size = ParseSize(a.destination_size);
   qcow::RawTarget target(FilePath(a.destination), target_options);
   qcow::ImportOptions options;
-  options.spool = {.memory = ParseSize(a.spool_memory),
-                   .dir = a.spool_dir.empty() ? DefaultSpoolDir() : a.spool_dir,
-                   .limit = ParseSize(a.spool_limit)};
+  options.spool = SpoolLimits(a.spool);
   options.log = [](const std::string& line) {
     if (line.rfind("import warning: ", 0) == 0) {
       std::fprintf(stderr, "qcowfs: warning: %s\n", line.c_str() + 16);
@@ -96,12 +90,7 @@ void AddServeOptions(CLI::App* cmd, ServeArgs& a) {
                 "With --progress: print the percentage as three digits each time it changes, "
                 "ending with 100, on stdout or --progress-fd");
   cmd->add_option("--progress-fd", a.progress_fd, "Descriptor for --progress --machine output");
-  cmd->add_option("--spool-memory", a.spool_memory,
-                  "Memory for image bytes that arrive before the tables that map them")
-      ->capture_default_str();
-  cmd->add_option("--spool-dir", a.spool_dir,
-                  "Directory for spooled bytes beyond --spool-memory (default: $TMPDIR or /tmp)");
-  cmd->add_option("--spool-limit", a.spool_limit, "Most bytes ever spooled")->capture_default_str();
+  AddSpoolOptions(cmd, a.spool);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Typed errors thrown by the qcow library. I/O failures use std::system_error.
 #pragma once
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -22,5 +23,11 @@ class UsageError : public std::runtime_error {
 
 // Throws std::system_error for the current errno, prefixed with what was being done.
 [[noreturn]] void ThrowErrno(const std::string& what);
+
+// Throws FormatError(what): the image is refused for this reason.
+[[noreturn]] void Refuse(const std::string& what);
+
+// Returns v as "0x..." for messages about offsets and raw entries.
+std::string Hex(uint64_t v);
 
 }  // namespace qcow

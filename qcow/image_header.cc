@@ -19,14 +19,6 @@ constexpr uint64_t kKnownIncompatible = kIncompatDirty | kIncompatCorrupt | kInc
 // Extended L2 entries need 32 subclusters of at least 512 bytes: cluster_bits >= 14.
 constexpr uint32_t kMinExtendedL2ClusterBits = 14;
 
-std::string Hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
-[[noreturn]] void Refuse(const std::string& what) { throw FormatError(what); }
-
 void CheckTableOffset(const char* field, uint64_t offset, uint64_t cluster_size) {
   if (offset % cluster_size != 0) {
     Refuse(std::string(field) + " is " + Hex(offset) + "; it must be a multiple of the " +

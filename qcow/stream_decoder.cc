@@ -18,14 +18,6 @@ constexpr uint64_t kL2StdReserved = 0x3f000000000001feull;
 // Extended L2: 32 subclusters, allocation bits 0-31 and zero bits 32-63 of the bitmap.
 constexpr unsigned kSubclusters = 32;
 
-std::string Hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
-[[noreturn]] void Refuse(const std::string& what) { throw FormatError(what); }
-
 std::string TableName(bool l1, uint64_t l1_index) {
   return l1 ? std::string("the L1 table") : "the L2 table of L1 entry " + std::to_string(l1_index);
 }
