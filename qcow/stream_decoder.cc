@@ -47,9 +47,16 @@ void StreamDecoder::SetSize(uint64_t size) {
 
 void StreamDecoder::Dispatch(uint64_t a, std::span<const uint8_t> bytes) {
   if (!info_) {
-    spool_.Put(a, bytes);
-    TryParseHeader();
-    return;
+    // The usual case, the image from its first byte: parse the header straight from the
+    // chunk and route the rest, so that nothing waits in the spool.
+    if (a == 0 && spool_.bytes() == 0 && bytes.size() >= kV3MinHeaderLength &&
+        bytes.size() >= HeaderBytesNeeded(bytes)) {
+      ParseHeader(bytes.first(HeaderBytesNeeded(bytes)));
+    } else {
+      spool_.Put(a, bytes);
+      TryParseHeader();
+      return;
+    }
   }
   const uint64_t b = a + bytes.size();
   const uint64_t c = info_->cluster_size;
@@ -91,23 +98,31 @@ void StreamDecoder::Dispatch(uint64_t a, std::span<const uint8_t> bytes) {
     if (it->second.got.Covers(0, it->second.end - it->first)) done_compressed.push_back(it);
   }
 
-  // Bytes nobody claimed wait in the spool until the whole tree is known.
-  if (!tree_complete_) {
-    std::sort(claimed.begin(), claimed.end());
-    uint64_t pos = a;
-    auto spool_gap = [&](uint64_t lo, uint64_t hi) {
-      ignored_.ForEachGap(
-          lo, hi, [&](uint64_t x, uint64_t y) { spool_.Put(x, bytes.subspan(x - a, y - x)); });
-    };
-    for (const auto& [lo, hi] : claimed) {
-      if (lo > pos) spool_gap(pos, lo);
-      pos = std::max(pos, hi);
-    }
-    if (pos < b) spool_gap(pos, b);
-  }
-
+  // Tables completed by this chunk may map more of it: finish them first.
+  const uint64_t generation = consumers_added_;
   for (auto it : done_compressed) CompleteCompressed(it, it->second.end);
   for (uint64_t key : done_tables) CompleteTable(key);
+  const bool new_consumers = consumers_added_ != generation;
+  if (tree_complete_ && !new_consumers) return;  // what nobody claimed is unreferenced
+
+  std::sort(claimed.begin(), claimed.end());
+  std::vector<std::pair<uint64_t, uint64_t>> gaps;
+  uint64_t pos = a;
+  for (const auto& [lo, hi] : claimed) {
+    if (lo > pos) gaps.emplace_back(pos, lo);
+    pos = std::max(pos, hi);
+  }
+  if (pos < b) gaps.emplace_back(pos, b);
+  for (const auto& [lo, hi] : gaps) {
+    if (new_consumers) {
+      Dispatch(lo, bytes.subspan(lo - a, hi - lo));  // new consumers may claim it now
+      continue;
+    }
+    // Bytes nobody claims wait in the spool until the whole tree is known.
+    ignored_.ForEachGap(lo, hi, [&](uint64_t x, uint64_t y) {
+      spool_.Put(x, bytes.subspan(x - a, y - x));
+    });
+  }
 }
 
 void StreamDecoder::TryParseHeader() {
@@ -123,6 +138,10 @@ void StreamDecoder::TryParseHeader() {
   if (!read(kV3MinHeaderLength)) return;
   const uint64_t need = HeaderBytesNeeded(head);
   if (need > head.size() && !read(need)) return;
+  ParseHeader(head);
+}
+
+void StreamDecoder::ParseHeader(std::span<const uint8_t> head) {
   ImageInfo info = ParseImageHeader(head, options_.warn);
   if (info.virtual_size > options_.target_size) {
     throw TooLargeError("the image's virtual size is " + std::to_string(info.virtual_size) +
@@ -133,6 +152,10 @@ void StreamDecoder::TryParseHeader() {
   spool_.Erase(0, info_->cluster_size);
   const QcowHeader& h = info_->header;
   if (h.l1_size > 0) {
+    // The rest of the L1 table's last cluster belongs to it too: nothing else can be there.
+    const uint64_t l1_end = h.l1_table_offset + uint64_t{h.l1_size} * kTableEntrySize;
+    const uint64_t c = info_->cluster_size;
+    ignored_.Insert(l1_end, (l1_end + c - 1) / c * c);
     AddTable(TableKind::kL1, h.l1_table_offset, uint64_t{h.l1_size} * kTableEntrySize, 0);
   } else {
     l1_parsed_ = true;
@@ -160,6 +183,7 @@ void StreamDecoder::AddTable(TableKind kind, uint64_t start, uint64_t length, ui
     Refuse(describe() + " at " + Hex(start) + " overlaps another table");
   }
   tables_.emplace(start, Table{kind, length, l1_index, {}, {}});
+  ++consumers_added_;
   if (kind != TableKind::kRefcountTable) ++pending_tree_tables_;
   spool_.Visit(start, start + length,
                [&](uint64_t off, std::span<const uint8_t> b) { FeedTable(start, off, b); });
@@ -290,6 +314,7 @@ void StreamDecoder::ParseRefcountTable(const Table& t) {
     const uint64_t off = LoadBe64(&t.bytes[i * kTableEntrySize]) & ~uint64_t{0x1ff};
     if (off == 0 || off >= kMaxHostOffset) continue;
     ignored_.Insert(off, off + info_->cluster_size);
+    ++consumers_added_;
     spool_.Erase(off, off + info_->cluster_size);
   }
 }
@@ -316,6 +341,7 @@ void StreamDecoder::AddRun(uint64_t host, uint64_t guest, uint64_t length) {
     }
   }
   if (key == host) runs_.emplace(host, Run{length, guest});
+  ++consumers_added_;
   pending_run_bytes_ += length;
   // Data that arrived before its L2 table.
   std::vector<std::pair<uint64_t, std::vector<uint8_t>>> early;
@@ -349,6 +375,7 @@ void StreamDecoder::AddCompressed(uint64_t start, uint64_t end, uint64_t guest) 
   }
   max_compressed_span_ = std::max(max_compressed_span_, end - start);
   auto it = compressed_.emplace(start, Compressed{end, guest, {}, {}});
+  ++consumers_added_;
   spool_.Visit(start, end,
                [&](uint64_t off, std::span<const uint8_t> b) { FeedCompressed(it, off, b); });
   // A neighbour may share the first and the last sector; the rest is this cluster's own.

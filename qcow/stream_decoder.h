@@ -99,6 +99,7 @@ class StreamDecoder {
 
   void Dispatch(uint64_t offset, std::span<const uint8_t> bytes);
   void TryParseHeader();
+  void ParseHeader(std::span<const uint8_t> head);
   void AddTable(TableKind kind, uint64_t start, uint64_t length, uint64_t l1_index);
   void FeedTable(uint64_t key, uint64_t offset, std::span<const uint8_t> bytes);
   void CompleteTable(uint64_t key);
@@ -127,6 +128,7 @@ class StreamDecoder {
   uint64_t max_compressed_span_ = 0;
   RangeSet ignored_;                  // refcount structures: not needed to read the disk
   uint64_t pending_tree_tables_ = 0;  // L1 and L2 tables not parsed yet
+  uint64_t consumers_added_ = 0;      // grows whenever bytes gain somewhere to go
   bool l1_parsed_ = false;
   bool tree_complete_ = false;
   bool finished_ = false;

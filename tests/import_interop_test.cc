@@ -7,6 +7,7 @@
 
 #include "image_recipes.h"
 #include "qcow/import_job.h"
+#include "qcow/stream_decoder.h"
 #include "test_util.h"
 
 namespace {
@@ -17,12 +18,13 @@ enum class Order { kSequential, kOddChunks, kReverse, kShuffled };
 
 // Feeds the image file to a new import in the given order; returns Finish()'s result.
 int Import(const std::string& image, const std::string& target, Order order,
-           std::string* status = nullptr, qcow::Spool::Limits spool = {}) {
+           std::string* status = nullptr, qcow::Spool::Limits spool = {},
+           uint64_t chunk_size = 1 << 20) {
   const auto bytes = ReadFile(image);
   qcow::RawTarget t(target, {});
   qcow::ImportJob job(t, {spool, nullptr});
   EXPECT_EQ(job.Begin(), 0);
-  const uint64_t chunk = order == Order::kOddChunks ? 65537 + 333 : 1 << 20;
+  const uint64_t chunk = order == Order::kOddChunks ? 65537 + 333 : chunk_size;
   std::vector<uint64_t> offsets;
   for (uint64_t off = 0; off < bytes.size(); off += chunk) offsets.push_back(off);
   if (order == Order::kReverse) std::reverse(offsets.begin(), offsets.end());
@@ -67,7 +69,8 @@ INSTANTIATE_TEST_SUITE_P(Images, ImportLibrary,
 
 TEST(ImportLibraryLimits, SpoolSpillsToAFileAndRefusesPastItsLimit) {
   TempDir dir;
-  // Compressed data precedes its L2 tables, so reverse order spools nearly everything.
+  // Compressed data precedes its L2 tables, so reverse order in small pieces spools nearly
+  // everything.
   const auto& images = ValidImages();
   auto sparse = std::find_if(images.begin(), images.end(), [](const ImageRecipe& r) {
     return std::string(r.name) == "compressed_sparse";
@@ -77,13 +80,59 @@ TEST(ImportLibraryLimits, SpoolSpillsToAFileAndRefusesPastItsLimit) {
   MakePatternTarget(dir / "target", VirtualSize(image));
   qcow::Spool::Limits small{.memory = 64 << 10, .dir = dir.path(), .limit = 1ull << 30};
   std::string status;
-  EXPECT_EQ(Import(image, dir / "target", Order::kReverse, &status, small), 0) << status;
+  EXPECT_EQ(Import(image, dir / "target", Order::kReverse, &status, small, 4096), 0) << status;
   auto cmp = Sh("qemu-img compare -f qcow2 -F raw " + Quote(image) + " " + Quote(dir / "target"));
   EXPECT_EQ(cmp.status, 0) << cmp.output;
 
   qcow::Spool::Limits tiny{.memory = 4 << 10, .dir = dir.path(), .limit = 16 << 10};
-  EXPECT_EQ(Import(image, dir / "target", Order::kReverse, &status, tiny), EIO);
+  EXPECT_EQ(Import(image, dir / "target", Order::kReverse, &status, tiny, 4096), EIO);
   EXPECT_NE(status.find("spool limit"), std::string::npos) << status;
+}
+
+}  // namespace
+
+namespace {
+
+class DiscardSink : public qcow::ImageSink {
+ public:
+  void Write(uint64_t, const uint8_t*, uint64_t) override {}
+  void Zero(uint64_t, uint64_t) override {}
+};
+
+// Returns the most bytes the decoder ever spooled for the image fed in 64 KiB pieces, front
+// to back or back to front.
+uint64_t PeakSpool(const std::string& image, bool reverse = false) {
+  const auto bytes = ReadFile(image);
+  DiscardSink sink;
+  qcow::StreamDecoder decoder(sink, {});
+  const uint64_t chunk = 64 << 10, n = (bytes.size() + chunk - 1) / chunk;
+  for (uint64_t i = 0; i < n; ++i) {
+    const uint64_t off = (reverse ? n - 1 - i : i) * chunk;
+    decoder.Feed(off, std::span(bytes).subspan(off, std::min<size_t>(chunk, bytes.size() - off)));
+  }
+  decoder.Finish();
+  return decoder.peak_spooled_bytes();
+}
+
+TEST(ImportLibrarySpool, MetadataFirstImagesNeverSpool) {
+  TempDir dir;
+  // qemu-img convert output: refcount blocks are recognised, L2 tables precede their data.
+  EXPECT_EQ(PeakSpool(BuildImage(dir, ValidImages()[0])), 0u);
+  // qcowfs's own export layout (all metadata, then all data).
+  WriteAt(dir / "raw", 5000, RandomBytes(3 << 20, 3));
+  ASSERT_EQ(truncate((dir / "raw").c_str(), 64 << 20), 0);
+  ASSERT_EQ(Sh(Quote(QCOWFS_BIN) + " stream --source " + Quote(dir / "raw") + " --destination " +
+               Quote(dir / "export.qcow2"))
+                .status,
+            0);
+  EXPECT_EQ(PeakSpool(dir / "export.qcow2"), 0u);
+  // Data that arrives before its tables does spool.
+  TempDir dir2;
+  const auto& images = ValidImages();
+  auto sparse = std::find_if(images.begin(), images.end(), [](const ImageRecipe& r) {
+    return std::string(r.name) == "compressed_sparse";
+  });
+  EXPECT_GT(PeakSpool(BuildImage(dir2, *sparse), /*reverse=*/true), 0u);
 }
 
 }  // namespace
