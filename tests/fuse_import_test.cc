@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include "bad_images.h"
 #include "image_recipes.h"
 #include "mount_fixture.h"
 #include "test_util.h"
@@ -219,5 +220,42 @@ TEST(FuseImportFiles, ExportAndImportInOneMountRoundTrip) {
   EXPECT_TRUE(m.Unmount());
   EXPECT_EQ(Sh("cmp " + Quote(dir / "src") + " " + Quote(dir / "copy")).status, 0);
 }
+
+}  // namespace
+
+namespace {
+
+// Every refusal through the mount: the writer's close fails, import.status says why, and
+// images refused on their header leave the target as it was.
+class FuseImportRefusal : public ::testing::TestWithParam<size_t> {};
+
+TEST_P(FuseImportRefusal, CloseFailsWithTheReasonInTheStatus) {
+  const BadCase& c = BadImages()[GetParam()];
+  TempDir dir;
+  const std::string img = BuildImage(dir, ImageRecipe{c.name, c.commands});
+  const uint64_t size = c.target_size ? c.target_size : VirtualSize(img);
+  if (c.patch) c.patch(img);
+  MakePatternTarget(dir / "target", size);
+  const auto before = ReadFile(dir / "target");
+  Mount m(dir / "mnt", "--import " + Quote(dir / "target"));
+  ASSERT_TRUE(m.ok()) << m.result().output;
+  auto w = Sh("cat " + Quote(img) + " > " + Quote(m / "import.qcow2"));
+  EXPECT_NE(w.status, 0) << "the writer was told the import worked";
+  EXPECT_NE(w.output.find(c.err == EFBIG ? "File too large" : "Input/output error"),
+            std::string::npos)
+      << w.output;
+  const std::string status = Status(m);
+  EXPECT_NE(status.find("state: failed"), std::string::npos) << status;
+  EXPECT_NE(status.find(c.says), std::string::npos) << status;
+  EXPECT_TRUE(m.Unmount());
+  if (c.header_level) {
+    EXPECT_TRUE(ReadFile(dir / "target") == before) << "target was changed";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(BadImages, FuseImportRefusal,
+                         ::testing::Range<size_t>(0, BadImages().size()), [](const auto& info) {
+                           return std::string(BadImages()[info.param].name);
+                         });
 
 }  // namespace
