@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 BUILD_DIR=${BUILD_DIR:-build}
 
 PACKAGES=(build-essential cmake pkg-config libfuse3-dev fuse3 libcli11-dev libgtest-dev
-  zlib1g-dev libzstd-dev qemu-utils util-linux groff-base bc python3)
+  zlib1g-dev libzstd-dev qemu-utils util-linux groff-base bc python3 procps)
 
 install_deps() {
   local missing=()

@@ -21,6 +21,8 @@ namespace {
 
 constexpr fuse_ino_t kRootIno = FUSE_ROOT_ID;
 constexpr fuse_ino_t kExportIno = 2;
+constexpr fuse_ino_t kImportIno = 3;
+constexpr fuse_ino_t kStatusIno = 4;
 // The image never changes while mounted, so the kernel may cache names and attributes.
 constexpr double kCacheSeconds = 3600;
 // Preferred I/O size reported in st_blksize: tools like cp and cat read this much at once.
@@ -60,9 +62,6 @@ size_t RequestSizeForPipe() {
 }
 
 namespace {
-
-constexpr fuse_ino_t kImportIno = 3;
-constexpr fuse_ino_t kStatusIno = 4;
 
 MountedFiles& Fs(fuse_req_t req) { return *static_cast<MountedFiles*>(fuse_req_userdata(req)); }
 
@@ -285,6 +284,7 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
     if (ino != kExportIno) return (void)fuse_reply_err(req, EBADF);
     thread_local ReadBuffers b;
     const uint64_t n = fs.layout->Plan(static_cast<uint64_t>(off), size, b.metadata, b.segments);
+    if (n == 0) return (void)fuse_reply_buf(req, nullptr, 0);  // at or past the end
     const int fd = fs.source->splice_fd();
     // Splice only replies whose pieces fit the pipe budget (see RequestSizeForPipe) and
     // whose padding fits the zero buffer; fragmented ones are assembled in a reused buffer.
