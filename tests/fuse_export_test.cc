@@ -159,6 +159,24 @@ TEST_P(FuseExport, ServesACleanEqualImage) {
     }
   }
 
+  // At, past and across the end of the file, straight to the daemon (O_DIRECT).
+  {
+    int dfd = open(img.c_str(), O_RDONLY | O_DIRECT);
+    ASSERT_GE(dfd, 0);
+    void* mem = nullptr;
+    ASSERT_EQ(posix_memalign(&mem, 4096, 1 << 16), 0);
+    const off_t end = st.st_size;
+    EXPECT_EQ(pread(dfd, mem, 4096, end + 4096 * 3), 0);
+    if (end % 4096 == 0) EXPECT_EQ(pread(dfd, mem, 4096, end), 0);
+    if (end >= 8192) {
+      EXPECT_EQ(pread(dfd, mem, 1 << 16, end - 8192), 8192);
+      EXPECT_TRUE(std::equal(static_cast<uint8_t*>(mem), static_cast<uint8_t*>(mem) + 8192,
+                             full.end() - 8192));
+    }
+    free(mem);
+    close(dfd);
+  }
+
   auto check = Sh("qemu-img check " + Quote(img));
   EXPECT_EQ(check.status, 0) << check.output;
   auto cmp = Sh("qemu-img compare -f raw -F qcow2 " + Quote(src) + " " + Quote(img));
