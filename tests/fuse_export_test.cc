@@ -167,7 +167,9 @@ TEST_P(FuseExport, ServesACleanEqualImage) {
     ASSERT_EQ(posix_memalign(&mem, 4096, 1 << 16), 0);
     const off_t end = st.st_size;
     EXPECT_EQ(pread(dfd, mem, 4096, end + 4096 * 3), 0);
-    if (end % 4096 == 0) EXPECT_EQ(pread(dfd, mem, 4096, end), 0);
+    if (end % 4096 == 0) {
+      EXPECT_EQ(pread(dfd, mem, 4096, end), 0);
+    }
     if (end >= 8192) {
       EXPECT_EQ(pread(dfd, mem, 1 << 16, end - 8192), 8192);
       EXPECT_TRUE(std::equal(static_cast<uint8_t*>(mem), static_cast<uint8_t*>(mem) + 8192,
