@@ -69,9 +69,6 @@ void ParseExtensions(std::span<const uint8_t> c0, uint64_t start, ImageInfo& inf
         Refuse(
             "the image names an external data file; qcowfs imports only images that hold "
             "their own data");
-      case kExtBitmaps:
-        info.has_bitmaps = true;
-        break;
       default:
         break;  // backing format name and unknown extensions may be skipped
     }

@@ -22,7 +22,6 @@ struct ImageInfo {
   uint64_t l2_entries = 0;     // entries per L2 table
   uint8_t compression_type = 0;
   bool dirty = false;
-  bool has_bitmaps = false;
   std::vector<FeatureName> feature_names;  // from the image's feature name table
 };
 

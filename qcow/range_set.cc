@@ -11,31 +11,9 @@ void RangeSet::Insert(uint64_t start, uint64_t end) {
   while (it != ranges_.end() && it->first <= end) {
     start = std::min(start, it->first);
     end = std::max(end, it->second);
-    bytes_ -= it->second - it->first;
     it = ranges_.erase(it);
   }
   ranges_.emplace(start, end);
-  bytes_ += end - start;
-}
-
-void RangeSet::Erase(uint64_t start, uint64_t end) {
-  if (start >= end) return;
-  auto it = ranges_.upper_bound(start);
-  if (it != ranges_.begin() && std::prev(it)->second > start) --it;
-  while (it != ranges_.end() && it->first < end) {
-    const uint64_t a = it->first, b = it->second;
-    bytes_ -= b - a;
-    it = ranges_.erase(it);
-    if (a < start) {
-      ranges_.emplace(a, start);
-      bytes_ += start - a;
-    }
-    if (b > end) {
-      ranges_.emplace(end, b);
-      bytes_ += b - end;
-      break;
-    }
-  }
 }
 
 bool RangeSet::Covers(uint64_t start, uint64_t end) const {

@@ -12,26 +12,14 @@ class RangeSet {
  public:
   // Adds [start, end).
   void Insert(uint64_t start, uint64_t end);
-  // Removes [start, end).
-  void Erase(uint64_t start, uint64_t end);
   // Returns whether every byte of [start, end) is in the set.
   bool Covers(uint64_t start, uint64_t end) const;
   // Calls fn(start, end) for each maximal sub-range of [start, end) NOT in the set.
   void ForEachGap(uint64_t start, uint64_t end,
                   const std::function<void(uint64_t, uint64_t)>& fn) const;
-  // Returns the total number of bytes in the set.
-  uint64_t bytes() const { return bytes_; }
-  bool empty() const { return ranges_.empty(); }
-  void clear() {
-    ranges_.clear();
-    bytes_ = 0;
-  }
-  // Returns the ranges (start -> end) in order.
-  const std::map<uint64_t, uint64_t>& ranges() const { return ranges_; }
 
  private:
-  std::map<uint64_t, uint64_t> ranges_;
-  uint64_t bytes_ = 0;
+  std::map<uint64_t, uint64_t> ranges_;  // start -> end, disjoint and not touching
 };
 
 }  // namespace qcow

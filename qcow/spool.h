@@ -46,7 +46,6 @@ class Spool {
 
   uint64_t bytes() const { return bytes_; }
   uint64_t peak_bytes() const { return peak_; }
-  uint64_t file_bytes() const { return bytes_ - memory_bytes_; }
 
  private:
   struct Piece {

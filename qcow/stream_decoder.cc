@@ -35,7 +35,6 @@ void StreamDecoder::Feed(uint64_t offset, std::span<const uint8_t> bytes) {
   if (offset > kMaxHostOffset || bytes.size() > kMaxHostOffset - offset) {
     Refuse("write at offset " + std::to_string(offset) + " lies beyond 2^56, past any qcow2 image");
   }
-  bytes_received_ += bytes.size();
   file_end_ = std::max(file_end_, offset + bytes.size());
   Dispatch(offset, bytes);
 }
@@ -119,9 +118,8 @@ void StreamDecoder::Dispatch(uint64_t a, std::span<const uint8_t> bytes) {
       continue;
     }
     // Bytes nobody claims wait in the spool until the whole tree is known.
-    ignored_.ForEachGap(lo, hi, [&](uint64_t x, uint64_t y) {
-      spool_.Put(x, bytes.subspan(x - a, y - x));
-    });
+    ignored_.ForEachGap(
+        lo, hi, [&](uint64_t x, uint64_t y) { spool_.Put(x, bytes.subspan(x - a, y - x)); });
   }
 }
 

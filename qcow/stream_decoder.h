@@ -67,9 +67,7 @@ class StreamDecoder {
 
   // Returns the validated header, or null before it arrived.
   const ImageInfo* info() const { return info_ ? &*info_ : nullptr; }
-  uint64_t bytes_received() const { return bytes_received_; }
   uint64_t guest_bytes_written() const { return guest_written_; }
-  uint64_t spooled_bytes() const { return spool_.bytes(); }
   // Returns the guest data bytes known to be still on their way (mapped by tables already
   // read, not arrived yet): with guest_bytes_written(), a measure of progress.
   uint64_t pending_data_bytes() const {
@@ -132,7 +130,6 @@ class StreamDecoder {
   bool l1_parsed_ = false;
   bool tree_complete_ = false;
   bool finished_ = false;
-  uint64_t bytes_received_ = 0;
   uint64_t guest_written_ = 0;
   uint64_t pending_run_bytes_ = 0;  // sum of runs_ lengths
   uint64_t file_end_ = 0;
