@@ -72,6 +72,18 @@ void RawTarget::WriteZeros(uint64_t offset, uint64_t n) {
   }
 }
 
+bool RawTarget::TryFallocate(int mode, bool& supported, const char* what, uint64_t offset,
+                             uint64_t n) {
+  if (!supported) return false;
+  if (::fallocate(fd_, mode | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                  static_cast<off_t>(n)) == 0) {
+    return true;
+  }
+  if (errno != EOPNOTSUPP && errno != ENOSYS) ThrowErrno(std::string(what) + " " + path_);
+  supported = false;
+  return false;
+}
+
 void RawTarget::Zero(uint64_t offset, uint64_t n) {
   if (prezeroed_ || n == 0) return;
   if (block_device_) {
@@ -91,22 +103,11 @@ void RawTarget::Zero(uint64_t offset, uint64_t n) {
     }
     return WriteZeros(offset, n);
   }
-  // Files: a hole reads as zeros and frees space; zero-range keeps the allocation.
-  if (punch_ok_) {
-    if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
-                    static_cast<off_t>(n)) == 0) {
-      return;
-    }
-    if (errno != EOPNOTSUPP && errno != ENOSYS) ThrowErrno("punching a hole in " + path_);
-    punch_ok_ = false;
-  }
-  if (zero_range_ok_) {
-    if (::fallocate(fd_, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
-                    static_cast<off_t>(n)) == 0) {
-      return;
-    }
-    if (errno != EOPNOTSUPP && errno != ENOSYS) ThrowErrno("zeroing a range of " + path_);
-    zero_range_ok_ = false;
+  // Files: a hole reads as zeros and frees space; zero-range keeps the allocation. A mode
+  // the file system does not support is not tried again.
+  if (TryFallocate(FALLOC_FL_PUNCH_HOLE, punch_ok_, "punching a hole in", offset, n)) return;
+  if (TryFallocate(FALLOC_FL_ZERO_RANGE, zero_range_ok_, "zeroing a range of", offset, n)) {
+    return;
   }
   WriteZeros(offset, n);
 }

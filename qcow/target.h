@@ -37,6 +37,9 @@ class RawTarget : public ImageSink {
 
  private:
   void WriteZeros(uint64_t offset, uint64_t n);
+  // Zeroes with fallocate(mode); returns false (and stops trying that mode) where the file
+  // system does not support it. Throws std::system_error for other failures.
+  bool TryFallocate(int mode, bool& supported, const char* what, uint64_t offset, uint64_t n);
 
   std::string path_;
   int fd_ = -1;
