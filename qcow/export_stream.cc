@@ -66,16 +66,6 @@ void WriteExport(const ExportLayout& layout, const Source& source, int fd,
     const uint64_t start = done;
     layout.Plan(start, kChunk, scratch, segments);
     for (const auto& s : segments) {
-      if (s.kind == ExportSegment::Kind::kSource && use_sendfile) {
-        const uint64_t before = done;
-        if (SendAll(fd, source.splice_fd(), s.position, s.length, done, total)) continue;
-        use_sendfile = false;  // finish this segment, and all later ones, by copying
-        const uint64_t sent = done - before;
-        buf.resize(s.length - sent);
-        source.ReadAt(s.position + sent, buf.data(), buf.size());
-        WriteAll(fd, buf.data(), buf.size(), done, total);
-        continue;
-      }
       switch (s.kind) {
         case ExportSegment::Kind::kBytes:
           WriteAll(fd, scratch.data() + s.position, s.length, done, total);
@@ -84,11 +74,19 @@ void WriteExport(const ExportLayout& layout, const Source& source, int fd,
           buf.assign(s.length, 0);
           WriteAll(fd, buf.data(), s.length, done, total);
           break;
-        case ExportSegment::Kind::kSource:
-          buf.resize(s.length);
-          source.ReadAt(s.position, buf.data(), s.length);
-          WriteAll(fd, buf.data(), s.length, done, total);
+        case ExportSegment::Kind::kSource: {
+          uint64_t sent = 0;
+          if (use_sendfile) {
+            const uint64_t before = done;
+            if (SendAll(fd, source.splice_fd(), s.position, s.length, done, total)) break;
+            use_sendfile = false;  // copy the rest of this segment, and all later ones
+            sent = done - before;
+          }
+          buf.resize(s.length - sent);
+          source.ReadAt(s.position + sent, buf.data(), buf.size());
+          WriteAll(fd, buf.data(), buf.size(), done, total);
           break;
+        }
       }
     }
     if (progress) progress(done, total);
