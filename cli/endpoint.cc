@@ -10,7 +10,7 @@
 #include <cstring>
 #include <system_error>
 
-#include "qcow/errors.h"
+#include "qcow/format/errors.h"
 
 namespace qcowfs {
 namespace {

@@ -5,7 +5,8 @@
 #include <cstdio>
 
 #include "cli/size_arg.h"
-#include "qcow/errors.h"
+#include "qcow/format/errors.h"
+#include "qcow/sources/raw_source.h"
 
 namespace qcowfs {
 namespace {

@@ -5,8 +5,8 @@
 #include <memory>
 #include <string>
 
-#include "qcow/export_layout.h"
-#include "qcow/source.h"
+#include "qcow/export/export_layout.h"
+#include "qcow/export/source.h"
 
 namespace qcowfs {
 

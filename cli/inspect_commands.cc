@@ -9,8 +9,8 @@
 #include "cli/exit_codes.h"
 #include "cli/export_plan.h"
 #include "cli/size_arg.h"
-#include "qcow/format.h"
-#include "qcow/image_check.h"
+#include "qcow/format/format.h"
+#include "qcow/import/image_check.h"
 
 namespace qcowfs {
 namespace {

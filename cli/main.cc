@@ -8,8 +8,8 @@
 #include "cli/mount_command.h"
 #include "cli/serve_command.h"
 #include "cli/stream_command.h"
-#include "qcow/errors.h"
-#include "qcow/export_stream.h"
+#include "qcow/export/export_stream.h"
+#include "qcow/format/errors.h"
 
 #ifndef QCOWFS_VERSION
 #define QCOWFS_VERSION "0"

@@ -5,7 +5,10 @@
 
 #include <climits>
 #include <cstdlib>
+#include <fstream>
 #include <memory>
+#include <sstream>
+#include <stdexcept>
 
 #include "cli/exit_codes.h"
 #include "cli/export_plan.h"
@@ -14,11 +17,11 @@
 #include "fuse/filesystem.h"
 #include "fuse/log.h"
 #include "fuse/session.h"
-#include "qcow/errors.h"
-#include "qcow/export_layout.h"
-#include "qcow/import_job.h"
-#include "qcow/source.h"
-#include "qcow/target.h"
+#include "qcow/export/export_layout.h"
+#include "qcow/export/source.h"
+#include "qcow/format/errors.h"
+#include "qcow/import/import_job.h"
+#include "qcow/import/target.h"
 
 namespace qcowfs {
 namespace {
@@ -46,6 +49,35 @@ std::string AbsoluteDirectory(const std::string& path) {
   return buf;
 }
 
+// Returns whether path is the mount point of a qcowfs mount now (a second daemon mounted
+// over it would hide the first one's files while it keeps running).
+bool IsQcowfsMount(const std::string& path) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    // "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER"
+    std::istringstream f(line);
+    std::string id, parent, dev, root, mnt, field;
+    f >> id >> parent >> dev >> root >> mnt;
+    while (f >> field && field != "-") {
+    }
+    std::string type;
+    f >> type;
+    // The kernel escapes space, tab, newline and backslash as \ooo.
+    std::string unescaped;
+    for (size_t i = 0; i < mnt.size(); ++i) {
+      if (mnt[i] == '\\' && i + 3 < mnt.size()) {
+        unescaped += static_cast<char>(std::stoi(mnt.substr(i + 1, 3), nullptr, 8));
+        i += 3;
+      } else {
+        unescaped += mnt[i];
+      }
+    }
+    if (unescaped == path && type == "fuse.qcowfs") return true;
+  }
+  return false;
+}
+
 int RunMount(const MountArgs& a) {
   if (a.export_source.empty() && a.import_target.empty()) {
     throw qcow::UsageError(
@@ -61,8 +93,16 @@ int RunMount(const MountArgs& a) {
   }
   MountConfig config;
   config.mountpoint = AbsoluteDirectory(a.mountpoint);
+  if (IsQcowfsMount(config.mountpoint)) {
+    throw std::runtime_error(config.mountpoint +
+                             " is already a qcowfs mount; unmount it first (fusermount3 -u " +
+                             config.mountpoint + ")");
+  }
   config.foreground = a.foreground;
   config.fuse_options = a.fuse_options;
+  // The kernel checks the owners and modes the files carry, so that -o allow_other gives
+  // other users exactly the access the disks themselves give them.
+  config.fuse_options.push_back("default_permissions");
   // Two requests' worth keeps a sequential reader's next request in flight.
   config.readahead_kb =
       a.readahead_kb ? a.readahead_kb : static_cast<unsigned>(2 * RequestSizeForPipe() / 1024);
@@ -88,10 +128,23 @@ int RunMount(const MountArgs& a) {
     target = std::make_unique<qcow::RawTarget>(a.import_target, target_options);
     qcow::ImportOptions options;
     options.spool = SpoolLimits(a.spool);
-    options.log = [](const std::string& line) { Log(LOG_WARNING, "%s", line.c_str()); };
+    options.log = [](const std::string& line) {
+      Log(line.rfind("import failed", 0) == 0 ? LOG_ERR : LOG_WARNING, "%s", line.c_str());
+    };
     job = std::make_unique<qcow::ImportJob>(*target, std::move(options));
     files.import = job.get();
     files.import_target = a.import_target;
+    files.import_uid = target->uid();
+    files.import_gid = target->gid();
+    // Unmounted or signalled while an image is still arriving: that import failed, and the
+    // daemon says so (log, exit status) rather than leaving quietly.
+    config.on_stop = [&job] {
+      return job->Abort(
+                 "the mount was stopped (unmounted or signalled) before the image was "
+                 "complete; the target holds a partial image")
+                 ? 1
+                 : 0;
+    };
   }
   return MountAndServe(Operations(), &files, config);
 }

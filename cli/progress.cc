@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <string>
@@ -36,12 +37,12 @@ void Progress::Emit(int percent) {
 
 void Progress::Update(uint64_t done, uint64_t total) {
   total_ = total;
-  int percent = total ? static_cast<int>(done * 100 / total) : 100;
+  int percent = total ? static_cast<int>(std::min(done, total) * 100 / total) : 100;
   if (percent > 99) percent = 99;  // 100 only once the work is complete
-  if (machine_fd_ >= 0 && percent > last_) {
-    last_ = percent;
-    Emit(percent);
-  }
+  // Totals can grow as an import learns the image's size: never show a step back.
+  percent = std::max(percent, last_);
+  if (machine_fd_ >= 0 && percent > last_) Emit(percent);
+  last_ = percent;
   if (!bar_) return;
   const auto now = std::chrono::steady_clock::now();
   if (now - last_draw_ < std::chrono::milliseconds(200) && done < total) return;

@@ -21,7 +21,7 @@ class Progress {
   void Emit(int percent);
   bool bar_ = false;
   int machine_fd_ = -1;
-  int last_ = -1;
+  int last_ = -1;  // highest percentage shown
   uint64_t total_ = 0;
   std::chrono::steady_clock::time_point start_, last_draw_;
 };

@@ -1,9 +1,12 @@
 #include "cli/serve_command.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -14,8 +17,8 @@
 #include "cli/size_arg.h"
 #include "cli/spool_options.h"
 #include "cli/xapi_options.h"
-#include "qcow/errors.h"
-#include "qcow/import_job.h"
+#include "qcow/format/errors.h"
+#include "qcow/import/import_job.h"
 
 namespace qcowfs {
 namespace {
@@ -33,14 +36,31 @@ struct ServeArgs {
   XapiArgs xapi;
 };
 
+// The signal that asked serve to stop, or 0. A stopped import must say so and fail, not
+// die silently or report success.
+volatile sig_atomic_t stop_signal = 0;
+
+void OnStopSignal(int sig) { stop_signal = sig; }
+
+void CatchStopSignals() {
+  struct sigaction sa {};
+  sa.sa_handler = OnStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: a blocked read returns EINTR and the loop sees it
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaction(sig, &sa, nullptr);
+}
+
 int RunServe(const ServeArgs& a) {
   CheckXapiOptions(a.xapi, "source");
   if (!a.source.empty() && a.source_fd) {
     throw qcow::UsageError("give at most one of --source and --source-fd");
   }
+  // vhd-tool's meaning, which xapi relies on: the input holds this many bytes (the HTTP
+  // request's Content-Length); read exactly that much.
+  std::optional<uint64_t> input_size;
+  if (!a.destination_size.empty()) input_size = ParseSize(a.destination_size);
   qcow::TargetOptions target_options;
   target_options.prezeroed = a.prezeroed;
-  if (!a.destination_size.empty()) target_options.size = ParseSize(a.destination_size);
   qcow::RawTarget target(FilePath(a.destination), target_options);
   qcow::ImportOptions options;
   options.spool = SpoolLimits(a.spool);
@@ -53,23 +73,51 @@ int RunServe(const ServeArgs& a) {
   Progress progress(a.progress, a.machine, a.progress_fd.value_or(STDOUT_FILENO));
   Endpoint in = OpenImageSource(a.source_fd ? "fd:" + std::to_string(*a.source_fd)
                                             : (a.source.empty() ? "-" : a.source));
-  job.Begin();
+  struct stat st;
+  const bool file = ::fstat(in.fd(), &st) == 0 && S_ISREG(st.st_mode);
+  if (!input_size && file) input_size = static_cast<uint64_t>(st.st_size);
+  // A progress reader that goes away must not kill the import (SIGPIPE).
+  std::signal(SIGPIPE, SIG_IGN);
+  CatchStopSignals();
+  uint64_t handle = 0;
+  if (job.Begin(&handle) != 0) throw std::runtime_error("cannot start the import");
+  if (input_size) job.SetInputSize(*input_size);
   std::vector<uint8_t> buf(4u << 20);
   uint64_t offset = 0;
   int rc = 0;
   for (;;) {
-    ssize_t n = ::read(in.fd(), buf.data(), buf.size());
+    if (stop_signal) {
+      job.Abort("interrupted by signal " + std::to_string(stop_signal) + " (" +
+                strsignal(stop_signal) + ") after " + std::to_string(offset) +
+                " bytes of the image; the target holds a partial image");
+      rc = EIO;
+      break;
+    }
+    if (input_size && offset >= *input_size) break;
+    const uint64_t want =
+        input_size ? std::min<uint64_t>(buf.size(), *input_size - offset) : buf.size();
+    ssize_t n = ::read(in.fd(), buf.data(), want);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) qcow::ThrowErrno("reading the image from " + in.description());
-    if (n == 0) break;
-    rc = job.Write(offset, std::span(buf.data(), static_cast<size_t>(n)));
+    if (n == 0) {
+      if (input_size && !file) {
+        job.Abort("the input ended after " + std::to_string(offset) + " of the " +
+                  std::to_string(*input_size) + " bytes that --destination-size announced");
+        rc = EIO;
+      }
+      break;
+    }
+    rc = job.Write(handle, offset, std::span(buf.data(), static_cast<size_t>(n)));
     if (rc) break;
     offset += static_cast<uint64_t>(n);
     uint64_t done, total;
     job.Progress(&done, &total);
     progress.Update(done, total);
+    // Without a length, stop as soon as the image is complete: an HTTP client keeps its
+    // side open for the reply, so the end of input may never come.
+    if (!input_size && job.Complete(handle)) break;
   }
-  if (!rc) rc = job.Finish();
+  if (!rc) rc = job.Finish(handle);
   if (rc) {
     std::fprintf(stderr, "qcowfs: error: %s\n", job.error().c_str());
     return job.image_at_fault() ? kExitFormat : kExitFailure;
@@ -80,7 +128,8 @@ int RunServe(const ServeArgs& a) {
 
 void AddServeOptions(CLI::App* cmd, ServeArgs& a) {
   cmd->add_option("--destination-size", a.destination_size,
-                  "Size of the target in bytes, for targets that report 0");
+                  "Bytes of image on the input (xapi passes the HTTP Content-Length): read "
+                  "exactly this many, then finish");
   cmd->add_flag("--prezeroed", a.prezeroed,
                 "The target already reads as zeros: skip zeroing unallocated ranges");
   cmd->add_flag("--direct", a.direct,

@@ -3,7 +3,7 @@
 #include <cctype>
 #include <cstdio>
 
-#include "qcow/errors.h"
+#include "qcow/format/errors.h"
 
 namespace qcowfs {
 

@@ -4,7 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
-#include "qcow/spool.h"
+#include "qcow/import/spool.h"
 
 namespace qcowfs {
 

@@ -9,8 +9,8 @@
 #include "cli/export_plan.h"
 #include "cli/progress.h"
 #include "cli/xapi_options.h"
-#include "qcow/errors.h"
-#include "qcow/export_stream.h"
+#include "qcow/export/export_stream.h"
+#include "qcow/format/errors.h"
 
 namespace qcowfs {
 namespace {

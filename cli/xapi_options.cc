@@ -1,6 +1,6 @@
 #include "cli/xapi_options.h"
 
-#include "qcow/errors.h"
+#include "qcow/format/errors.h"
 
 namespace qcowfs {
 

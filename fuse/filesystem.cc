@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "fuse/log.h"
-#include "qcow/errors.h"
-#include "qcow/export_reader.h"
+#include "qcow/export/export_reader.h"
+#include "qcow/format/errors.h"
 
 namespace qcowfs {
 namespace {
@@ -96,6 +96,8 @@ void ReplyError(fuse_req_t req, const char* op) {
   fuse_reply_err(req, err);
 }
 
+// Owners and modes are what the kernel checks (the mount always uses default_permissions):
+// with allow_other, other users get exactly the access the disks themselves give them.
 struct stat Attr(const MountedFiles& fs, fuse_ino_t ino) {
   struct stat st {};
   st.st_ino = ino;
@@ -111,19 +113,28 @@ struct stat Attr(const MountedFiles& fs, fuse_ino_t ino) {
       break;
     case kExportIno: {
       const uint64_t size = fs.layout->image_size();
-      st.st_mode = S_IFREG | 0444;
+      // The source's owner and permissions, read-only: whoever may read the disk may read
+      // its image, nobody else.
+      st.st_uid = fs.source->uid();
+      st.st_gid = fs.source->gid();
+      st.st_mode = S_IFREG | (fs.source->mode() & 0555);
       st.st_size = static_cast<off_t>(size);
       st.st_blocks = static_cast<blkcnt_t>((size + 511) / 512);
       st.st_blksize = kPreferredIoSize;
       break;
     }
     case kImportIno:
-      st.st_mode = S_IFREG | 0200;  // write-only: an image goes in, nothing comes out
+      // Write-only, for the target's owner: an image goes in, nothing comes out.
+      st.st_uid = fs.import_uid;
+      st.st_gid = fs.import_gid;
+      st.st_mode = S_IFREG | 0200;
       st.st_atim = st.st_mtim = st.st_ctim = fs.mount_time;
       st.st_size = static_cast<off_t>(fs.import->image_size());
       st.st_blksize = kPreferredIoSize;
       break;
     case kStatusIno:
+      st.st_uid = fs.import_uid;
+      st.st_gid = fs.import_gid;
       st.st_mode = S_IFREG | 0444;
       st.st_atim = st.st_mtim = st.st_ctim = fs.mount_time;
       st.st_size = static_cast<off_t>(fs.import->StatusText().size());
@@ -222,7 +233,11 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       case kImportIno: {
         // Write-only: reading back an image being decoded is meaningless.
         if (mode != O_WRONLY) return (void)fuse_reply_err(req, EACCES);
-        if (int rc = fs.import->Begin()) return (void)fuse_reply_err(req, rc);
+        // Each writer's import is tied to its file handle: an old handle's late writes,
+        // flushes and release never touch a newer import.
+        uint64_t handle = 0;
+        if (int rc = fs.import->Begin(&handle)) return (void)fuse_reply_err(req, rc);
+        fi->fh = handle;
         Log(LOG_INFO, "import into %s started", fs.import_target.c_str());
         fi->direct_io = 1;  // no page cache: every write goes straight to the decoder
         break;
@@ -316,11 +331,11 @@ void OpStatfs(fuse_req_t req, fuse_ino_t) {
 }
 
 void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
-             fuse_file_info*) {
+             fuse_file_info* fi) {
   try {
     MountedFiles& fs = Fs(req);
     if (ino != kImportIno || !fs.import) return (void)fuse_reply_err(req, EBADF);
-    const int rc = fs.import->Write(static_cast<uint64_t>(off),
+    const int rc = fs.import->Write(fi->fh, static_cast<uint64_t>(off),
                                     std::span(reinterpret_cast<const uint8_t*>(buf), size));
     if (rc) return (void)fuse_reply_err(req, rc);
     fuse_reply_write(req, size);
@@ -329,54 +344,54 @@ void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
   }
 }
 
-// Ends the import and returns its result: close() (flush) and fsync() carry it to the
-// writer. Later calls return the same result. A flush before any byte arrived is a shell
-// redirection closing its spare descriptor (open, dup2, close), not the end of the image.
-int FinishImport(MountedFiles& fs) {
-  if (!fs.import->HasData()) return 0;
+// Ends the writer's import and returns its result: close() (flush) and fsync() carry it to
+// the writer; later calls return the same result. A flush before any byte arrived returns
+// EIO without ending anything: a shell redirection closing its spare descriptor (open,
+// dup2, close) ignores it, and the close of an empty image fails, as it should.
+int FinishImport(MountedFiles& fs, uint64_t handle) {
   const bool was_done = fs.import->state() == qcow::ImportJob::State::kDone;
-  const int rc = fs.import->Finish();
-  if (rc == 0 && !was_done && fs.import->state() == qcow::ImportJob::State::kDone) {
-    Log(LOG_INFO, "import into %s done", fs.import_target.c_str());
-  }
+  const int rc = fs.import->Flush(handle);
+  if (rc == 0 && !was_done) Log(LOG_INFO, "import into %s done", fs.import_target.c_str());
   return rc;
 }
 
-void OpFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+void OpFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   try {
     MountedFiles& fs = Fs(req);
-    fuse_reply_err(req, ino == kImportIno && fs.import ? FinishImport(fs) : 0);
+    fuse_reply_err(req, ino == kImportIno && fs.import ? FinishImport(fs, fi->fh) : 0);
   } catch (...) {
     ReplyError(req, "flush");
   }
 }
 
-void OpFsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+void OpFsync(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info* fi) {
   try {
     MountedFiles& fs = Fs(req);
-    fuse_reply_err(req, ino == kImportIno && fs.import ? FinishImport(fs) : 0);
+    fuse_reply_err(req, ino == kImportIno && fs.import ? FinishImport(fs, fi->fh) : 0);
   } catch (...) {
     ReplyError(req, "fsync");
   }
 }
 
-void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   try {
     MountedFiles& fs = Fs(req);
-    if (ino == kImportIno && fs.import) fs.import->End();
+    if (ino == kImportIno && fs.import) fs.import->Release(fi->fh);
     fuse_reply_err(req, 0);
   } catch (...) {
     ReplyError(req, "release");
   }
 }
 
-void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
+void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
   try {
     MountedFiles& fs = Fs(req);
     if (ino != kImportIno || !fs.import) return (void)fuse_reply_err(req, EROFS);
-    // Writers that skip holes (cp) set the size at the end; modes and times are ignored.
+    // Writers that skip holes (cp) set the size at the end; O_TRUNC sets it at open. Only
+    // a writer's own descriptor may (ftruncate); modes and times are ignored.
     if (to_set & FUSE_SET_ATTR_SIZE) {
-      if (int rc = fs.import->Truncate(static_cast<uint64_t>(attr->st_size))) {
+      if (!fi) return (void)fuse_reply_err(req, EBUSY);
+      if (int rc = fs.import->Truncate(fi->fh, static_cast<uint64_t>(attr->st_size))) {
         return (void)fuse_reply_err(req, rc);
       }
     }

@@ -8,9 +8,9 @@
 
 #include <string>
 
-#include "qcow/export_layout.h"
-#include "qcow/import_job.h"
-#include "qcow/source.h"
+#include "qcow/export/export_layout.h"
+#include "qcow/export/source.h"
+#include "qcow/import/import_job.h"
 
 namespace qcowfs {
 
@@ -23,6 +23,8 @@ struct MountedFiles {
   // The import (when set): import.qcow2 takes an image, import.status reports on it.
   qcow::ImportJob* import = nullptr;
   std::string import_target;  // for log lines
+  uid_t import_uid = 0;       // the target's owner: import.qcow2 and import.status carry it
+  gid_t import_gid = 0;
   timespec mount_time{};
 };
 

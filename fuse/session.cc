@@ -116,13 +116,14 @@ int Serve(const fuse_lowlevel_ops& ops, void* userdata, const MountConfig& confi
   ready.join();
   fuse_session_unmount(se.get());
   fuse_remove_signal_handlers(se.get());
+  const int stop_rc = config.on_stop ? config.on_stop() : 0;
   // A signal ends the loop with rc = 0 or the signal number; both are clean unmounts.
   if (rc < 0) {
     Log(LOG_ERR, "session ended with error: %s", strerror(-rc));
     return 1;
   }
   Log(LOG_INFO, "unmounted %s", config.mountpoint.c_str());
-  return 0;
+  return stop_rc ? 1 : 0;
 }
 
 // Reads the daemon's one-line report, waiting at most kReadyTimeoutMs.

@@ -5,6 +5,7 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,9 @@ struct MountConfig {
   std::vector<std::string> fuse_options;  // values given with -o
   unsigned readahead_kb = 0;              // per-mount readahead; 0 keeps the kernel's
   unsigned max_threads = 8;
+  // Called once the session has stopped serving (unmount or signal), before the process
+  // exits; a non-zero return becomes the exit status (work was cut short).
+  std::function<int()> on_stop;
 };
 
 // Mounts `ops` at config.mountpoint and serves until it is unmounted or the process gets

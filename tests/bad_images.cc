@@ -5,7 +5,7 @@
 
 #include <cerrno>
 
-#include "qcow/byte_order.h"
+#include "qcow/format/byte_order.h"
 #include "test_util.h"
 
 namespace qcowfs_test {

@@ -1,4 +1,4 @@
-#include "qcow/cluster_map.h"
+#include "qcow/export/cluster_map.h"
 
 #include <gtest/gtest.h>
 

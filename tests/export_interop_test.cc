@@ -3,9 +3,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include "qcow/export_layout.h"
-#include "qcow/export_reader.h"
-#include "qcow/source.h"
+#include "qcow/export/export_layout.h"
+#include "qcow/export/export_reader.h"
+#include "qcow/sources/raw_source.h"
 #include "test_util.h"
 
 namespace {

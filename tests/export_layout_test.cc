@@ -1,6 +1,6 @@
 // The planner against a whole-image reference built here, independently, the way a
 // one-shot converter would write the file.
-#include "qcow/export_layout.h"
+#include "qcow/export/export_layout.h"
 
 #include <gtest/gtest.h>
 
@@ -8,10 +8,10 @@
 #include <random>
 #include <set>
 
-#include "qcow/byte_order.h"
-#include "qcow/errors.h"
-#include "qcow/export_reader.h"
-#include "qcow/format.h"
+#include "qcow/export/export_reader.h"
+#include "qcow/format/byte_order.h"
+#include "qcow/format/errors.h"
+#include "qcow/format/format.h"
 #include "test_util.h"
 
 namespace {

@@ -125,11 +125,14 @@ TEST_P(FuseExport, ServesACleanEqualImage) {
   // Size known before the first byte is read.
   struct stat st;
   ASSERT_EQ(stat(img.c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 0777, 0444u);
   EXPECT_EQ(st.st_blocks, (st.st_size + 511) / 512);
   struct stat src_st;
   ASSERT_EQ(stat(src.c_str(), &src_st), 0);
   EXPECT_EQ(st.st_mtim.tv_sec, src_st.st_mtim.tv_sec);
+  // The disk's owner and permissions, without write bits.
+  EXPECT_EQ(st.st_mode & 07777, src_st.st_mode & 0555);
+  EXPECT_EQ(st.st_uid, src_st.st_uid);
+  EXPECT_EQ(st.st_gid, src_st.st_gid);
   if (c.max_image_size) {
     EXPECT_LE(static_cast<uint64_t>(st.st_size), c.max_image_size);
   }

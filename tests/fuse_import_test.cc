@@ -143,12 +143,11 @@ TEST(FuseImportFiles, SecondWriterGetsEbusyAndReadingIsRefused) {
   errno = 0;
   EXPECT_EQ(open((m / "import.qcow2").c_str(), O_RDONLY), -1);
   EXPECT_EQ(errno, EACCES);
-  // Writes at any offsets, out of order: the rest, back to front.
-  for (uint64_t off = bytes.size() / 65536 * 65536; off >= 4096; off -= 65536) {
-    const uint64_t lo = std::max<uint64_t>(off, 4096);
-    const uint64_t n = std::min<uint64_t>(bytes.size(), off + 65536) - lo;
-    ASSERT_EQ(pwrite(fd, bytes.data() + lo, n, lo), static_cast<ssize_t>(n));
-    if (off < 65536) break;
+  // Writes at any offsets, out of order: the rest, back to front in 64 KiB pieces.
+  for (uint64_t end = bytes.size(); end > 4096;) {
+    const uint64_t lo = std::max<uint64_t>(4096, end > 65536 ? end - 65536 : 0);
+    ASSERT_EQ(pwrite(fd, bytes.data() + lo, end - lo, lo), static_cast<ssize_t>(end - lo));
+    end = lo;
   }
   EXPECT_EQ(close(fd), 0) << Status(m);
   EXPECT_NE(Status(m).find("state: done"), std::string::npos) << Status(m);

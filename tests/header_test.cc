@@ -1,10 +1,10 @@
-#include "qcow/header.h"
+#include "qcow/format/header.h"
 
 #include <gtest/gtest.h>
 
-#include "qcow/byte_order.h"
-#include "qcow/errors.h"
-#include "qcow/format.h"
+#include "qcow/format/byte_order.h"
+#include "qcow/format/errors.h"
+#include "qcow/format/format.h"
 
 namespace {
 

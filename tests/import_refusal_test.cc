@@ -7,7 +7,7 @@
 
 #include "bad_images.h"
 #include "image_recipes.h"
-#include "qcow/import_job.h"
+#include "qcow/import/import_job.h"
 #include "test_util.h"
 
 namespace {
@@ -29,15 +29,16 @@ TEST_P(ImportRefusal, FailsWithTheReasonAndLeavesHeaderLevelTargetsAlone) {
   const auto bytes = ReadFile(img);
   qcow::RawTarget target(dir / "target", {});
   qcow::ImportJob job(target, {});
-  ASSERT_EQ(job.Begin(), 0);
+  uint64_t h = 0;
+  ASSERT_EQ(job.Begin(&h), 0);
   int rc = 0;
   for (uint64_t off = 0; off < bytes.size() && rc == 0; off += 1 << 20) {
-    rc = job.Write(off,
+    rc = job.Write(h, off,
                    std::span(bytes).subspan(off, std::min<size_t>(1 << 20, bytes.size() - off)));
   }
-  if (rc == 0) rc = job.Finish();
+  if (rc == 0) rc = job.Finish(h);
   EXPECT_EQ(rc, c.err);
-  EXPECT_EQ(job.Finish(), c.err) << "a second Finish must report the same result";
+  EXPECT_EQ(job.Finish(h), c.err) << "a second Finish must report the same result";
   const std::string status = job.StatusText();
   EXPECT_NE(status.find("state: failed"), std::string::npos) << status;
   EXPECT_NE(status.find(c.says), std::string::npos) << status;

@@ -1,4 +1,4 @@
-#include "qcow/range_set.h"
+#include "qcow/import/range_set.h"
 
 #include <gtest/gtest.h>
 

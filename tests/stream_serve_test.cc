@@ -253,7 +253,8 @@ TEST_F(StreamServe, XapiCommandLinesRunEndToEnd) {
                "--tar-filename-prefix '' --destination file://" +
                dir_.path() +
                "/vdi --destination-format raw --progress --machine --direct --destination-size " +
-               std::to_string(size) + " --prezeroed 4< " + Quote(dir_ / "export.qcow2"));
+               std::to_string(ReadFile(dir_ / "export.qcow2").size()) + " --prezeroed 4< " +
+               Quote(dir_ / "export.qcow2"));
   EXPECT_EQ(in.status, 0) << in.output;
   ExpectMachineProgress(in.output);
   EXPECT_EQ(Sh("cmp -n " + std::to_string(32 << 20) + " " + Quote(dir_ / "src") + " " +

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "qcow/source.h"
+#include "qcow/export/source.h"
 
 namespace qcowfs_test {
 

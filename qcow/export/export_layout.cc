@@ -1,0 +1,203 @@
+#include "qcow/export/export_layout.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "qcow/format/byte_order.h"
+#include "qcow/format/errors.h"
+#include "qcow/format/format.h"
+
+namespace qcow {
+namespace {
+
+uint64_t DivRoundUp(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
+
+// Writes bytes [within, within + n) of a cluster made of big-endian entries of
+// `entry_size` bytes whose i-th value is value(i).
+template <typename ValueFn>
+void FillEntries(uint64_t within, uint64_t n, unsigned entry_size, uint8_t* out, ValueFn value) {
+  uint64_t end = within + n;
+  for (uint64_t e = within / entry_size; e * entry_size < end; ++e) {
+    uint8_t tmp[8];
+    uint64_t v = value(e);
+    if (entry_size == 8) {
+      StoreBe64(tmp, v);
+    } else {
+      StoreBe16(tmp, static_cast<uint16_t>(v));
+    }
+    uint64_t lo = std::max(e * entry_size, within), hi = std::min((e + 1) * entry_size, end);
+    std::memcpy(out + (lo - within), tmp + (lo - e * entry_size), hi - lo);
+  }
+}
+
+std::string SizeText(uint64_t bytes) {
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  int u = 0;
+  while (bytes >= 1024 && bytes % 1024 == 0 && u < 6) bytes /= 1024, ++u;
+  return std::to_string(bytes) + " " + kUnits[u];
+}
+
+}  // namespace
+
+ExportLayout::ExportLayout(uint64_t source_size, uint32_t cluster_bits, ClusterMap data)
+    : source_size_(source_size), cluster_bits_(cluster_bits) {
+  if (cluster_bits < kMinClusterBits || cluster_bits > kMaxClusterBits) {
+    throw UsageError("cluster size is 2^" + std::to_string(cluster_bits) +
+                     " bytes; qcow2 allows 512 B to 2 MiB (cluster_bits 9..21)");
+  }
+  cluster_size_ = uint64_t{1} << cluster_bits;
+  entries_per_table_ = cluster_size_ / kTableEntrySize;
+  if (source_size > (uint64_t{1} << 62)) {
+    throw UsageError("source size " + std::to_string(source_size) + " bytes is too large");
+  }
+  virtual_size_ = DivRoundUp(source_size, kSectorSize) * kSectorSize;
+  const uint64_t guest_clusters = DivRoundUp(virtual_size_, cluster_size_);
+  l1_size_ = DivRoundUp(guest_clusters, entries_per_table_);
+  if (l1_size_ * kTableEntrySize > kMaxL1Bytes) {
+    // Each doubling of the cluster size quarters the L1 table.
+    uint32_t bits = cluster_bits;
+    while (bits < kMaxClusterBits &&
+           DivRoundUp(DivRoundUp(virtual_size_, uint64_t{1} << bits), (uint64_t{1} << bits) / 8) *
+                   8 >
+               kMaxL1Bytes)
+      ++bits;
+    throw UsageError("a " + SizeText(virtual_size_) + " disk with " + SizeText(cluster_size_) +
+                     " clusters needs an L1 table of " +
+                     std::to_string(l1_size_ * kTableEntrySize) +
+                     " bytes; qcow2 allows at most 32 MiB: use a cluster size of at least " +
+                     SizeText(uint64_t{1} << bits));
+  }
+  // Keep only clusters inside the virtual disk.
+  ClusterMap::Builder clipped;
+  for (const auto& r : data.runs()) {
+    if (r.first >= guest_clusters) break;
+    clipped.Add(r.first, std::min(r.count, guest_clusters - r.first));
+  }
+  data_ = clipped.Build();
+  l2_ = data_.Coarsen(entries_per_table_);
+  l1_clusters_ = DivRoundUp(l1_size_, entries_per_table_);
+
+  // Refcount blocks count every used cluster including themselves and the refcount table,
+  // so iterate until the numbers stop growing.
+  const uint64_t refcounts_per_block = cluster_size_ * 8 / (1u << kRefcountOrder);
+  const uint64_t others = 1 + l1_clusters_ + l2_.size() + data_.size();
+  uint64_t blocks = DivRoundUp(others, refcounts_per_block);
+  uint64_t tables = DivRoundUp(blocks, entries_per_table_);
+  for (;;) {
+    uint64_t need = DivRoundUp(others + blocks + tables, refcounts_per_block);
+    if (need <= blocks) break;
+    blocks = need;
+    tables = DivRoundUp(blocks, entries_per_table_);
+  }
+  refcount_table_clusters_ = tables;
+  refcount_block_clusters_ = blocks;
+  refcount_block_start_ = refcount_table_start_ + tables;
+  l1_start_ = refcount_block_start_ + blocks;
+  l2_start_ = l1_start_ + l1_clusters_;
+  data_start_ = l2_start_ + l2_.size();
+  total_clusters_ = data_start_ + data_.size();
+
+  header_.magic = kQcowMagic;
+  header_.version = 3;
+  header_.cluster_bits = cluster_bits;
+  header_.size = virtual_size_;
+  header_.l1_size = static_cast<uint32_t>(l1_size_);
+  header_.l1_table_offset = l1_clusters_ ? l1_start_ * cluster_size_ : 0;
+  header_.refcount_table_offset = refcount_table_start_ * cluster_size_;
+  header_.refcount_table_clusters = static_cast<uint32_t>(tables);
+  header_.refcount_order = kRefcountOrder;
+  header_.header_length = kV3HeaderLength;
+  header_.compression_type = kCompressionDeflate;
+  header_bytes_ = EncodeHeader(header_);
+}
+
+uint64_t ExportLayout::L1Entry(uint64_t index) const {
+  if (index >= l1_size_ || !l2_.Contains(index)) return 0;
+  return ((l2_start_ + l2_.Rank(index)) << cluster_bits_) | kOflagCopied;
+}
+
+uint64_t ExportLayout::L2Entry(uint64_t l2_cluster, uint64_t index) const {
+  uint64_t guest = l2_.Select(l2_cluster) * entries_per_table_ + index;
+  if (!data_.Contains(guest)) return 0;
+  return ((data_start_ + data_.Rank(guest)) << cluster_bits_) | kOflagCopied;
+}
+
+void ExportLayout::FillMetadata(uint64_t offset, uint8_t* out, uint64_t length) const {
+  while (length > 0) {
+    const uint64_t cluster = offset >> cluster_bits_;
+    const uint64_t within = offset & (cluster_size_ - 1);
+    const uint64_t n = std::min(length, cluster_size_ - within);
+    if (cluster == 0) {
+      uint64_t have = within < header_bytes_.size() ? header_bytes_.size() - within : 0;
+      uint64_t copy = std::min(n, have);
+      std::memcpy(out, header_bytes_.data() + within, copy);
+      std::memset(out + copy, 0, n - copy);
+    } else if (cluster < refcount_block_start_) {
+      const uint64_t base = (cluster - refcount_table_start_) * entries_per_table_;
+      FillEntries(within, n, 8, out, [&](uint64_t e) {
+        uint64_t block = base + e;
+        return block < refcount_block_clusters_ ? (refcount_block_start_ + block) << cluster_bits_
+                                                : 0;
+      });
+    } else if (cluster < l1_start_) {
+      const uint64_t per_block = cluster_size_ * 8 / (1u << kRefcountOrder);
+      const uint64_t base = (cluster - refcount_block_start_) * per_block;
+      FillEntries(within, n, 2, out,
+                  [&](uint64_t e) { return base + e < total_clusters_ ? 1 : 0; });
+    } else if (cluster < l2_start_) {
+      const uint64_t base = (cluster - l1_start_) * entries_per_table_;
+      FillEntries(within, n, 8, out, [&](uint64_t e) { return L1Entry(base + e); });
+    } else {
+      const uint64_t l2_cluster = cluster - l2_start_;
+      FillEntries(within, n, 8, out, [&](uint64_t e) { return L2Entry(l2_cluster, e); });
+    }
+    offset += n;
+    out += n;
+    length -= n;
+  }
+}
+
+uint64_t ExportLayout::Plan(uint64_t offset, uint64_t length, std::vector<uint8_t>& scratch,
+                            std::vector<ExportSegment>& segments) const {
+  segments.clear();
+  const uint64_t image_end = image_size();
+  if (offset >= image_end) return 0;
+  const uint64_t end = offset + std::min(length, image_end - offset);
+  const uint64_t meta_end = data_offset();
+  uint64_t pos = offset;
+  auto push = [&](ExportSegment::Kind kind, uint64_t position, uint64_t n) {
+    if (!segments.empty()) {
+      ExportSegment& last = segments.back();
+      bool contiguous =
+          kind == ExportSegment::Kind::kZero || last.position + last.length == position;
+      if (last.kind == kind && contiguous) {
+        last.length += n;
+        return;
+      }
+    }
+    segments.push_back({kind, position, n});
+  };
+  if (pos < meta_end) {
+    const uint64_t n = std::min(end, meta_end) - pos;
+    scratch.resize(n);
+    FillMetadata(pos, scratch.data(), n);
+    push(ExportSegment::Kind::kBytes, 0, n);
+    pos += n;
+  }
+  while (pos < end) {
+    const uint64_t k = (pos - meta_end) >> cluster_bits_;
+    const uint64_t within = (pos - meta_end) & (cluster_size_ - 1);
+    const auto& run = data_.runs()[data_.RunOfRank(k)];
+    const uint64_t src = ((run.first + (k - run.rank)) << cluster_bits_) + within;
+    const uint64_t run_left = ((run.rank + run.count - k) << cluster_bits_) - within;
+    const uint64_t n = std::min(end - pos, run_left);
+    const uint64_t from_source = src < source_size_ ? std::min(n, source_size_ - src) : 0;
+    if (from_source) push(ExportSegment::Kind::kSource, src, from_source);
+    if (n > from_source) push(ExportSegment::Kind::kZero, 0, n - from_source);
+    pos += n;
+  }
+  return end - offset;
+}
+
+}  // namespace qcow

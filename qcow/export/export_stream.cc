@@ -1,0 +1,96 @@
+#include "qcow/export/export_stream.h"
+
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "qcow/export/export_reader.h"
+#include "qcow/format/errors.h"
+
+namespace qcow {
+namespace {
+
+constexpr uint64_t kChunk = 4u << 20;
+
+[[noreturn]] void WriteFailed(uint64_t done, uint64_t total) {
+  const int err = errno;
+  if (err == EPIPE || err == ECONNRESET) {
+    throw PeerClosedError("the destination closed early, after " + std::to_string(done) + " of " +
+                          std::to_string(total) + " bytes");
+  }
+  throw std::system_error(err, std::generic_category(),
+                          "writing the image after " + std::to_string(done) + " bytes");
+}
+
+void WriteAll(int fd, const uint8_t* p, uint64_t n, uint64_t& done, uint64_t total) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) WriteFailed(done, total);
+    p += w;
+    n -= static_cast<uint64_t>(w);
+    done += static_cast<uint64_t>(w);
+  }
+}
+
+// Returns false when sendfile cannot serve this fd pair (the caller then copies).
+bool SendAll(int out, int in, uint64_t pos, uint64_t n, uint64_t& done, uint64_t total) {
+  off_t off = static_cast<off_t>(pos);
+  while (n > 0) {
+    ssize_t w = ::sendfile(out, in, &off, std::min<uint64_t>(n, 1u << 30));
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EINVAL || errno == ENOSYS)) return false;  // fd pair unsupported
+    if (w < 0) WriteFailed(done, total);
+    if (w == 0) return false;  // source shorter than planned: copy path zero-fills
+    n -= static_cast<uint64_t>(w);
+    done += static_cast<uint64_t>(w);
+  }
+  return true;
+}
+
+}  // namespace
+
+void WriteExport(const ExportLayout& layout, const Source& source, int fd,
+                 const std::function<void(uint64_t, uint64_t)>& progress) {
+  const uint64_t total = layout.image_size();
+  std::vector<uint8_t> scratch, buf;
+  std::vector<ExportSegment> segments;
+  bool use_sendfile = source.splice_fd() >= 0;
+  uint64_t done = 0;
+  if (progress) progress(0, total);
+  while (done < total) {
+    const uint64_t start = done;
+    layout.Plan(start, kChunk, scratch, segments);
+    for (const auto& s : segments) {
+      switch (s.kind) {
+        case ExportSegment::Kind::kBytes:
+          WriteAll(fd, scratch.data() + s.position, s.length, done, total);
+          break;
+        case ExportSegment::Kind::kZero:
+          buf.assign(s.length, 0);
+          WriteAll(fd, buf.data(), s.length, done, total);
+          break;
+        case ExportSegment::Kind::kSource: {
+          uint64_t sent = 0;
+          if (use_sendfile) {
+            const uint64_t before = done;
+            if (SendAll(fd, source.splice_fd(), s.position, s.length, done, total)) break;
+            use_sendfile = false;  // copy the rest of this segment, and all later ones
+            sent = done - before;
+          }
+          buf.resize(s.length - sent);
+          source.ReadAt(s.position + sent, buf.data(), buf.size());
+          WriteAll(fd, buf.data(), buf.size(), done, total);
+          break;
+        }
+      }
+    }
+    if (progress) progress(done, total);
+  }
+}
+
+}  // namespace qcow

@@ -1,0 +1,51 @@
+// The interface the export planner reads disks through, and the zero scan over any source.
+#pragma once
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "qcow/export/cluster_map.h"
+
+namespace qcow {
+
+// A disk to export.
+class Source {
+ public:
+  virtual ~Source() = default;
+  // Returns the size in bytes.
+  virtual uint64_t size() const = 0;
+  // Returns the last modification time (exported as the image's mtime).
+  virtual timespec mtime() const = 0;
+  // Returns the owner, group and permission bits of the disk (the exported image carries
+  // them, without write bits, so that a mount with allow_other shows it to whom the disk
+  // is shown). Sources that are not files report the calling process and 0444.
+  virtual uid_t uid() const { return ::getuid(); }
+  virtual gid_t gid() const { return ::getgid(); }
+  virtual mode_t mode() const { return 0444; }
+  // Returns an fd whose bytes at source offsets can be spliced, or -1 if reads must go
+  // through ReadAt (memory sources, O_DIRECT).
+  virtual int splice_fd() const = 0;
+  // Reads n bytes at offset into out; bytes past size() read as zeros. Throws
+  // std::system_error on I/O errors.
+  virtual void ReadAt(uint64_t offset, uint8_t* out, uint64_t n) const = 0;
+  // Returns the clusters (of 2^cluster_bits bytes) that may hold data.
+  virtual ClusterMap Allocation(uint32_t cluster_bits) const = 0;
+};
+
+// Called with (bytes done, bytes total) while scanning.
+using ProgressFn = std::function<void(uint64_t, uint64_t)>;
+
+// Returns `map` without the clusters whose bytes are all zero, reading every cluster of it
+// once. Memory grows with the number of runs, not with the bytes read.
+ClusterMap DropZeroClusters(const Source& source, const ClusterMap& map, uint32_t cluster_bits,
+                            const ProgressFn& progress);
+
+// Returns whether all n bytes at p are zero.
+bool IsZero(const uint8_t* p, uint64_t n);
+
+}  // namespace qcow

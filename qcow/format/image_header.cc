@@ -1,0 +1,205 @@
+#include "qcow/format/image_header.h"
+
+#include <cstdio>
+
+#include "qcow/format/byte_order.h"
+#include "qcow/format/errors.h"
+#include "qcow/format/format.h"
+
+namespace qcow {
+namespace {
+
+// QEMU's limits (block/qcow2.h): refcount table at most 8 MiB, at most 65536 snapshots,
+// backing file names at most 1023 bytes.
+constexpr uint64_t kMaxRefcountTableBytes = 8ull << 20;
+constexpr uint32_t kMaxSnapshots = 65536;
+constexpr uint32_t kMaxBackingFileName = 1023;
+constexpr uint64_t kKnownIncompatible = kIncompatDirty | kIncompatCorrupt | kIncompatDataFile |
+                                        kIncompatCompression | kIncompatExtendedL2;
+// Extended L2 entries need 32 subclusters of at least 512 bytes: cluster_bits >= 14.
+constexpr uint32_t kMinExtendedL2ClusterBits = 14;
+
+void CheckTableOffset(const char* field, uint64_t offset, uint64_t cluster_size) {
+  if (offset % cluster_size != 0) {
+    Refuse(std::string(field) + " is " + Hex(offset) + "; it must be a multiple of the " +
+           std::to_string(cluster_size) + "-byte cluster size");
+  }
+  if (offset >= kMaxHostOffset) {
+    Refuse(std::string(field) + " is " + Hex(offset) + "; offsets must be below 2^56");
+  }
+}
+
+std::string FeatureLabel(const ImageInfo& info, uint8_t type, unsigned bit) {
+  for (const auto& f : info.feature_names) {
+    if (f.type == type && f.bit == bit) return " (\"" + f.name + "\")";
+  }
+  return "";
+}
+
+// Walks the header extensions, which end with type 0 and must stay inside cluster 0.
+void ParseExtensions(std::span<const uint8_t> c0, uint64_t start, ImageInfo& info) {
+  uint64_t pos = start;
+  for (;;) {
+    if (pos + 8 > c0.size()) {
+      Refuse("header extension at offset " + std::to_string(pos) +
+             " runs past the end of cluster 0 (" + std::to_string(c0.size()) + " bytes)");
+    }
+    const uint32_t type = LoadBe32(&c0[pos]);
+    const uint32_t len = LoadBe32(&c0[pos + 4]);
+    if (type == kExtEnd) return;
+    const uint64_t data = pos + 8;
+    if (data + len > c0.size()) {
+      Refuse("header extension " + Hex(type) + " at offset " + std::to_string(pos) +
+             " has length " + std::to_string(len) + ", past the end of cluster 0");
+    }
+    switch (type) {
+      case kExtFeatureNameTable:
+        for (uint64_t e = 0; e + kFeatureNameEntrySize <= len; e += kFeatureNameEntrySize) {
+          const uint8_t* p = &c0[data + e];
+          size_t n = 0;
+          while (n < kFeatureNameLength && p[2 + n]) ++n;
+          info.feature_names.push_back({p[0], p[1], std::string(p + 2, p + 2 + n)});
+        }
+        break;
+      case kExtFullDiskEncryption:
+        Refuse(
+            "the image has a full disk encryption header extension; qcowfs cannot import "
+            "encrypted images");
+      case kExtDataFileName:
+        Refuse(
+            "the image names an external data file; qcowfs imports only images that hold "
+            "their own data");
+      default:
+        break;  // backing format name and unknown extensions may be skipped
+    }
+    pos = data + (uint64_t{len} + 7) / 8 * 8;
+  }
+}
+
+}  // namespace
+
+uint64_t HeaderBytesNeeded(std::span<const uint8_t> have) {
+  if (have.size() < kV3MinHeaderLength) return kV3MinHeaderLength;
+  const uint32_t bits = LoadBe32(&have[20]);
+  if (bits < kMinClusterBits || bits > kMaxClusterBits) return kV3MinHeaderLength;
+  return uint64_t{1} << bits;
+}
+
+ImageInfo ParseImageHeader(std::span<const uint8_t> c0,
+                           const std::function<void(const std::string&)>& warn) {
+  ImageInfo info;
+  QcowHeader& h = info.header;
+  h = DecodeHeader(c0);
+  if (h.cluster_bits < kMinClusterBits || h.cluster_bits > kMaxClusterBits) {
+    Refuse("cluster_bits is " + std::to_string(h.cluster_bits) + "; qcow2 allows 9..21");
+  }
+  info.cluster_size = uint64_t{1} << h.cluster_bits;
+  if (c0.size() < info.cluster_size) {
+    Refuse("the image ends at byte " + std::to_string(c0.size()) + ", inside its first cluster (" +
+           std::to_string(info.cluster_size) + " bytes)");
+  }
+  c0 = c0.first(info.cluster_size);
+  if (h.version == 3) {
+    if (h.header_length < kV3MinHeaderLength || h.header_length % 8 != 0 ||
+        h.header_length > info.cluster_size) {
+      Refuse("header_length is " + std::to_string(h.header_length) +
+             "; version 3 needs a multiple of 8 from 104 to the cluster size");
+    }
+    if (h.refcount_order > 6) {
+      Refuse("refcount_order is " + std::to_string(h.refcount_order) + "; qcow2 allows 0..6");
+    }
+  }
+  ParseExtensions(c0, h.header_length, info);
+
+  if (h.crypt_method != 0) {
+    Refuse("crypt_method is " + std::to_string(h.crypt_method) +
+           (h.crypt_method == 1   ? " (AES)"
+            : h.crypt_method == 2 ? " (LUKS)"
+                                  : "") +
+           "; qcowfs imports only unencrypted images (crypt_method 0)");
+  }
+  const uint64_t unknown = h.incompatible_features & ~kKnownIncompatible;
+  if (unknown) {
+    unsigned bit = static_cast<unsigned>(__builtin_ctzll(unknown));
+    Refuse("incompatible_features has unknown bit " + std::to_string(bit) +
+           FeatureLabel(info, 0, bit) + " set; qcowfs understands bits 0-4");
+  }
+  if (h.incompatible_features & kIncompatCorrupt) {
+    Refuse(
+        "incompatible_features has the corrupt bit (1) set; repair the image with "
+        "'qemu-img check -r all' first");
+  }
+  if (h.incompatible_features & kIncompatDataFile) {
+    Refuse(
+        "incompatible_features has the external data file bit (2) set; qcowfs imports "
+        "only images that hold their own data");
+  }
+  info.compression_type = h.compression_type;
+  const bool compression_bit = h.incompatible_features & kIncompatCompression;
+  if (h.compression_type > kCompressionZstd) {
+    Refuse("compression_type is " + std::to_string(h.compression_type) +
+           "; qcow2 allows 0 (deflate) or 1 (zstd)");
+  }
+  if (compression_bit != (h.compression_type != kCompressionDeflate)) {
+    Refuse("compression_type is " + std::to_string(h.compression_type) +
+           " but the compression type bit (3) of incompatible_features is " +
+           (compression_bit ? "set" : "clear") + "; the bit must be set exactly for zstd");
+  }
+  info.extended_l2 = h.incompatible_features & kIncompatExtendedL2;
+  if (info.extended_l2 && h.cluster_bits < kMinExtendedL2ClusterBits) {
+    Refuse("extended L2 entries need cluster_bits of at least 14; cluster_bits is " +
+           std::to_string(h.cluster_bits));
+  }
+  info.l2_entry_size = info.extended_l2 ? 16 : 8;
+  info.l2_entries = info.cluster_size / info.l2_entry_size;
+  info.dirty = h.incompatible_features & kIncompatDirty;
+  if (info.dirty && warn) {
+    warn(
+        "the image's dirty bit is set (it was not closed cleanly); importing anyway, "
+        "refcounts are not needed to read it");
+  }
+
+  if (h.backing_file_offset != 0) {
+    std::string name;
+    if (h.backing_file_size <= kMaxBackingFileName &&
+        h.backing_file_offset + h.backing_file_size <= c0.size()) {
+      name = std::string(c0.begin() + h.backing_file_offset,
+                         c0.begin() + h.backing_file_offset + h.backing_file_size);
+    }
+    Refuse("the image has a backing file" + (name.empty() ? std::string() : " '" + name + "'") +
+           "; qcowfs imports only standalone images (convert it with qemu-img convert first)");
+  }
+
+  if (h.size > (uint64_t{1} << 62)) {
+    Refuse("size is " + std::to_string(h.size) + " bytes; qcowfs allows at most 2^62");
+  }
+  info.virtual_size = h.size / kSectorSize * kSectorSize;
+  const uint64_t l2_span = info.cluster_size * info.l2_entries;
+  const uint64_t l1_needed = (info.virtual_size + l2_span - 1) / l2_span;
+  if (uint64_t{h.l1_size} * kTableEntrySize > kMaxL1Bytes) {
+    Refuse("l1_size is " + std::to_string(h.l1_size) + " entries (" +
+           std::to_string(uint64_t{h.l1_size} * 8) + " bytes); qcow2 allows at most 32 MiB");
+  }
+  if (h.l1_size < l1_needed) {
+    Refuse("l1_size is " + std::to_string(h.l1_size) + "; a virtual size of " +
+           std::to_string(info.virtual_size) + " bytes needs at least " +
+           std::to_string(l1_needed) + " entries");
+  }
+  if (h.l1_size > 0) {
+    CheckTableOffset("l1_table_offset", h.l1_table_offset, info.cluster_size);
+    if (h.l1_table_offset == 0) Refuse("l1_table_offset is 0, inside the header cluster");
+  }
+  CheckTableOffset("refcount_table_offset", h.refcount_table_offset, info.cluster_size);
+  if (uint64_t{h.refcount_table_clusters} * info.cluster_size > kMaxRefcountTableBytes) {
+    Refuse("refcount_table_clusters is " + std::to_string(h.refcount_table_clusters) +
+           "; the refcount table may hold at most 8 MiB");
+  }
+  if (h.nb_snapshots > kMaxSnapshots) {
+    Refuse("nb_snapshots is " + std::to_string(h.nb_snapshots) + "; qcow2 allows at most 65536");
+  }
+  if (h.nb_snapshots > 0)
+    CheckTableOffset("snapshots_offset", h.snapshots_offset, info.cluster_size);
+  return info;
+}
+
+}  // namespace qcow

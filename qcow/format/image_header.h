@@ -1,0 +1,37 @@
+// Validation of a qcow2 image's cluster 0 (header and header extensions) before anything
+// is decoded: every refusal in shared/docs/qcow2-notes.md that the header can show.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "qcow/format/header.h"
+
+namespace qcow {
+
+// What the decoder needs from a validated header.
+struct ImageInfo {
+  QcowHeader header;
+  uint64_t cluster_size = 0;
+  uint64_t virtual_size = 0;  // header.size floored to 512, as QEMU reads it
+  bool extended_l2 = false;
+  uint32_t l2_entry_size = 8;  // 16 with extended L2
+  uint64_t l2_entries = 0;     // entries per L2 table
+  uint8_t compression_type = 0;
+  bool dirty = false;
+  std::vector<FeatureName> feature_names;  // from the image's feature name table
+};
+
+// Returns the number of leading bytes ParseImageHeader needs: 104 to learn the cluster
+// size, then the whole of cluster 0. `have` are the bytes known so far from offset 0.
+uint64_t HeaderBytesNeeded(std::span<const uint8_t> have);
+
+// Parses and validates cluster 0 (at least HeaderBytesNeeded() bytes). Throws FormatError
+// naming the field, its value and what is allowed. Warnings (dirty bit) go to `warn`.
+ImageInfo ParseImageHeader(std::span<const uint8_t> cluster0,
+                           const std::function<void(const std::string&)>& warn);
+
+}  // namespace qcow

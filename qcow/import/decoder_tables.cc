@@ -1,0 +1,369 @@
+// The image's structures as the decoder meets them: header, L1 and L2 tables, data and
+// compressed clusters, the refcount table (read only to learn where the image ends).
+#include <algorithm>
+#include <cstring>
+
+#include "qcow/format/byte_order.h"
+#include "qcow/format/decompress.h"
+#include "qcow/format/format.h"
+#include "qcow/import/stream_decoder.h"
+
+namespace qcow {
+namespace {
+
+// Reserved bits (qcow2.txt, "Cluster mapping"): L1 bits 0-8 and 56-62; standard L2 bits
+// 1-8 and 56-61. QEMU ignores them when reading but `qemu-img check` reports them.
+constexpr uint64_t kL1Reserved = 0x7f000000000001ffull;
+constexpr uint64_t kL2StdReserved = 0x3f000000000001feull;
+// Extended L2: 32 subclusters, allocation bits 0-31 and zero bits 32-63 of the bitmap.
+constexpr unsigned kSubclusters = 32;
+
+std::string L2Name(uint64_t l1_index) {
+  return "the L2 table of L1 entry " + std::to_string(l1_index);
+}
+
+}  // namespace
+
+void StreamDecoder::TryParseHeader() {
+  std::vector<uint8_t> head(kV3MinHeaderLength);
+  if (!spool_.Covers(0, head.size()) || !TryReadHeld(0, head.size(), head.data())) return;
+  const uint64_t need = HeaderBytesNeeded(head);
+  if (need > head.size()) {
+    if (!spool_.Covers(0, need)) return;
+    head.resize(need);
+    if (!TryReadHeld(0, need, head.data())) return;
+  }
+  ParseHeader(head);
+}
+
+void StreamDecoder::ParseHeader(std::span<const uint8_t> head) {
+  ImageInfo info = ParseImageHeader(head, options_.warn);
+  if (info.virtual_size > options_.target_size) {
+    throw TooLargeError("the image's virtual size is " + std::to_string(info.virtual_size) +
+                        " bytes; the target holds only " + std::to_string(options_.target_size));
+  }
+  if (options_.on_header) options_.on_header(info);
+  info_ = std::move(info);
+  const uint64_t c = info_->cluster_size;
+  const QcowHeader& h = info_->header;
+  structure_end_ = c;
+  if (h.refcount_table_clusters > 0 && h.refcount_table_offset != 0) {
+    refcount_table_offset_ = h.refcount_table_offset;
+    refcount_table_length_ = uint64_t{h.refcount_table_clusters} * c;
+    structure_end_ = std::max(structure_end_, refcount_table_offset_ + refcount_table_length_);
+    ParseRefcountTable();
+  }
+  if (h.l1_size > 0) {
+    l1_offset_ = h.l1_table_offset;
+    l1_length_ = uint64_t{h.l1_size} * kTableEntrySize;
+    structure_end_ = std::max(structure_end_, l1_offset_ + l1_length_);
+    ++pending_tables_;
+    if (received_.Covers(l1_offset_, l1_offset_ + l1_length_)) CompleteL1();
+  } else {
+    l1_parsed_ = true;
+  }
+  CheckTreeComplete();
+}
+
+// The refcount table is not needed to read the disk; it only tells where the image's
+// refcount blocks are, and so how far the image extends. Entries are not trusted for more.
+void StreamDecoder::ParseRefcountTable() {
+  const uint64_t a = refcount_table_offset_, b = a + refcount_table_length_;
+  if (refcount_table_parsed_ || !received_.Covers(a, b)) return;
+  refcount_table_parsed_ = true;
+  std::vector<uint8_t> bytes(b - a);
+  if (!TryReadHeld(a, b, bytes.data())) return;
+  for (uint64_t i = 0; i < bytes.size(); i += kTableEntrySize) {
+    const uint64_t block = LoadBe64(&bytes[i]) & ~uint64_t{0x1ff};
+    if (block == 0 || block >= kMaxHostOffset) continue;
+    structure_end_ = std::max(structure_end_, block + info_->cluster_size);
+  }
+}
+
+void StreamDecoder::CompleteL1() {
+  const std::vector<uint8_t> bytes = ReadHeld(l1_offset_, l1_offset_ + l1_length_, "the L1 table");
+  ParseL1(bytes);
+  // Only now: the L2 tables it names may have completed while it was being parsed.
+  l1_parsed_ = true;
+  --pending_tables_;
+  CheckTreeComplete();
+}
+
+void StreamDecoder::ParseL1(std::span<const uint8_t> bytes) {
+  const uint64_t c = info_->cluster_size, v = info_->virtual_size;
+  const uint64_t span = c * info_->l2_entries;
+  for (uint64_t i = 0; i < bytes.size() / kTableEntrySize; ++i) {
+    const uint64_t guest = i * span;
+    if (guest >= v) break;  // entries past the disk describe nothing of it
+    const uint64_t e = LoadBe64(&bytes[i * kTableEntrySize]);
+    if (e & kL1Reserved) {
+      Refuse("L1 entry " + std::to_string(i) + " is " + Hex(e) +
+             "; its reserved bits (0-8, 56-62) must be zero");
+    }
+    const uint64_t off = e & kL1OffsetMask;
+    if (off == 0) {
+      ZeroGuest(guest, std::min(span, v - guest));
+    } else if (off % c != 0) {
+      Refuse("L1 entry " + std::to_string(i) + " points to an L2 table at " + Hex(off) +
+             ", not aligned to the " + std::to_string(c) + "-byte cluster size");
+    } else {
+      AddL2(off, i);
+    }
+  }
+}
+
+void StreamDecoder::AddL2(uint64_t offset, uint64_t l1_index) {
+  const uint64_t c = info_->cluster_size;
+  structure_end_ = std::max(structure_end_, offset + c);
+  auto [it, added] = l2_tables_.try_emplace(offset);
+  it->second.l1_indices.push_back(l1_index);
+  ++l2_names_;
+  if (!added) {
+    // A table named twice describes two parts of the disk: parse it again for this one.
+    if (it->second.parsed) ParseL2(ReadHeld(offset, offset + c, L2Name(l1_index)), l1_index);
+    return;
+  }
+  ++pending_tables_;
+  if (received_.Covers(offset, offset + c)) CompleteL2(it);
+}
+
+void StreamDecoder::CompleteL2(std::map<uint64_t, L2Table>::iterator it) {
+  const uint64_t off = it->first;
+  const std::vector<uint64_t> names = it->second.l1_indices;
+  const std::vector<uint8_t> bytes = ReadHeld(off, off + info_->cluster_size, L2Name(names[0]));
+  for (uint64_t l1_index : names) ParseL2(bytes, l1_index);
+  it->second.parsed = true;
+  --pending_tables_;
+  CheckTreeComplete();
+}
+
+void StreamDecoder::ParseL2(std::span<const uint8_t> bytes, uint64_t l1_index) {
+  const ImageInfo& in = *info_;
+  const uint64_t c = in.cluster_size, v = in.virtual_size;
+  const uint32_t bits = in.header.cluster_bits;
+  std::vector<CompressedKey> spans;
+  for (uint64_t j = 0; j < in.l2_entries; ++j) {
+    const uint64_t guest = (l1_index * in.l2_entries + j) * c;
+    if (guest >= v) break;
+    const uint8_t* p = &bytes[j * in.l2_entry_size];
+    const uint64_t w0 = LoadBe64(p);
+    const uint64_t w1 = in.extended_l2 ? LoadBe64(p + 8) : 0;
+    auto where = [&] {
+      return "L2 entry " + std::to_string(j) + " of L1 entry " + std::to_string(l1_index) +
+             " (guest offset " + std::to_string(guest) + ")";
+    };
+    if (w0 & kOflagCompressed) {
+      // Compressed Clusters Descriptor: x = 62 - (cluster_bits - 8).
+      const unsigned x = 62 - (bits - 8);
+      const uint64_t host = w0 & ((uint64_t{1} << x) - 1);
+      const uint64_t extra_sectors = (w0 >> x) & ((uint64_t{1} << (bits - 8)) - 1);
+      if (host >= kMaxHostOffset) Refuse(where() + " has a compressed offset beyond 2^56");
+      if (w1 != 0) Refuse(where() + " is compressed but its subcluster bitmap is not zero");
+      const uint64_t end = (host / kSectorSize + 1 + extra_sectors) * kSectorSize;
+      AddCompressed(host, end, guest);
+      spans.emplace_back(host, end);
+      if (decoded_spans_) decoded_spans_->try_emplace(host, guest, end);
+      continue;
+    }
+    if (w0 & kL2StdReserved) {
+      Refuse(where() + " is " + Hex(w0) + "; its reserved bits (1-8, 56-61) must be zero");
+    }
+    const uint64_t off = w0 & kL2OffsetMask;
+    if (off % c != 0) {
+      Refuse(where() + " points to data at " + Hex(off) + ", not aligned to the cluster size");
+    }
+    if (off != 0) structure_end_ = std::max(structure_end_, off + c);
+    if (!in.extended_l2) {
+      // QEMU reads the zero bit only without subclusters; version 2 has no zero clusters.
+      const bool zero_flag = w0 & kOflagZero;
+      if (zero_flag && in.header.version == 2) {
+        Refuse(where() + " has the zero bit set, which version 2 does not allow");
+      }
+      if (zero_flag || off == 0) {
+        ZeroGuest(guest, std::min(c, v - guest));
+      } else {
+        AddRun(off, guest, c);
+      }
+      continue;
+    }
+    const uint32_t alloc = static_cast<uint32_t>(w1), zeros = static_cast<uint32_t>(w1 >> 32);
+    if (alloc & zeros) {
+      Refuse(where() + " has subcluster bitmap " + Hex(w1) +
+             ": a subcluster cannot be both allocated and zero");
+    }
+    if (alloc && off == 0) {
+      Refuse(where() + " has allocated subclusters but no host cluster");
+    }
+    const uint64_t sc = c / kSubclusters;
+    for (unsigned k = 0; k < kSubclusters; ++k) {
+      const uint64_t g = guest + k * sc;
+      if (g >= v) break;
+      if (alloc & (1u << k)) {
+        AddRun(off + k * sc, g, sc);
+      } else {
+        ZeroGuest(g, std::min(sc, v - g));  // zero or unallocated: no backing file, zeros
+      }
+    }
+  }
+  // Compressed clusters are decoded only after the whole table is read, so that identical
+  // descriptors in it share one decode.
+  for (const auto& key : spans) {
+    uint64_t avail = 0;
+    if (compressed_.count(key) && CompressedReady(key, &avail)) {
+      CompleteCompressed(key, avail, avail, true);
+    }
+  }
+  UpdateMemory();
+}
+
+void StreamDecoder::AddRun(uint64_t host, uint64_t guest, uint64_t length) {
+  const uint64_t v = info_->virtual_size;
+  if (guest >= v) return;
+  length = std::min(length, v - guest);
+  // What arrived of it already is read where it is held before this run exists, and
+  // delivered now: from the spool, or from a guest offset that shares the cluster.
+  std::vector<std::pair<uint64_t, std::vector<uint8_t>>> early;
+  std::vector<std::pair<uint64_t, uint64_t>> have;
+  received_.ForEachIn(host, host + length,
+                      [&](uint64_t a, uint64_t b) { have.emplace_back(a, b); });
+  for (const auto& [a, b] : have) {
+    early.emplace_back(a, ReadHeld(a, b, "data for guest offset " + std::to_string(guest)));
+  }
+  runs_.Add(host, guest, length);
+  uint64_t got = 0;
+  for (const auto& [a, bytes] : early) {
+    WriteGuest(guest + (a - host), bytes.data(), bytes.size());
+    got += bytes.size();
+    spool_.Erase(a, a + bytes.size());  // the target holds them now
+  }
+  pending_run_bytes_ += length - got;
+}
+
+void StreamDecoder::AddCompressed(uint64_t start, uint64_t end, uint64_t guest) {
+  if (start < info_->cluster_size) {
+    Refuse("compressed data for guest offset " + std::to_string(guest) + " starts at " +
+           Hex(start) + ", inside the header cluster");
+  }
+  compressed_max_end_ = std::max(compressed_max_end_, end);
+  auto it = compressed_.find({start, end});
+  if (it == compressed_.end() && released_.Overlaps(start, start + 1)) {
+    // Its data was decoded already, for another descriptor.
+    return ShareDecodedCompressed(start, end, guest);
+  }
+  if (it == compressed_.end()) {
+    it = compressed_.emplace(CompressedKey{start, end}, Compressed{}).first;
+    max_compressed_span_ = std::max(max_compressed_span_, end - start);
+  }
+  it->second.guests.push_back(guest);
+  ++compressed_guests_;
+}
+
+// A compressed span is ready once everything up to its first byte that was decoded for
+// another cluster (normally: its end) has arrived.
+bool StreamDecoder::CompressedReady(const CompressedKey& key, uint64_t* avail_end) const {
+  uint64_t r = key.second;
+  released_.ForEachIn(key.first, key.second, [&](uint64_t lo, uint64_t) { r = std::min(r, lo); });
+  if (r <= key.first || !received_.Covers(key.first, r)) return false;
+  *avail_end = r;
+  return true;
+}
+
+bool StreamDecoder::CompleteCompressed(const CompressedKey& key, uint64_t avail_end,
+                                       uint64_t pad_end, bool must) {
+  const auto [start, end] = key;
+  const uint64_t c = info_->cluster_size;
+  const uint64_t first_guest = compressed_.at(key).guests.front();
+  auto who = [&] {
+    return "compressed cluster for guest offset " + std::to_string(first_guest) + " (" +
+           std::to_string(end - start) + " bytes at " + Hex(start) + ")";
+  };
+  std::vector<uint8_t> in = ReadHeld(start, avail_end, who());
+  // Past the end of the image file QEMU reads zeros.
+  if (pad_end > avail_end) in.resize(pad_end - start, 0);
+  std::vector<uint8_t> out(c);
+  const bool zstd = info_->compression_type == kCompressionZstd;
+  const std::optional<uint64_t> used = zstd ? ZstdCluster(in, out) : InflateCluster(in, out);
+  if (!used) {
+    if (!must) return false;
+    if (pad_end < end) {
+      Refuse(who() +
+             " runs into compressed data that qcowfs had already decoded for another "
+             "cluster and dropped: qcowfs cannot decode overlapping compressed clusters");
+    }
+    Refuse(who() + " does not " + (zstd ? "zstd" : "deflate") + "-decompress to exactly " +
+           std::to_string(c) + " bytes");
+  }
+  auto node = compressed_.extract(key);
+  compressed_guests_ -= node.mapped().guests.size();
+  for (uint64_t guest : node.mapped().guests) WriteGuest(guest, out.data(), c);
+  const uint64_t data_end = start + std::min<uint64_t>(*used, avail_end - start);
+  compressed_end_ = std::max(compressed_end_, data_end);
+  // Only this cluster used these bytes (unless another waiting one shares them); once the
+  // tree is known, nothing can need the rest of the span either.
+  Drop(start, data_end);
+  if (tree_complete_) Drop(data_end, end);
+  return true;
+}
+
+// A compressed descriptor whose data was decoded (and dropped) for an earlier, identical
+// one: the decoded cluster is in the target at the first one's guest offset.
+void StreamDecoder::ShareDecodedCompressed(uint64_t start, uint64_t end, uint64_t guest) {
+  const uint64_t c = info_->cluster_size, v = info_->virtual_size;
+  auto who = [&] {
+    return "compressed cluster for guest offset " + std::to_string(guest) + " at " + Hex(start);
+  };
+  if (!decoded_spans_) {
+    // First need: index the compressed descriptors of the tables parsed so far (all tables
+    // are held until the whole tree is known).
+    decoded_spans_ =
+        std::make_unique<std::unordered_map<uint64_t, std::pair<uint64_t, uint64_t>>>();
+    const ImageInfo& in = *info_;
+    const unsigned x = 62 - (in.header.cluster_bits - 8);
+    for (const auto& [off, t] : l2_tables_) {
+      if (!t.parsed) continue;
+      const std::vector<uint8_t> bytes = ReadHeld(off, off + c, L2Name(t.l1_indices[0]));
+      for (uint64_t l1_index : t.l1_indices) {
+        for (uint64_t j = 0; j < in.l2_entries; ++j) {
+          const uint64_t g = (l1_index * in.l2_entries + j) * c;
+          const uint64_t w0 = LoadBe64(&bytes[j * in.l2_entry_size]);
+          if (g >= v || !(w0 & kOflagCompressed)) continue;
+          const uint64_t host = w0 & ((uint64_t{1} << x) - 1);
+          const uint64_t extra = (w0 >> x) & ((uint64_t{1} << (in.header.cluster_bits - 8)) - 1);
+          decoded_spans_->try_emplace(host, g, (host / kSectorSize + 1 + extra) * kSectorSize);
+        }
+      }
+    }
+  }
+  auto it = decoded_spans_->find(start);
+  if (it == decoded_spans_->end() || it->second.first == guest ||
+      compressed_.count({start, it->second.second})) {
+    Refuse(who() +
+           " starts inside compressed data that qcowfs had already decoded for another "
+           "cluster and dropped: qcowfs cannot decode overlapping compressed clusters");
+  }
+  const auto [first_guest, first_end] = it->second;
+  if (end < first_end) {
+    Refuse(who() + " names the compressed data of guest offset " + std::to_string(first_guest) +
+           " with a shorter span (" + std::to_string(end - start) + " bytes instead of " +
+           std::to_string(first_end - start) + "), after that data was decoded and dropped");
+  }
+  const uint64_t need = std::min(c, v - guest), have = std::min(c, v - first_guest);
+  if (need > have) {
+    Refuse(who() + " shares the compressed data of the disk's last, partial cluster");
+  }
+  std::vector<uint8_t> out(c);
+  if (options_.reread) {
+    // Checking a file: decode the data again from the file itself.
+    std::vector<uint8_t> in(first_end - start);
+    options_.reread(start, in.data(), in.size());
+    const bool zstd = info_->compression_type == kCompressionZstd;
+    if (!(zstd ? ZstdCluster(in, out) : InflateCluster(in, out))) {
+      Refuse(who() + " does not decompress on a second reading");
+    }
+  } else {
+    sink_.Read(first_guest, out.data(), need);
+  }
+  WriteGuest(guest, out.data(), need);
+}
+
+}  // namespace qcow

@@ -1,0 +1,29 @@
+// Runs the import decoder over a qcow2 file without writing anything: what `qcowfs check`
+// and `qcowfs info` report.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "qcow/format/header.h"
+#include "qcow/format/image_header.h"
+
+namespace qcow {
+
+struct ImageReport {
+  uint64_t file_size = 0;
+  std::optional<QcowHeader> header;   // the fixed fields, when the magic and version are right
+  std::optional<ImageInfo> info;      // when the header passed validation
+  std::string backing_file;           // as named in cluster 0, if any
+  uint64_t data_bytes = 0;            // guest bytes the image holds data for
+  std::vector<std::string> warnings;  // e.g. the dirty bit
+  std::string problem;                // why it would not import; empty if it would
+};
+
+// Reads the file at path and decodes it completely into nowhere. Throws std::system_error
+// only when the file cannot be read; problems with the image go into the report.
+ImageReport CheckImage(const std::string& path);
+
+}  // namespace qcow

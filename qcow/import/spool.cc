@@ -1,0 +1,219 @@
+#include "qcow/import/spool.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <system_error>
+
+#include "qcow/format/errors.h"
+
+namespace qcow {
+namespace {
+
+// What a held piece costs beyond its bytes: a std::map node and a vector header, with
+// malloc's overhead. Counted so that many tiny writes cannot hide their real memory.
+constexpr uint64_t kPieceOverhead = 128;
+// In-memory pieces that continue each other grow up to this size instead of adding nodes.
+constexpr uint64_t kMaxCoalesced = 1u << 20;
+
+std::string Size(uint64_t v) { return std::to_string(v) + " bytes"; }
+
+}  // namespace
+
+Spool::~Spool() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+uint64_t Spool::Cost(const Piece& p) {
+  return kPieceOverhead + (p.memory.empty() ? 0 : p.memory.capacity());
+}
+
+void Spool::Track() {
+  peak_ = std::max(peak_, bytes_);
+  peak_memory_ = std::max(peak_memory_, memory_bytes_ + other_memory_);
+}
+
+void Spool::CheckLimit(uint64_t adding) const {
+  const uint64_t held = file_bytes_ + memory_bytes_ + other_memory_;
+  if (held + adding > limits_.limit) {
+    throw SpoolFullError("the import needs more than the spool limit of " + Size(limits_.limit) +
+                         " (image bytes waiting for the tables that place them: " + Size(bytes_) +
+                         "; decoder bookkeeping: " + Size(other_memory_) +
+                         "): raise --spool-limit");
+  }
+}
+
+void Spool::set_other_memory(uint64_t bytes) {
+  other_memory_ = bytes;
+  Track();
+  CheckLimit(0);
+}
+
+void Spool::WriteFile(uint64_t offset, std::span<const uint8_t> bytes) {
+  if (fd_ < 0) {
+    fd_ = ::open(limits_.dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd_ < 0) {
+      // File systems without O_TMPFILE: a named file, unlinked at once.
+      std::string path = limits_.dir + "/qcowfs-spool-XXXXXX";
+      fd_ = ::mkostemp(path.data(), O_CLOEXEC);
+      if (fd_ < 0) ThrowErrno("creating a spool file in " + limits_.dir);
+      ::unlink(path.c_str());
+    }
+  }
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n =
+        ::pwrite(fd_, bytes.data() + done, bytes.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) ThrowErrno("writing the spool file in " + limits_.dir);
+    done += static_cast<size_t>(n);
+  }
+}
+
+void Spool::Put(uint64_t offset, std::span<const uint8_t> bytes) {
+  if (bytes.empty()) return;
+  Erase(offset, offset + bytes.size());
+  CheckLimit(bytes.size() + kPieceOverhead);
+  const bool fits = memory_bytes_ + other_memory_ + bytes.size() + kPieceOverhead <= limits_.memory;
+  // Continue the piece just before, when it is in memory: many small sequential writes then
+  // cost one node, not one each.
+  auto prev = pieces_.lower_bound(offset);
+  if (fits && prev != pieces_.begin()) {
+    --prev;
+    Piece& p = prev->second;
+    if (prev->first + p.length == offset && !p.memory.empty() &&
+        p.length + bytes.size() <= kMaxCoalesced) {
+      memory_bytes_ -= Cost(p);
+      if (p.memory.capacity() < p.length + bytes.size()) {
+        p.memory.reserve(std::min<uint64_t>(kMaxCoalesced, 2 * (p.length + bytes.size())));
+      }
+      p.memory.insert(p.memory.end(), bytes.begin(), bytes.end());
+      p.length += bytes.size();
+      memory_bytes_ += Cost(p);
+      bytes_ += bytes.size();
+      Track();
+      return;
+    }
+  }
+  Piece piece{bytes.size(), {}};
+  if (fits) {
+    piece.memory.assign(bytes.begin(), bytes.end());
+  } else {
+    WriteFile(offset, bytes);
+    file_bytes_ += bytes.size();
+  }
+  memory_bytes_ += Cost(piece);
+  pieces_.emplace(offset, std::move(piece));
+  bytes_ += bytes.size();
+  Track();
+}
+
+void Spool::Visit(uint64_t start, uint64_t end,
+                  const std::function<void(uint64_t, std::span<const uint8_t>)>& fn) const {
+  auto it = pieces_.upper_bound(start);
+  if (it != pieces_.begin() && std::prev(it)->first + std::prev(it)->second.length > start) --it;
+  std::vector<uint8_t> buf;
+  for (; it != pieces_.end() && it->first < end; ++it) {
+    const uint64_t lo = std::max(start, it->first);
+    const uint64_t hi = std::min(end, it->first + it->second.length);
+    if (lo >= hi) continue;
+    if (!it->second.memory.empty()) {
+      fn(lo, std::span(it->second.memory).subspan(lo - it->first, hi - lo));
+      continue;
+    }
+    for (uint64_t pos = lo; pos < hi;) {
+      const uint64_t n = std::min<uint64_t>(hi - pos, 4u << 20);
+      buf.resize(n);
+      ssize_t r = ::pread(fd_, buf.data(), n, static_cast<off_t>(pos));
+      if (r < 0 && errno == EINTR) continue;
+      if (r != static_cast<ssize_t>(n)) ThrowErrno("reading the spool file in " + limits_.dir);
+      fn(pos, buf);
+      pos += n;
+    }
+  }
+}
+
+void Spool::Erase(uint64_t start, uint64_t end) {
+  auto it = pieces_.upper_bound(start);
+  if (it != pieces_.begin() && std::prev(it)->first + std::prev(it)->second.length > start) --it;
+  while (it != pieces_.end() && it->first < end) {
+    const uint64_t a = it->first, b = a + it->second.length;
+    Piece piece = std::move(it->second);
+    it = pieces_.erase(it);
+    const bool in_memory = !piece.memory.empty();
+    bytes_ -= piece.length;
+    memory_bytes_ -= Cost(piece);
+    if (!in_memory) file_bytes_ -= piece.length;
+    auto keep = [&](uint64_t lo, uint64_t hi) {
+      Piece part{hi - lo, {}};
+      if (in_memory) {
+        part.memory.assign(piece.memory.begin() + (lo - a), piece.memory.begin() + (hi - a));
+      } else {
+        file_bytes_ += hi - lo;
+      }
+      memory_bytes_ += Cost(part);
+      bytes_ += hi - lo;
+      return pieces_.emplace(lo, std::move(part)).first;
+    };
+    if (!in_memory && fd_ >= 0) {
+      // Give the space back; failure only costs disk space until the import ends.
+      (void)::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                        static_cast<off_t>(std::max(a, start)),
+                        static_cast<off_t>(std::min(b, end) - std::max(a, start)));
+    }
+    if (a < start) keep(a, start);
+    if (b > end) {
+      keep(end, b);
+      break;
+    }
+  }
+}
+
+void Spool::Clear() {
+  pieces_.clear();
+  bytes_ = memory_bytes_ = file_bytes_ = 0;
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+}
+
+bool Spool::Covers(uint64_t start, uint64_t end) const {
+  uint64_t pos = start;
+  auto it = pieces_.upper_bound(start);
+  if (it != pieces_.begin()) --it;
+  for (; it != pieces_.end() && pos < end; ++it) {
+    if (it->first + it->second.length <= pos) continue;
+    if (it->first > pos) return false;
+    pos = std::max(pos, it->first + it->second.length);
+  }
+  return pos >= end;
+}
+
+void Spool::ForEachHeld(uint64_t start, uint64_t end,
+                        const std::function<void(uint64_t, uint64_t)>& fn) const {
+  auto it = pieces_.upper_bound(start);
+  if (it != pieces_.begin() && std::prev(it)->first + std::prev(it)->second.length > start) --it;
+  for (; it != pieces_.end() && it->first < end; ++it) {
+    const uint64_t lo = std::max(start, it->first);
+    const uint64_t hi = std::min(end, it->first + it->second.length);
+    if (lo < hi) fn(lo, hi);
+  }
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> Spool::Ranges() const {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (const auto& [off, p] : pieces_) {
+    if (!out.empty() && out.back().second == off) {
+      out.back().second += p.length;
+    } else {
+      out.emplace_back(off, off + p.length);
+    }
+  }
+  return out;
+}
+
+}  // namespace qcow

@@ -1,0 +1,184 @@
+// The streaming qcow2 decoder: (offset, bytes) chunks of an image in, in any order, guest
+// writes and zero ranges out. Pure code: no file descriptors but the spool's temp file.
+//
+// One invariant, kept by construction: the decoder succeeds only when every byte that the
+// active tree references (header, L1, each L2, each data cluster and compressed span) has
+// arrived and has been delivered to every consumer that references it. Bytes are routed
+// as they come: data clusters go straight to the guest offsets that map them; everything
+// else waits in a bounded spool until nothing can need it any more (the whole tree is
+// known). A host range that several consumers share is served to each: a data cluster
+// already written for one guest offset is read back from the target for the next, a table
+// named twice is parsed once per name. What arrived is tracked as ranges; a range that
+// never arrived is missing, not a hole, unless the writer skipped it the way sparse copies
+// do (see WriteHistory). Every byte the decoder holds, bookkeeping included, counts
+// against the spool's limits.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "qcow/format/errors.h"
+#include "qcow/format/image_header.h"
+#include "qcow/import/range_set.h"
+#include "qcow/import/run_index.h"
+#include "qcow/import/spool.h"
+#include "qcow/import/write_history.h"
+
+namespace qcow {
+
+// Where decoded guest data goes. Offsets are always inside [0, virtual size).
+class ImageSink {
+ public:
+  virtual ~ImageSink() = default;
+  // Writes n guest bytes at guest_offset.
+  virtual void Write(uint64_t guest_offset, const uint8_t* data, uint64_t n) = 0;
+  // Makes [guest_offset, guest_offset + n) read as zeros.
+  virtual void Zero(uint64_t guest_offset, uint64_t n) = 0;
+  // Reads back n guest bytes that Write stored earlier (for a cluster the image shares).
+  virtual void Read(uint64_t guest_offset, uint8_t* out, uint64_t n) = 0;
+};
+
+// The image's virtual size is larger than the target (callers map this to EFBIG).
+class TooLargeError : public FormatError {
+ public:
+  using FormatError::FormatError;
+};
+
+struct DecoderOptions {
+  uint64_t target_size = UINT64_MAX;  // bytes the target can hold
+  Spool::Limits spool;
+  std::function<void(const std::string&)> warn;  // non-fatal findings (dirty bit)
+  // Called once the header is validated, before anything is written (e.g. to size or
+  // check the target). May throw to refuse the image.
+  std::function<void(const ImageInfo&)> on_header;
+  // When set, reads image bytes back from the image itself (a file being checked) instead
+  // of from the sink.
+  std::function<void(uint64_t offset, uint8_t* out, uint64_t n)> reread;
+};
+
+class StreamDecoder {
+ public:
+  StreamDecoder(ImageSink& sink, DecoderOptions options);
+  ~StreamDecoder();
+  StreamDecoder(const StreamDecoder&) = delete;
+  StreamDecoder& operator=(const StreamDecoder&) = delete;
+
+  // Takes image bytes at offset. Bytes that arrived before must be the same again. Throws
+  // FormatError/TooLargeError for bad images, SpoolFullError, std::system_error from the
+  // sink or the spool.
+  void Feed(uint64_t offset, std::span<const uint8_t> bytes);
+  // Records that the image file's size was set (truncate). Throws FormatError when that
+  // would take back bytes that arrived.
+  void SetSize(uint64_t size);
+  // Returns whether the image is complete: everything the tree references, and everything
+  // up to the highest offset any structure names (tables, data, refcount structures), has
+  // arrived. Serving callers can stop reading then, without waiting for the end of input.
+  // May decode compressed clusters whose data ends before the bytes that have not arrived.
+  bool Complete();
+  // Ends the image: completes what is pending and throws FormatError naming the first
+  // missing part if anything the image refers to never arrived. After Finish, every guest
+  // byte of [0, virtual size) has been written or zeroed through the sink.
+  void Finish();
+
+  // Returns the validated header, or null before it arrived.
+  const ImageInfo* info() const { return info_ ? &*info_ : nullptr; }
+  uint64_t guest_bytes_written() const { return guest_written_; }
+  // Returns the number of distinct image bytes received.
+  uint64_t received_bytes() const { return received_.bytes(); }
+  // Returns the highest end of any structure known so far: a lower bound for the size of
+  // the image file (0 before the header arrived).
+  uint64_t expected_size() const;
+  uint64_t peak_spooled_bytes() const { return spool_.peak_bytes(); }
+  // Returns the memory held now and at most (spool, tables, bookkeeping).
+  uint64_t memory_bytes() const { return spool_.memory_bytes(); }
+  uint64_t peak_memory_bytes() const { return spool_.peak_memory_bytes(); }
+
+ private:
+  struct L2Table {
+    std::vector<uint64_t> l1_indices;  // the L1 entries that name it
+    bool parsed = false;
+  };
+  struct Compressed {
+    std::vector<uint64_t> guests;  // identical descriptors share one decode
+  };
+  using CompressedKey = std::pair<uint64_t, uint64_t>;  // host [start, end) of the span
+
+  // Routing (stream_decoder.cc).
+  void Take(uint64_t offset, std::span<const uint8_t> bytes);
+  void CheckRewrite(uint64_t offset, std::span<const uint8_t> bytes);
+  bool TryReadHeld(uint64_t a, uint64_t b, uint8_t* out) const;
+  std::vector<uint8_t> ReadHeld(uint64_t a, uint64_t b, const std::string& who) const;
+  bool Referenced(uint64_t a, uint64_t b) const;
+  void Drop(uint64_t a, uint64_t b);
+  void CompleteWaiting(uint64_t a, uint64_t b);
+  void CheckTreeComplete();
+  void UpdateMemory();
+  void WriteGuest(uint64_t guest, const uint8_t* data, uint64_t n);
+  void ZeroGuest(uint64_t guest, uint64_t n);
+  void FlushZeros();
+
+  // Structures (decoder_tables.cc).
+  void TryParseHeader();
+  void ParseHeader(std::span<const uint8_t> head);
+  void CompleteL1();
+  void AddL2(uint64_t offset, uint64_t l1_index);
+  void CompleteL2(std::map<uint64_t, L2Table>::iterator it);
+  void ParseL1(std::span<const uint8_t> bytes);
+  void ParseL2(std::span<const uint8_t> bytes, uint64_t l1_index);
+  void ParseRefcountTable();
+  void AddRun(uint64_t host, uint64_t guest, uint64_t length);
+  void AddCompressed(uint64_t start, uint64_t end, uint64_t guest);
+  bool CompressedReady(const CompressedKey& key, uint64_t* avail_end) const;
+  bool CompleteCompressed(const CompressedKey& key, uint64_t avail_end, uint64_t pad_end,
+                          bool must);
+  void ShareDecodedCompressed(uint64_t start, uint64_t end, uint64_t guest);
+  void PendingOverlaps(uint64_t a, uint64_t b,
+                       const std::function<void(uint64_t, uint64_t)>& fn) const;
+
+  // The end of the image (decoder_finish.cc).
+  void FillHoles(uint64_t file_end);
+  std::vector<std::pair<uint64_t, uint64_t>> MissingNeeded(uint64_t limit);
+  [[noreturn]] void Missing(uint64_t a, uint64_t b, const std::string& what, uint64_t file_end,
+                            bool holes);
+
+  ImageSink& sink_;
+  DecoderOptions options_;
+  Spool spool_;
+  WriteHistory history_;
+  std::optional<ImageInfo> info_;
+  RangeSet received_;  // host bytes that arrived
+  RangeSet released_;  // referenced bytes that were decoded and dropped
+  uint64_t l1_offset_ = 0, l1_length_ = 0;
+  std::map<uint64_t, L2Table> l2_tables_;  // by host offset; each one cluster long
+  uint64_t l2_names_ = 0;                  // L1 entries naming them
+  uint64_t pending_tables_ = 0;            // L1 and L2 tables not parsed yet
+  bool l1_parsed_ = false;
+  bool tree_complete_ = false;
+  RunIndex runs_;                                   // data clusters: host -> guest
+  uint64_t pending_run_bytes_ = 0;                  // run bytes (per guest) that have not arrived
+  std::map<CompressedKey, Compressed> compressed_;  // waiting for their bytes
+  uint64_t compressed_guests_ = 0;
+  uint64_t max_compressed_span_ = 0;
+  uint64_t compressed_end_ = 0;      // highest end of compressed data decoded
+  uint64_t compressed_max_end_ = 0;  // highest end of any compressed span named
+  // For compressed descriptors named again after their data was decoded and dropped: the
+  // first guest offset and span end of each compressed start, built from the retained L2
+  // tables when first needed.
+  std::unique_ptr<std::unordered_map<uint64_t, std::pair<uint64_t, uint64_t>>> decoded_spans_;
+  uint64_t refcount_table_offset_ = 0, refcount_table_length_ = 0;
+  bool refcount_table_parsed_ = false;
+  uint64_t structure_end_ = 0;  // highest end of header, tables, data, refcount structures
+  bool finished_ = false;
+  uint64_t guest_written_ = 0;
+  uint64_t zero_start_ = 0, zero_length_ = 0;  // coalesced zero range not yet emitted
+};
+
+}  // namespace qcow

@@ -1,0 +1,143 @@
+#include "qcow/import/target.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <system_error>
+#include <vector>
+
+#include "qcow/format/errors.h"
+
+namespace qcow {
+namespace {
+// BLKZEROOUT takes 512-byte aligned ranges.
+constexpr uint64_t kZeroOutAlign = 512;
+// Start writeback after this many bytes, so that the disk works while data still arrives
+// and the final fsync has little left to do.
+constexpr uint64_t kWritebackInterval = 32ull << 20;
+}  // namespace
+
+RawTarget::RawTarget(const std::string& path, const TargetOptions& options)
+    : path_(path), prezeroed_(options.prezeroed) {
+  // Look first: opening a directory read-write fails with EISDIR, a run-time error, where
+  // the mistake is the command line's.
+  struct stat before;
+  if (::stat(path.c_str(), &before) == 0 && !S_ISREG(before.st_mode) && !S_ISBLK(before.st_mode)) {
+    throw UsageError("target " + path + " is neither a regular file nor a block device");
+  }
+  fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd_ < 0) ThrowErrno("opening target " + path);
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) ThrowErrno("stat " + path);
+  uid_ = st.st_uid;
+  gid_ = st.st_gid;
+  if (S_ISBLK(st.st_mode)) {
+    block_device_ = true;
+    if (::ioctl(fd_, BLKGETSIZE64, &size_) != 0) ThrowErrno("BLKGETSIZE64 on " + path);
+  } else if (S_ISREG(st.st_mode)) {
+    size_ = static_cast<uint64_t>(st.st_size);
+  } else {
+    ::close(fd_);
+    throw UsageError("target " + path + " is neither a regular file nor a block device");
+  }
+  if (options.size) size_ = *options.size;
+}
+
+RawTarget::~RawTarget() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void RawTarget::Write(uint64_t offset, const uint8_t* data, uint64_t n) {
+  while (n > 0) {
+    ssize_t w = ::pwrite(fd_, data, std::min<uint64_t>(n, 1u << 30), static_cast<off_t>(offset));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) ThrowErrno("writing target " + path_ + " at offset " + std::to_string(offset));
+    offset += w;
+    data += w;
+    n -= w;
+    unflushed_ += w;
+  }
+  if (unflushed_ >= kWritebackInterval) {
+    // Asynchronous: only starts writeback of dirty pages; errors surface at fsync.
+    (void)::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
+    unflushed_ = 0;
+  }
+}
+
+void RawTarget::WriteZeros(uint64_t offset, uint64_t n) {
+  static const std::vector<uint8_t> zeros(1 << 20, 0);
+  while (n > 0) {
+    const uint64_t k = std::min<uint64_t>(n, zeros.size());
+    Write(offset, zeros.data(), k);
+    offset += k;
+    n -= k;
+  }
+}
+
+bool RawTarget::TryFallocate(int mode, bool& supported, const char* what, uint64_t offset,
+                             uint64_t n) {
+  if (!supported) return false;
+  if (::fallocate(fd_, mode | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                  static_cast<off_t>(n)) == 0) {
+    return true;
+  }
+  if (errno != EOPNOTSUPP && errno != ENOSYS) ThrowErrno(std::string(what) + " " + path_);
+  supported = false;
+  return false;
+}
+
+void RawTarget::Zero(uint64_t offset, uint64_t n) {
+  if (prezeroed_ || n == 0) return;
+  if (block_device_) {
+    const uint64_t lo = (offset + kZeroOutAlign - 1) / kZeroOutAlign * kZeroOutAlign;
+    const uint64_t hi = (offset + n) / kZeroOutAlign * kZeroOutAlign;
+    if (zeroout_ok_ && lo < hi) {
+      uint64_t range[2] = {lo, hi - lo};
+      if (::ioctl(fd_, BLKZEROOUT, range) == 0) {
+        WriteZeros(offset, lo - offset);
+        WriteZeros(hi, offset + n - hi);
+        return;
+      }
+      if (errno != EINVAL && errno != EOPNOTSUPP && errno != ENOTTY) {
+        ThrowErrno("BLKZEROOUT on " + path_);
+      }
+      zeroout_ok_ = false;
+    }
+    return WriteZeros(offset, n);
+  }
+  // Files: a hole reads as zeros and frees space; zero-range keeps the allocation. A mode
+  // the file system does not support is not tried again.
+  if (TryFallocate(FALLOC_FL_PUNCH_HOLE, punch_ok_, "punching a hole in", offset, n)) return;
+  if (TryFallocate(FALLOC_FL_ZERO_RANGE, zero_range_ok_, "zeroing a range of", offset, n)) {
+    return;
+  }
+  WriteZeros(offset, n);
+}
+
+void RawTarget::Read(uint64_t offset, uint8_t* out, uint64_t n) {
+  while (n > 0) {
+    ssize_t r = ::pread(fd_, out, std::min<uint64_t>(n, 1u << 30), static_cast<off_t>(offset));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) ThrowErrno("reading back target " + path_ + " at offset " + std::to_string(offset));
+    if (r == 0) {
+      throw std::system_error(EIO, std::generic_category(),
+                              "reading back target " + path_ + " at offset " +
+                                  std::to_string(offset) + ": it ended early");
+    }
+    offset += r;
+    out += r;
+    n -= r;
+  }
+}
+
+void RawTarget::Sync() {
+  if (::fsync(fd_) != 0) ThrowErrno("fsync of target " + path_);
+}
+
+}  // namespace qcow
