@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "fuse/log.h"
+#include "fuse/staging_pipe.h"
 #include "qcow/export/export_reader.h"
 #include "qcow/format/errors.h"
 
@@ -39,26 +40,41 @@ constexpr size_t kFuseOutHeaderSize = 16;
 
 }  // namespace
 
+namespace {
+
+// Returns the size of the largest pipe this process can have (0 if none can be sized): up
+// to /proc/sys/fs/pipe-max-size (1 MiB by default), or beyond with CAP_SYS_RESOURCE.
+size_t LargestPipe() {
+  static const size_t size = [] {
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    const size_t want = kMaxRequest + page * (1 + kMaxSplicePieces + 1) + kFuseOutHeaderSize;
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) return size_t{0};
+    int got = fcntl(p[0], F_SETPIPE_SZ, static_cast<int>(want));
+    if (got < 0) {
+      std::FILE* f = std::fopen("/proc/sys/fs/pipe-max-size", "re");
+      int max = 0;
+      if (f && std::fscanf(f, "%d", &max) == 1) got = fcntl(p[0], F_SETPIPE_SZ, max);
+      if (f) std::fclose(f);
+    }
+    close(p[0]);
+    close(p[1]);
+    return got > 0 ? static_cast<size_t>(got) : size_t{0};
+  }();
+  return size;
+}
+
+}  // namespace
+
 size_t RequestSizeForPipe() {
   // libfuse splices a reply only if its pipe holds page * (iovecs + buffers + 1) plus the
-  // reply; a pipe may grow to /proc/sys/fs/pipe-max-size (1 MiB by default), or beyond
-  // with CAP_SYS_RESOURCE. A 1 MiB request would never fit a 1 MiB pipe, so size requests
-  // to the pipe we can really have, whole pages, at most FUSE's 1 MiB.
+  // reply. A 1 MiB request would never fit a 1 MiB pipe, so size requests to the pipe we
+  // can really have, whole pages, at most FUSE's 1 MiB.
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   const size_t budget = page * (1 + kMaxSplicePieces + 1) + kFuseOutHeaderSize;
-  int p[2];
-  if (pipe2(p, O_CLOEXEC) != 0) return kMaxRequest;
-  int got = fcntl(p[0], F_SETPIPE_SZ, static_cast<int>(kMaxRequest + budget));
-  if (got < 0) {
-    std::FILE* f = std::fopen("/proc/sys/fs/pipe-max-size", "re");
-    int max = 0;
-    if (f && std::fscanf(f, "%d", &max) == 1) got = fcntl(p[0], F_SETPIPE_SZ, max);
-    if (f) std::fclose(f);
-  }
-  close(p[0]);
-  close(p[1]);
-  if (got <= 0 || static_cast<size_t>(got) < budget + 2 * page) return kMaxRequest;
-  return std::min(kMaxRequest, (static_cast<size_t>(got) - budget) / page * page);
+  const size_t got = LargestPipe();
+  if (got < budget + 2 * page) return kMaxRequest;
+  return std::min(kMaxRequest, (got - budget) / page * page);
 }
 
 namespace {
@@ -263,28 +279,44 @@ struct ReadBuffers {
   std::vector<uint8_t> bufvec;
 };
 
-// Replies with a bufvec: memory for metadata and padding, the source fd for data, so that
-// libfuse splices data from the source's page cache into the reply.
-void ReplySpliced(fuse_req_t req, ReadBuffers& b, int fd) {
+// Replies with a bufvec: memory for metadata and padding, and for data a staging pipe that
+// the source's pages were spliced into (no copy). Every source byte is in the pipe before
+// the reply starts, so a failed or short source read becomes EIO (thrown), never a short
+// reply. Returns false when the data cannot be spliced (the caller copies).
+bool ReplySpliced(fuse_req_t req, ReadBuffers& b, const qcow::Source& source) {
+  thread_local StagingPipe pipe;
+  if (!pipe.Ready(LargestPipe())) return false;
   b.bufvec.resize(sizeof(fuse_bufvec) + b.segments.size() * sizeof(fuse_buf));
   auto* bv = reinterpret_cast<fuse_bufvec*>(b.bufvec.data());
   std::memset(bv, 0, b.bufvec.size());
   bv->count = b.segments.size();
-  for (size_t i = 0; i < b.segments.size(); ++i) {
-    const auto& s = b.segments[i];
-    fuse_buf& f = bv->buf[i];
-    f.size = s.length;
-    if (s.kind == qcow::ExportSegment::Kind::kSource) {
-      f.flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-      f.fd = fd;
-      f.pos = static_cast<off_t>(s.position);
-    } else if (s.kind == qcow::ExportSegment::Kind::kBytes) {
-      f.mem = b.metadata.data() + s.position;
-    } else {
-      f.mem = const_cast<uint8_t*>(kZeros);
+  try {
+    for (size_t i = 0; i < b.segments.size(); ++i) {
+      const auto& s = b.segments[i];
+      fuse_buf& f = bv->buf[i];
+      f.size = s.length;
+      if (s.kind == qcow::ExportSegment::Kind::kSource) {
+        if (!pipe.Fill(source.splice_fd(), s.position, s.length, source.name())) {
+          pipe.Reset();
+          return false;
+        }
+        f.flags = FUSE_BUF_IS_FD;
+        f.fd = pipe.read_fd();
+      } else if (s.kind == qcow::ExportSegment::Kind::kBytes) {
+        f.mem = b.metadata.data() + s.position;
+      } else {
+        f.mem = const_cast<uint8_t*>(kZeros);
+      }
     }
+  } catch (...) {
+    pipe.Reset();
+    throw;
   }
   fuse_reply_data(req, bv, FUSE_BUF_SPLICE_MOVE);
+  // A reply that failed half way (interrupted request) may leave bytes behind; they must
+  // not lead the next reply.
+  if (!pipe.Empty()) pipe.Reset();
+  return true;
 }
 
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
@@ -307,7 +339,7 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
     for (const auto& s : b.segments) {
       if (s.kind == qcow::ExportSegment::Kind::kZero && s.length > kZeroBufferSize) splice = false;
     }
-    if (splice) return ReplySpliced(req, b, fd);
+    if (splice && ReplySpliced(req, b, *fs.source)) return;
     b.data.resize(n);
     qcow::ResolveSegments(b.segments, b.metadata, *fs.source, b.data.data());
     fuse_reply_buf(req, reinterpret_cast<const char*>(b.data.data()), n);

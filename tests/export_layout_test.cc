@@ -257,4 +257,34 @@ TEST(Layout, RefusesDisksTooLargeForTheL1LimitAndNamesACure) {
   }
 }
 
+// QEMU opens at most 8 MiB of refcount table: with 512-byte clusters and 16-bit refcounts a
+// fully allocated disk reaches that near 128 GiB, before the L1 limit.
+TEST(Layout, RefusesRefcountTablesQemuCannotOpenAndNamesACure) {
+  auto full = [](uint64_t bytes) {
+    ClusterMap::Builder b;
+    b.Add(0, bytes / 512);
+    return b.Build();
+  };
+  EXPECT_NO_THROW(qcow::ExportLayout(120ull << 30, 9, full(120ull << 30)));
+  try {
+    qcow::ExportLayout(126ull << 30, 9, full(126ull << 30));
+    FAIL() << "accepted";
+  } catch (const qcow::UsageError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("refcount table"), std::string::npos) << what;
+    EXPECT_NE(what.find("at most 8 MiB"), std::string::npos) << what;
+    EXPECT_NE(what.find("at least 1 KiB"), std::string::npos) << what;
+  }
+  // The same disk sparse is fine: the refcount table grows with the data, not the disk.
+  EXPECT_NO_THROW(qcow::ExportLayout(126ull << 30, 9, ClusterMap()));
+  // Every accepted layout stays within the limit, up to the largest one.
+  for (uint64_t gib = 100; gib <= 128; ++gib) {
+    try {
+      qcow::ExportLayout l(gib << 30, 9, full(gib << 30));
+      EXPECT_LE(l.refcount_table_clusters() * 512, 8u << 20) << gib;
+    } catch (const qcow::UsageError&) {
+    }
+  }
+}
+
 }  // namespace

@@ -10,6 +10,8 @@
 #include <random>
 
 #include "mount_fixture.h"
+#include "qcow/export/export_layout.h"
+#include "qcow/format/errors.h"
 #include "test_util.h"
 
 namespace {
@@ -289,6 +291,41 @@ TEST(FuseMount, BadArgumentsFailWithOneLine) {
     EXPECT_NE(r.output.find(b.says), std::string::npos) << r.output;
     EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
     EXPECT_FALSE(IsMounted(dir / "mnt"));
+  }
+}
+
+// A fully allocated disk (a block device) with 512-byte clusters needs a refcount table that
+// grows with the disk: the largest one qcowfs accepts opens in qemu-img, a larger disk is
+// refused with the cluster size to use instead.
+TEST(FuseMount, RefcountTablesStayWithinWhatQemuOpens) {
+  auto fits = [](uint64_t bytes) {
+    qcow::ClusterMap::Builder b;
+    b.Add(0, bytes / 512);
+    try {
+      qcow::ExportLayout(bytes, 9, b.Build());
+      return true;
+    } catch (const qcow::UsageError&) {
+      return false;
+    }
+  };
+  uint64_t largest = 100ull << 30;
+  while (fits(largest + (1ull << 30))) largest += 1ull << 30;
+  ASSERT_LT(largest, 128ull << 30);
+  TempDir dir;
+  for (const uint64_t size : {largest, largest + (uint64_t{1} << 30)}) {
+    ASSERT_EQ(Sh("truncate -s " + std::to_string(size) + " " + Quote(dir / "disk")).status, 0);
+    LoopDevice loop(dir / "disk");
+    ASSERT_FALSE(loop.device().empty()) << loop.output();
+    Mount m(dir / "mnt", "--export " + loop.device() + " --cluster-size 512");
+    if (size == largest) {
+      ASSERT_TRUE(m.ok()) << m.result().output;
+      auto info = Sh("timeout 120 qemu-img info " + Quote(m / "disk.qcow2"));
+      EXPECT_EQ(info.status, 0) << info.output;
+    } else {
+      EXPECT_FALSE(m.ok()) << "a refcount table QEMU cannot open was accepted";
+      EXPECT_NE(m.result().output.find("refcount table"), std::string::npos) << m.result().output;
+      EXPECT_NE(m.result().output.find("at least 1 KiB"), std::string::npos) << m.result().output;
+    }
   }
 }
 

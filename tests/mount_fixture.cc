@@ -1,6 +1,8 @@
 #include "mount_fixture.h"
 
 #include <dirent.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -74,5 +76,35 @@ bool Mount::Unmount() {
 }
 
 Mount::~Mount() { Unmount(); }
+
+FaultyFile::FaultyFile(const std::string& backing, const std::string& mountpoint, uint64_t eio_from,
+                       uint64_t eio_to)
+    : mountpoint_(mountpoint) {
+  Sh("mkdir -p " + Quote(mountpoint));
+  pid_ = fork();
+  if (pid_ == 0) {
+    const std::string from = std::to_string(eio_from), to = std::to_string(eio_to);
+    execl(FAULTY_FS_BIN, "faulty_fs", backing.c_str(), mountpoint.c_str(), from.c_str(), to.c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  for (int i = 0; i < 200 && pid_ > 0 && !IsMounted(mountpoint_); ++i) usleep(50'000);
+  mounted_ = pid_ > 0 && IsMounted(mountpoint_);
+}
+
+FaultyFile::~FaultyFile() {
+  for (int i = 0; i < 50 && IsMounted(mountpoint_); ++i) {
+    Sh("timeout 10 fusermount3 -u " + Quote(mountpoint_));
+    if (IsMounted(mountpoint_)) usleep(100'000);
+  }
+  if (IsMounted(mountpoint_)) Sh("umount -l " + Quote(mountpoint_));
+  if (pid_ > 0) {
+    for (int i = 0; i < 100 && waitpid(pid_, nullptr, WNOHANG) == 0; ++i) usleep(50'000);
+    if (waitpid(pid_, nullptr, WNOHANG) == 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+}
 
 }  // namespace qcowfs_test

@@ -48,6 +48,26 @@ class LoopDevice {
   std::string device_, output_;
 };
 
+// A file with an unreadable range, served by the faulty_fs test tool (the kernel here has no
+// device mapper): MOUNTPOINT/disk shows `backing`, but reads touching [eio_from, eio_to)
+// fail with EIO. Unmounted on destruction, also when a test fails.
+class FaultyFile {
+ public:
+  FaultyFile(const std::string& backing, const std::string& mountpoint, uint64_t eio_from,
+             uint64_t eio_to);
+  ~FaultyFile();
+  FaultyFile(const FaultyFile&) = delete;
+  FaultyFile& operator=(const FaultyFile&) = delete;
+  // Whether the file is being served.
+  bool ok() const { return mounted_; }
+  std::string path() const { return mountpoint_ + "/disk"; }
+
+ private:
+  std::string mountpoint_;
+  int pid_ = -1;
+  bool mounted_ = false;
+};
+
 // Returns the pid of the running qcowfs process whose command line mentions `needle`, or
 // -1 when there is none.
 int DaemonPid(const std::string& needle);

@@ -38,6 +38,48 @@ std::string SizeText(uint64_t bytes) {
   return std::to_string(bytes) + " " + kUnits[u];
 }
 
+// The number of clusters of each metadata region of an image.
+struct Shape {
+  uint64_t l1_size, l1_clusters, l2_clusters, refcount_blocks, refcount_tables;
+};
+
+// Returns the shape of an image of virtual_size bytes with 2^bits-byte clusters of which
+// `data` are allocated.
+Shape ShapeOf(uint64_t virtual_size, uint32_t bits, const ClusterMap& data) {
+  const uint64_t cluster = uint64_t{1} << bits, per_table = cluster / kTableEntrySize;
+  Shape s{};
+  s.l1_size = DivRoundUp(DivRoundUp(virtual_size, cluster), per_table);
+  s.l1_clusters = DivRoundUp(s.l1_size, per_table);
+  s.l2_clusters = data.Coarsen(per_table).size();
+  // Refcount blocks count every used cluster including themselves and the refcount table,
+  // so iterate until the numbers stop growing.
+  const uint64_t per_block = cluster * 8 / (1u << ExportLayout::kRefcountOrder);
+  const uint64_t others = 1 + s.l1_clusters + s.l2_clusters + data.size();
+  s.refcount_blocks = DivRoundUp(others, per_block);
+  s.refcount_tables = DivRoundUp(s.refcount_blocks, per_table);
+  for (;;) {
+    const uint64_t need = DivRoundUp(others + s.refcount_blocks + s.refcount_tables, per_block);
+    if (need <= s.refcount_blocks) break;
+    s.refcount_blocks = need;
+    s.refcount_tables = DivRoundUp(s.refcount_blocks, per_table);
+  }
+  return s;
+}
+
+// Returns why QEMU could not open an image of this shape, or "" when it could
+// (block/qcow2.c: at most 32 MiB of L1 table and 8 MiB of refcount table).
+std::string TooLarge(const Shape& s, uint32_t bits) {
+  if (s.l1_size * kTableEntrySize > kMaxL1Bytes) {
+    return "needs an L1 table of " + std::to_string(s.l1_size * kTableEntrySize) +
+           " bytes, and QEMU opens at most 32 MiB";
+  }
+  if ((s.refcount_tables << bits) > kMaxRefcountTableBytes) {
+    return "needs a refcount table of " + std::to_string(s.refcount_tables << bits) +
+           " bytes, and QEMU opens at most 8 MiB";
+  }
+  return "";
+}
+
 }  // namespace
 
 ExportLayout::ExportLayout(uint64_t source_size, uint32_t cluster_bits, ClusterMap data)
@@ -53,21 +95,6 @@ ExportLayout::ExportLayout(uint64_t source_size, uint32_t cluster_bits, ClusterM
   }
   virtual_size_ = DivRoundUp(source_size, kSectorSize) * kSectorSize;
   const uint64_t guest_clusters = DivRoundUp(virtual_size_, cluster_size_);
-  l1_size_ = DivRoundUp(guest_clusters, entries_per_table_);
-  if (l1_size_ * kTableEntrySize > kMaxL1Bytes) {
-    // Each doubling of the cluster size quarters the L1 table.
-    uint32_t bits = cluster_bits;
-    while (bits < kMaxClusterBits &&
-           DivRoundUp(DivRoundUp(virtual_size_, uint64_t{1} << bits), (uint64_t{1} << bits) / 8) *
-                   8 >
-               kMaxL1Bytes)
-      ++bits;
-    throw UsageError("a " + SizeText(virtual_size_) + " disk with " + SizeText(cluster_size_) +
-                     " clusters needs an L1 table of " +
-                     std::to_string(l1_size_ * kTableEntrySize) +
-                     " bytes; qcow2 allows at most 32 MiB: use a cluster size of at least " +
-                     SizeText(uint64_t{1} << bits));
-  }
   // Keep only clusters inside the virtual disk.
   ClusterMap::Builder clipped;
   for (const auto& r : data.runs()) {
@@ -75,21 +102,25 @@ ExportLayout::ExportLayout(uint64_t source_size, uint32_t cluster_bits, ClusterM
     clipped.Add(r.first, std::min(r.count, guest_clusters - r.first));
   }
   data_ = clipped.Build();
-  l2_ = data_.Coarsen(entries_per_table_);
-  l1_clusters_ = DivRoundUp(l1_size_, entries_per_table_);
-
-  // Refcount blocks count every used cluster including themselves and the refcount table,
-  // so iterate until the numbers stop growing.
-  const uint64_t refcounts_per_block = cluster_size_ * 8 / (1u << kRefcountOrder);
-  const uint64_t others = 1 + l1_clusters_ + l2_.size() + data_.size();
-  uint64_t blocks = DivRoundUp(others, refcounts_per_block);
-  uint64_t tables = DivRoundUp(blocks, entries_per_table_);
-  for (;;) {
-    uint64_t need = DivRoundUp(others + blocks + tables, refcounts_per_block);
-    if (need <= blocks) break;
-    blocks = need;
-    tables = DivRoundUp(blocks, entries_per_table_);
+  const Shape shape = ShapeOf(virtual_size_, cluster_bits, data_);
+  if (const std::string why = TooLarge(shape, cluster_bits); !why.empty()) {
+    // A larger cluster makes both tables smaller: name the smallest one QEMU can open.
+    uint32_t bits = cluster_bits + 1;
+    while (
+        bits < kMaxClusterBits &&
+        !TooLarge(ShapeOf(virtual_size_, bits, data_.Coarsen(uint64_t{1} << (bits - cluster_bits))),
+                  bits)
+             .empty()) {
+      ++bits;
+    }
+    throw UsageError("a " + SizeText(virtual_size_) + " disk with " + SizeText(cluster_size_) +
+                     " clusters and " + SizeText(data_.size() * cluster_size_) + " of data " + why +
+                     ": use a cluster size of at least " + SizeText(uint64_t{1} << bits));
   }
+  l1_size_ = shape.l1_size;
+  l2_ = data_.Coarsen(entries_per_table_);
+  l1_clusters_ = shape.l1_clusters;
+  const uint64_t tables = shape.refcount_tables, blocks = shape.refcount_blocks;
   refcount_table_clusters_ = tables;
   refcount_block_clusters_ = blocks;
   refcount_block_start_ = refcount_table_start_ + tables;

@@ -37,15 +37,17 @@ void WriteAll(int fd, const uint8_t* p, uint64_t n, uint64_t& done, uint64_t tot
   }
 }
 
-// Returns false when sendfile cannot serve this fd pair (the caller then copies).
+// Sends n bytes of `in` at pos. Returns false when sendfile cannot serve this fd pair, or
+// when it fails or stops short in a way that may be the source's fault: the caller then
+// copies the rest, so that a source error is reported as one (naming the source) and a
+// destination error as one.
 bool SendAll(int out, int in, uint64_t pos, uint64_t n, uint64_t& done, uint64_t total) {
   off_t off = static_cast<off_t>(pos);
   while (n > 0) {
     ssize_t w = ::sendfile(out, in, &off, std::min<uint64_t>(n, 1u << 30));
     if (w < 0 && errno == EINTR) continue;
-    if (w < 0 && (errno == EINVAL || errno == ENOSYS)) return false;  // fd pair unsupported
-    if (w < 0) WriteFailed(done, total);
-    if (w == 0) return false;  // source shorter than planned: copy path zero-fills
+    if (w < 0 && (errno == EPIPE || errno == ECONNRESET)) WriteFailed(done, total);
+    if (w <= 0) return false;
     n -= static_cast<uint64_t>(w);
     done += static_cast<uint64_t>(w);
   }

@@ -19,6 +19,8 @@ class Source {
   virtual ~Source() = default;
   // Returns the size in bytes.
   virtual uint64_t size() const = 0;
+  // Returns a name for messages (the path).
+  virtual std::string name() const { return "the source"; }
   // Returns the last modification time (exported as the image's mtime).
   virtual timespec mtime() const = 0;
   // Returns the owner, group and permission bits of the disk (the exported image carries

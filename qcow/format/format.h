@@ -43,6 +43,8 @@ inline constexpr uint64_t kL2OffsetMask = 0x00fffffffffffe00ull;  // L2 standard
 inline constexpr uint64_t kMaxHostOffset = 1ull << 56;
 // QEMU's QCOW_MAX_L1_SIZE (block/qcow2.h): the L1 table may hold at most 32 MiB.
 inline constexpr uint64_t kMaxL1Bytes = 32ull << 20;
+// QEMU's QCOW_MAX_REFTABLE_SIZE (block/qcow2.h): the refcount table may hold at most 8 MiB.
+inline constexpr uint64_t kMaxRefcountTableBytes = 8ull << 20;
 // Table entries are 8 bytes; guest sectors are 512 bytes.
 inline constexpr uint64_t kTableEntrySize = 8;
 inline constexpr uint64_t kSectorSize = 512;

@@ -9,9 +9,8 @@
 namespace qcow {
 namespace {
 
-// QEMU's limits (block/qcow2.h): refcount table at most 8 MiB, at most 65536 snapshots,
-// backing file names at most 1023 bytes.
-constexpr uint64_t kMaxRefcountTableBytes = 8ull << 20;
+// QEMU's limits (block/qcow2.h): at most 65536 snapshots, backing file names at most 1023
+// bytes.
 constexpr uint32_t kMaxSnapshots = 65536;
 constexpr uint32_t kMaxBackingFileName = 1023;
 constexpr uint64_t kKnownIncompatible = kIncompatDirty | kIncompatCorrupt | kIncompatDataFile |

@@ -47,6 +47,7 @@ class FdSource : public Source {
   ~FdSource() override { ::close(fd_); }
 
   uint64_t size() const override { return size_; }
+  std::string name() const override { return path_; }
   timespec mtime() const override { return mtime_; }
   uid_t uid() const override { return st_.st_uid; }
   gid_t gid() const override { return st_.st_gid; }
@@ -86,8 +87,11 @@ class FdSource : public Source {
         ThrowErrno("reading " + path_ + " at offset " + std::to_string(offset));
       }
       if (r == 0) {
-        std::memset(out, 0, n);  // the source shrank: the rest reads as zeros
-        return;
+        // Short of the size it had when the export was planned: the image would be wrong.
+        throw std::system_error(EIO, std::generic_category(),
+                                path_ + " ends at offset " + std::to_string(offset) +
+                                    ", inside the data exported from it: it shrank while "
+                                    "exported");
       }
       offset += r;
       out += r;

@@ -1,0 +1,84 @@
+// Who may use a mount: without allow_other only its owner; with it, other users get exactly
+// the access the disks themselves give them (the mount always uses default_permissions).
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "image_recipes.h"
+#include "mount_fixture.h"
+#include "test_util.h"
+
+namespace {
+
+using namespace qcowfs_test;
+
+// Runs a shell command as the unprivileged user nobody.
+CommandResult AsNobody(const std::string& command) {
+  return Sh("setpriv --reuid=65534 --regid=65534 --clear-groups sh -c " + Quote(command));
+}
+
+class Access : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Other users must be able to reach the mount points and the image.
+    ASSERT_EQ(chmod(dir_.path().c_str(), 0755), 0);
+    WriteAt(dir_ / "private", 4096, RandomBytes(1 << 20, 1));
+    WriteAt(dir_ / "public", 4096, RandomBytes(1 << 20, 2));
+    ASSERT_EQ(chmod((dir_ / "private").c_str(), 0600), 0);
+    ASSERT_EQ(chmod((dir_ / "public").c_str(), 0644), 0);
+    img_ = BuildImage(dir_, ValidImages()[0]);
+    ASSERT_EQ(chmod(img_.c_str(), 0644), 0);
+    MakePatternTarget(dir_ / "target", VirtualSize(img_));
+    ASSERT_EQ(chmod((dir_ / "target").c_str(), 0600), 0);
+  }
+  TempDir dir_;
+  std::string img_;
+};
+
+TEST_F(Access, WithoutAllowOtherOnlyTheOwnerGetsIn) {
+  Mount m(dir_ / "mnt",
+          "--export " + Quote(dir_ / "public") + " --import " + Quote(dir_ / "target"));
+  ASSERT_TRUE(m.ok()) << m.result().output;
+  auto r = AsNobody("cat " + Quote(m / "disk.qcow2") + " > /dev/null");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("Permission denied"), std::string::npos) << r.output;
+  r = AsNobody("cat " + Quote(img_) + " > " + Quote(m / "import.qcow2"));
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("Permission denied"), std::string::npos) << r.output;
+  EXPECT_EQ(Sh("cat " + Quote(m / "disk.qcow2") + " > /dev/null").status, 0);
+}
+
+TEST_F(Access, WithAllowOtherTheDisksPermissionsDecide) {
+  // A disk only root may read: its image is root's alone too.
+  Mount priv(dir_ / "mnt1", "-o allow_other --export " + Quote(dir_ / "private") + " --import " +
+                                Quote(dir_ / "target"));
+  ASSERT_TRUE(priv.ok()) << priv.result().output;
+  struct stat st;
+  ASSERT_EQ(stat((priv / "disk.qcow2").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0400u);
+  EXPECT_EQ(st.st_uid, 0u);
+  auto r = AsNobody("cat " + Quote(priv / "disk.qcow2") + " > /dev/null");
+  EXPECT_NE(r.status, 0) << "nobody read a 0600 disk through the mount";
+  EXPECT_NE(r.output.find("Permission denied"), std::string::npos) << r.output;
+  // A root-only target: nobody may import into it, but may read the status.
+  ASSERT_EQ(stat((priv / "import.qcow2").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0200u);
+  r = AsNobody("cat " + Quote(img_) + " > " + Quote(priv / "import.qcow2"));
+  EXPECT_NE(r.status, 0) << "nobody imported into a 0600 target through the mount";
+  EXPECT_NE(r.output.find("Permission denied"), std::string::npos) << r.output;
+  EXPECT_EQ(AsNobody("cat " + Quote(priv / "import.status")).status, 0);
+  EXPECT_NE(ReadFile(dir_ / "target").size(), 0u);
+  // A world-readable disk: anyone may read its image, and gets the same bytes as root.
+  Mount pub(dir_ / "mnt2", "-o allow_other --export " + Quote(dir_ / "public"));
+  ASSERT_TRUE(pub.ok()) << pub.result().output;
+  r = AsNobody("cat " + Quote(pub / "disk.qcow2") + " > " +
+               Quote("/tmp/qcowfs-access-" + std::to_string(getpid())));
+  EXPECT_EQ(r.status, 0) << r.output;
+  const std::string copy = "/tmp/qcowfs-access-" + std::to_string(getpid());
+  EXPECT_TRUE(ReadFile(copy) == ReadFile(pub / "disk.qcow2"));
+  unlink(copy.c_str());
+  // The owner (root) still imports.
+  EXPECT_EQ(Sh("cat " + Quote(img_) + " > " + Quote(priv / "import.qcow2")).status, 0);
+}
+
+}  // namespace

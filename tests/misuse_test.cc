@@ -1,0 +1,90 @@
+// The command line refusing what cannot work, up front and with one line: a second mount
+// over a qcowfs mount, a directory as target, a spool directory that cannot hold files; and
+// serve keeping its word when its progress reader goes away or a signal stops it.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "image_recipes.h"
+#include "mount_fixture.h"
+#include "test_util.h"
+
+namespace {
+
+using namespace qcowfs_test;
+
+std::string Q() { return QcowfsBinary(); }
+
+int Lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+
+TEST(Misuse, MountingOverAQcowfsMountIsRefused) {
+  TempDir dir;
+  WriteAt(dir / "src", 0, RandomBytes(1 << 20, 1));
+  Mount m(dir / "mnt", "--export " + Quote(dir / "src"));
+  ASSERT_TRUE(m.ok()) << m.result().output;
+  const int first = DaemonPid(dir / "mnt");
+  auto r =
+      Sh("timeout 60 " + Q() + " mount --export " + Quote(dir / "src") + " " + Quote(dir / "mnt"));
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("is already a qcowfs mount"), std::string::npos) << r.output;
+  EXPECT_EQ(Lines(r.output), 1) << r.output;
+  EXPECT_EQ(DaemonPid(dir / "mnt"), first) << "a second daemon is serving";
+}
+
+TEST(Misuse, DirectoryTargetsAndUnusableSpoolDirectoriesAreUsageErrors) {
+  TempDir dir;
+  const std::string img = BuildImage(dir, ValidImages()[0]);
+  Sh("mkdir -p " + Quote(dir / "adir") + " " + Quote(dir / "mnt"));
+  for (const std::string& cmd :
+       {"serve --destination " + Quote(dir / "adir") + " < " + Quote(img),
+        "stream_decode " + Quote(dir / "adir") + " < " + Quote(img),
+        "mount --import " + Quote(dir / "adir") + " " + Quote(dir / "mnt")}) {
+    auto r = Sh("timeout 60 " + Q() + " " + cmd);
+    EXPECT_EQ(r.status, 2) << cmd << ": " << r.output;
+    EXPECT_NE(r.output.find("neither a regular file nor a block device"), std::string::npos)
+        << r.output;
+    EXPECT_EQ(Lines(r.output), 1) << r.output;
+  }
+  MakePatternTarget(dir / "target", VirtualSize(img));
+  for (const std::string& spool : {std::string("/nonexistent/qcowfs"), img}) {
+    for (const std::string& cmd : {"serve --spool-dir " + Quote(spool) + " --destination " +
+                                       Quote(dir / "target") + " < " + Quote(img),
+                                   "mount --import " + Quote(dir / "target") + " --spool-dir " +
+                                       Quote(spool) + " " + Quote(dir / "mnt")}) {
+      auto r = Sh("timeout 60 " + Q() + " " + cmd);
+      EXPECT_EQ(r.status, 2) << cmd << ": " << r.output;
+      EXPECT_NE(r.output.find("--spool-dir"), std::string::npos) << r.output;
+      EXPECT_EQ(Lines(r.output), 1) << r.output;
+    }
+  }
+  EXPECT_FALSE(IsMounted(dir / "mnt"));
+}
+
+TEST(Misuse, ServeOutlivesItsProgressReaderAndFailsClearlyWhenStopped) {
+  TempDir dir;
+  const std::string img = BuildImage(dir, ValidImages()[0]);
+  MakePatternTarget(dir / "target", VirtualSize(img));
+  // The progress reader reads three bytes and leaves: no SIGPIPE death, the import goes on.
+  auto r = Sh("bash -c " +
+              Quote(Q() + " serve --progress --machine --destination " + Quote(dir / "target") +
+                    " < " + Quote(img) + " 2> " + Quote(dir / "err") +
+                    " | head -c 3 > /dev/null; echo ${PIPESTATUS[0]}"));
+  EXPECT_EQ(r.output, "0\n") << r.output
+                             << std::string(ReadFile(dir / "err").begin(),
+                                            ReadFile(dir / "err").end());
+  EXPECT_EQ(
+      Sh("qemu-img compare -f qcow2 -F raw " + Quote(img) + " " + Quote(dir / "target")).status, 0);
+  // SIGTERM while waiting for the rest of the image: a failure, said in one line.
+  r = Sh("cd " + Quote(dir.path()) + " && mkfifo in || exit 1\n" + Q() +
+         " serve --destination target < in 2> err2 &\npid=$!\n"
+         "exec 3> in\nhead -c 100000 " +
+         Quote(img) +
+         " >&3\nsleep 0.5\n"
+         "kill -TERM $pid\nwait $pid\necho $?\ncat err2");
+  EXPECT_EQ(r.output.substr(0, 2), "1\n") << r.output;
+  EXPECT_NE(r.output.find("interrupted by signal 15"), std::string::npos) << r.output;
+  EXPECT_EQ(Lines(r.output), 2) << r.output;
+}
+
+}  // namespace
