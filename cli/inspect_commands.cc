@@ -71,7 +71,7 @@ std::string TextList(const std::vector<std::string>& v) {
 }
 
 int RunInfo(const std::string& path, bool json) {
-  const qcow::ImageReport r = qcow::CheckImage(path);
+  const qcow::ImageReport r = qcow::InspectImage(path);
   if (!r.header) {
     std::fprintf(stderr, "qcowfs: error: %s: %s\n", path.c_str(), r.problem.c_str());
     return kExitFormat;

@@ -5,6 +5,7 @@
 #include "qcow/format/byte_order.h"
 #include "qcow/format/errors.h"
 #include "qcow/format/format.h"
+#include "qcow/format/image_header.h"
 
 namespace {
 
@@ -101,6 +102,30 @@ TEST(Header, EncodeRefusesABadHeaderLength) {
   auto h = SampleV3();
   h.header_length = 100;
   EXPECT_THROW(qcow::EncodeHeader(h), qcow::UsageError);
+}
+
+// Found by fuzzing: an offset and a length that wrap around 2^64 must not pass as "inside
+// cluster 0" (they read far outside it).
+TEST(Header, BackingFileNameStaysInsideTheBytesGiven) {
+  std::vector<uint8_t> c0(4096, 'x');
+  auto h = SampleV3();
+  h.backing_file_offset = 1000;
+  h.backing_file_size = 10;
+  EXPECT_EQ(qcow::BackingFileName(h, c0), "xxxxxxxxxx");
+  h.backing_file_offset = UINT64_MAX - 4;
+  h.backing_file_size = 10;
+  EXPECT_EQ(qcow::BackingFileName(h, c0), "");
+  h.backing_file_offset = 4090;
+  EXPECT_EQ(qcow::BackingFileName(h, c0), "");
+  h.backing_file_offset = 100;
+  h.backing_file_size = 1024;
+  EXPECT_EQ(qcow::BackingFileName(h, c0), "");
+  // And the header check refuses the image naming a backing file, without reading it.
+  auto bytes = qcow::EncodeHeader(SampleV3());
+  bytes.resize(65536, 0);
+  qcow::StoreBe64(&bytes[8], UINT64_MAX - 4);
+  qcow::StoreBe32(&bytes[16], 10);
+  EXPECT_THROW(qcow::ParseImageHeader(bytes, nullptr), qcow::FormatError);
 }
 
 }  // namespace

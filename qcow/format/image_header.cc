@@ -77,6 +77,16 @@ void ParseExtensions(std::span<const uint8_t> c0, uint64_t start, ImageInfo& inf
 
 }  // namespace
 
+std::string BackingFileName(const QcowHeader& h, std::span<const uint8_t> head) {
+  if (h.backing_file_offset == 0 || h.backing_file_size > kMaxBackingFileName ||
+      h.backing_file_offset > head.size() ||
+      h.backing_file_size > head.size() - h.backing_file_offset) {
+    return "";
+  }
+  const auto* p = head.data() + h.backing_file_offset;
+  return std::string(p, p + h.backing_file_size);
+}
+
 uint64_t HeaderBytesNeeded(std::span<const uint8_t> have) {
   if (have.size() < kV3MinHeaderLength) return kV3MinHeaderLength;
   const uint32_t bits = LoadBe32(&have[20]);
@@ -159,12 +169,7 @@ ImageInfo ParseImageHeader(std::span<const uint8_t> c0,
   }
 
   if (h.backing_file_offset != 0) {
-    std::string name;
-    if (h.backing_file_size <= kMaxBackingFileName &&
-        h.backing_file_offset + h.backing_file_size <= c0.size()) {
-      name = std::string(c0.begin() + h.backing_file_offset,
-                         c0.begin() + h.backing_file_offset + h.backing_file_size);
-    }
+    const std::string name = BackingFileName(h, c0);
     Refuse("the image has a backing file" + (name.empty() ? std::string() : " '" + name + "'") +
            "; qcowfs imports only standalone images (convert it with qemu-img convert first)");
   }

@@ -29,6 +29,11 @@ struct ImageInfo {
 // size, then the whole of cluster 0. `have` are the bytes known so far from offset 0.
 uint64_t HeaderBytesNeeded(std::span<const uint8_t> have);
 
+// Returns the backing file name that cluster 0 (or its first bytes, `head`) holds, or ""
+// when the header names none or names one outside those bytes or longer than 1023 bytes
+// (offsets are checked without overflow: they come from the image).
+std::string BackingFileName(const QcowHeader& header, std::span<const uint8_t> head);
+
 // Parses and validates cluster 0 (at least HeaderBytesNeeded() bytes). Throws FormatError
 // naming the field, its value and what is allowed. Warnings (dirty bit) go to `warn`.
 ImageInfo ParseImageHeader(std::span<const uint8_t> cluster0,

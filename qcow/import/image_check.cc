@@ -73,13 +73,9 @@ ImageReport CheckImage(const std::string& path) {
       if (offset == 0) {
         // The fixed fields and backing file name even when validation will refuse them.
         try {
-          report.header = DecodeHeader(std::span(buf.data(), static_cast<size_t>(n)));
-          const QcowHeader& h = *report.header;
-          if (h.backing_file_offset && h.backing_file_size <= 1023 &&
-              h.backing_file_offset + h.backing_file_size <= static_cast<uint64_t>(n)) {
-            report.backing_file.assign(buf.begin() + h.backing_file_offset,
-                                       buf.begin() + h.backing_file_offset + h.backing_file_size);
-          }
+          const std::span<const uint8_t> head(buf.data(), static_cast<size_t>(n));
+          report.header = DecodeHeader(head);
+          report.backing_file = BackingFileName(*report.header, head);
         } catch (const FormatError&) {
         }
       }

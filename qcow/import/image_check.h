@@ -1,5 +1,6 @@
-// Runs the import decoder over a qcow2 file without writing anything: what `qcowfs check`
-// and `qcowfs info` report.
+// What `qcowfs check` and `qcowfs info` report about a qcow2 file: check runs the whole
+// import decoder over it without writing anything; info reads only cluster 0 and the L1 and
+// L2 tables, as qemu-img info reads only what it needs.
 #pragma once
 
 #include <cstdint>
@@ -25,5 +26,11 @@ struct ImageReport {
 // Reads the file at path and decodes it completely into nowhere. Throws std::system_error
 // only when the file cannot be read; problems with the image go into the report.
 ImageReport CheckImage(const std::string& path);
+
+// Reads cluster 0 and the L1 and L2 tables of the file at path with pread, without decoding
+// data: the header, data_bytes, and as `problem` anything the header or the tables show
+// (refusals, tables or data past the end of the file). Throws std::system_error only when
+// the file cannot be read.
+ImageReport InspectImage(const std::string& path);
 
 }  // namespace qcow
