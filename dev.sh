@@ -3,9 +3,12 @@
 #
 #   ./dev.sh demo    install what is missing, build, export a sample disk, check it with
 #                    qemu-img, import it back and compare
-#   ./dev.sh test    install what is missing, build, run the whole test suite
+#   ./dev.sh test    install what is missing, build, run the whole test suite, then the
+#                    unit and interop suites again built with AddressSanitizer and UBSan
 #   ./dev.sh build   install what is missing and build
-#   ./dev.sh asan    the test suite built with AddressSanitizer and UBSan (build-asan/)
+#   ./dev.sh asan    the whole test suite built with AddressSanitizer and UBSan (build-asan/)
+#   ./dev.sh fuzz    build the libFuzzer targets with clang (build-fuzz/) and run each for
+#                    FUZZ_SECONDS (default 600) on seeds made by qemu-img
 #
 # BUILD_DIR (default: build) selects the build directory.
 set -euo pipefail
@@ -13,7 +16,7 @@ cd "$(dirname "$0")"
 BUILD_DIR=${BUILD_DIR:-build}
 
 PACKAGES=(build-essential cmake pkg-config libfuse3-dev fuse3 libcli11-dev libgtest-dev
-  zlib1g-dev libzstd-dev qemu-utils util-linux groff-base bc python3 procps)
+  zlib1g-dev libzstd-dev qemu-utils util-linux groff-base bc python3 procps curl)
 
 install_deps() {
   local missing=()
@@ -34,10 +37,45 @@ build() {
   cmake --build "$BUILD_DIR" -j "$(nproc)"
 }
 
+# Builds with AddressSanitizer and UBSan in build-asan/ and runs the suites with labels
+# matching $1 (a ctest -L regex).
+sanitized() {
+  install_deps
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DQCOWFS_SANITIZE=address,undefined >/dev/null
+  cmake --build build-asan -j "$(nproc)"
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    ctest --test-dir build-asan --output-on-failure -j "$(nproc)" -L "$1"
+}
+
 run_tests() {
   build
   # FUSE tests run one at a time (RUN_SERIAL); everything else in parallel.
   ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)"
+  # The library's own suites (decoder, planner, fuzz regressions) again under the
+  # sanitizers; the FUSE suites run the same library through the daemon.
+  sanitized 'unit|interop'
+}
+
+fuzz() {
+  install_deps
+  local seconds=${FUZZ_SECONDS:-600} missing=()
+  for p in clang libclang-rt-14-dev; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQCOWFS_FUZZ=ON >/dev/null
+  cmake --build build-fuzz -j "$(nproc)" --target header_fuzz decoder_fuzz
+  tests/fuzz/make_corpus.sh build-fuzz/seeds
+  mkdir -p build-fuzz/corpus/header build-fuzz/corpus/decoder build-fuzz/artifacts
+  for target in header decoder; do
+    echo "dev.sh: fuzzing $target for $seconds s" >&2
+    build-fuzz/tests/${target}_fuzz -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 \
+      -artifact_prefix="build-fuzz/artifacts/$target-" \
+      build-fuzz/corpus/$target build-fuzz/seeds/$target tests/fuzz/regressions/$target
+  done
 }
 
 demo() {
@@ -73,16 +111,10 @@ demo() {
 }
 
 case "${1:-}" in
-  asan)
-    BUILD_DIR=build-asan
-    install_deps
-    cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Debug -DQCOWFS_SANITIZE=address,undefined >/dev/null
-    cmake --build "$BUILD_DIR" -j "$(nproc)"
-    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-      ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)"
-    ;;
+  asan) sanitized '.*' ;;
+  fuzz) fuzz ;;
   demo) demo ;;
   test) run_tests ;;
   build) build ;;
-  *) sed -n '2,10p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,13p' "$0" >&2; exit 2 ;;
 esac

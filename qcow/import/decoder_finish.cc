@@ -49,7 +49,8 @@ void StreamDecoder::Finish() {
   }
   // Compressed clusters decode from what the file holds; past its end QEMU reads zeros.
   while (!compressed_.empty()) {
-    const auto [start, end] = compressed_.begin()->first;
+    const uint64_t start = compressed_.begin()->first.first;
+    const uint64_t end = compressed_.begin()->first.second;
     const std::string what = "compressed data for guest offset " +
                              std::to_string(compressed_.begin()->second.guests.front());
     if (start >= file_end) Missing(start, end, what, file_end, holes);

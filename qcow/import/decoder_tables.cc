@@ -270,7 +270,7 @@ bool StreamDecoder::CompressedReady(const CompressedKey& key, uint64_t* avail_en
 
 bool StreamDecoder::CompleteCompressed(const CompressedKey& key, uint64_t avail_end,
                                        uint64_t pad_end, bool must) {
-  const auto [start, end] = key;
+  const uint64_t start = key.first, end = key.second;
   const uint64_t c = info_->cluster_size;
   const uint64_t first_guest = compressed_.at(key).guests.front();
   auto who = [&] {
@@ -341,7 +341,7 @@ void StreamDecoder::ShareDecodedCompressed(uint64_t start, uint64_t end, uint64_
            " starts inside compressed data that qcowfs had already decoded for another "
            "cluster and dropped: qcowfs cannot decode overlapping compressed clusters");
   }
-  const auto [first_guest, first_end] = it->second;
+  const uint64_t first_guest = it->second.first, first_end = it->second.second;
   if (end < first_end) {
     Refuse(who() + " names the compressed data of guest offset " + std::to_string(first_guest) +
            " with a shorter span (" + std::to_string(end - start) + " bytes instead of " +

@@ -257,7 +257,8 @@ bool StreamDecoder::Complete() {
   // arrived (the last one's span often runs past the end of the file). What decodes from
   // the bytes that did arrive is what any later bytes would give.
   while (!compressed_.empty()) {
-    const auto [start, end] = compressed_.begin()->first;
+    const uint64_t start = compressed_.begin()->first.first;
+    const uint64_t end = compressed_.begin()->first.second;
     uint64_t avail = std::min(end, received_.CoveredUpTo(start));
     released_.ForEachIn(start, avail, [&](uint64_t lo, uint64_t) { avail = std::min(avail, lo); });
     if (avail <= start || !CompleteCompressed({start, end}, avail, avail, false)) return false;
