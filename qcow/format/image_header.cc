@@ -109,10 +109,10 @@ ImageInfo ParseImageHeader(std::span<const uint8_t> c0,
   }
   c0 = c0.first(info.cluster_size);
   if (h.version == 3) {
-    if (h.header_length < kV3MinHeaderLength || h.header_length % 8 != 0 ||
-        h.header_length > info.cluster_size) {
+    // The spec asks for a multiple of 8; QEMU reads any length, and so does qcowfs.
+    if (h.header_length < kV3MinHeaderLength || h.header_length > info.cluster_size) {
       Refuse("header_length is " + std::to_string(h.header_length) +
-             "; version 3 needs a multiple of 8 from 104 to the cluster size");
+             "; version 3 needs 104 up to the cluster size");
     }
     if (h.refcount_order > 6) {
       Refuse("refcount_order is " + std::to_string(h.refcount_order) + "; qcow2 allows 0..6");

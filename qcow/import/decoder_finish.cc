@@ -59,6 +59,11 @@ void StreamDecoder::Finish() {
     if (!received_.Covers(start, avail)) Missing(start, avail, what, file_end, holes);
     CompleteCompressed({start, end}, avail, avail == std::min(end, file_end) ? end : avail, true);
   }
+  if (pending_run_bytes_ != 0) {
+    // Every run was checked above: bytes still owed mean the bookkeeping lost a run.
+    Refuse("internal error: " + std::to_string(pending_run_bytes_) +
+           " bytes of data clusters are still owed after every run arrived");
+  }
   FlushZeros();
   spool_.Clear();
   finished_ = true;

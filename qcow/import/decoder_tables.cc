@@ -120,7 +120,11 @@ void StreamDecoder::AddL2(uint64_t offset, uint64_t l1_index) {
   ++l2_names_;
   if (!added) {
     // A table named twice describes two parts of the disk: parse it again for this one.
-    if (it->second.parsed) ParseL2(ReadHeld(offset, offset + c, L2Name(l1_index)), l1_index);
+    if (it->second.parsed) {
+      std::vector<CompressedKey> spans;
+      ParseL2(ReadHeld(offset, offset + c, L2Name(l1_index)), l1_index, &spans);
+      CompleteSpans(spans);
+    }
     return;
   }
   ++pending_tables_;
@@ -131,17 +135,31 @@ void StreamDecoder::CompleteL2(std::map<uint64_t, L2Table>::iterator it) {
   const uint64_t off = it->first;
   const std::vector<uint64_t> names = it->second.l1_indices;
   const std::vector<uint8_t> bytes = ReadHeld(off, off + info_->cluster_size, L2Name(names[0]));
-  for (uint64_t l1_index : names) ParseL2(bytes, l1_index);
+  // Compressed clusters are decoded once every name of the table is parsed, so that
+  // identical descriptors in it (and in its other names) share one decode.
+  std::vector<CompressedKey> spans;
+  for (uint64_t l1_index : names) ParseL2(bytes, l1_index, &spans);
   it->second.parsed = true;
   --pending_tables_;
+  CompleteSpans(spans);
   CheckTreeComplete();
 }
 
-void StreamDecoder::ParseL2(std::span<const uint8_t> bytes, uint64_t l1_index) {
+void StreamDecoder::CompleteSpans(const std::vector<CompressedKey>& spans) {
+  for (const auto& key : spans) {
+    uint64_t avail = 0;
+    if (compressed_.count(key) && CompressedReady(key, &avail)) {
+      CompleteCompressed(key, avail, avail, true);
+    }
+  }
+  UpdateMemory();
+}
+
+void StreamDecoder::ParseL2(std::span<const uint8_t> bytes, uint64_t l1_index,
+                            std::vector<CompressedKey>* spans) {
   const ImageInfo& in = *info_;
   const uint64_t c = in.cluster_size, v = in.virtual_size;
   const uint32_t bits = in.header.cluster_bits;
-  std::vector<CompressedKey> spans;
   for (uint64_t j = 0; j < in.l2_entries; ++j) {
     const uint64_t guest = (l1_index * in.l2_entries + j) * c;
     if (guest >= v) break;
@@ -160,9 +178,9 @@ void StreamDecoder::ParseL2(std::span<const uint8_t> bytes, uint64_t l1_index) {
       if (host >= kMaxHostOffset) Refuse(where() + " has a compressed offset beyond 2^56");
       if (w1 != 0) Refuse(where() + " is compressed but its subcluster bitmap is not zero");
       const uint64_t end = (host / kSectorSize + 1 + extra_sectors) * kSectorSize;
+      if (decoded_spans_) NoteSpan(host, guest, end, 0);
       AddCompressed(host, end, guest);
-      spans.emplace_back(host, end);
-      if (decoded_spans_) decoded_spans_->try_emplace(host, guest, end);
+      spans->emplace_back(host, end);
       continue;
     }
     if (w0 & kL2StdReserved) {
@@ -205,15 +223,6 @@ void StreamDecoder::ParseL2(std::span<const uint8_t> bytes, uint64_t l1_index) {
       }
     }
   }
-  // Compressed clusters are decoded only after the whole table is read, so that identical
-  // descriptors in it share one decode.
-  for (const auto& key : spans) {
-    uint64_t avail = 0;
-    if (compressed_.count(key) && CompressedReady(key, &avail)) {
-      CompleteCompressed(key, avail, avail, true);
-    }
-  }
-  UpdateMemory();
 }
 
 void StreamDecoder::AddRun(uint64_t host, uint64_t guest, uint64_t length) {
@@ -240,10 +249,6 @@ void StreamDecoder::AddRun(uint64_t host, uint64_t guest, uint64_t length) {
 }
 
 void StreamDecoder::AddCompressed(uint64_t start, uint64_t end, uint64_t guest) {
-  if (start < info_->cluster_size) {
-    Refuse("compressed data for guest offset " + std::to_string(guest) + " starts at " +
-           Hex(start) + ", inside the header cluster");
-  }
   compressed_max_end_ = std::max(compressed_max_end_, end);
   auto it = compressed_.find({start, end});
   if (it == compressed_.end() && released_.Overlaps(start, start + 1)) {
@@ -253,6 +258,9 @@ void StreamDecoder::AddCompressed(uint64_t start, uint64_t end, uint64_t guest) 
   if (it == compressed_.end()) {
     it = compressed_.emplace(CompressedKey{start, end}, Compressed{}).first;
     max_compressed_span_ = std::max(max_compressed_span_, end - start);
+    // Bytes of it that another cluster's decode set aside are held again until it is done.
+    recent_.Take(start, end,
+                 [&](uint64_t off, std::span<const uint8_t> bytes) { spool_.Put(off, bytes); });
   }
   it->second.guests.push_back(guest);
   ++compressed_guests_;
@@ -293,20 +301,57 @@ bool StreamDecoder::CompleteCompressed(const CompressedKey& key, uint64_t avail_
     Refuse(who() + " does not " + (zstd ? "zstd" : "deflate") + "-decompress to exactly " +
            std::to_string(c) + " bytes");
   }
+  // QEMU reads zeros past the end of the file, but a stream that needs them was cut short.
+  if (pad_end > avail_end && *used > avail_end - start) {
+    Refuse(who() + " is cut short by the end of the image (" + std::to_string(avail_end) +
+           " bytes): the image is truncated");
+  }
   auto node = compressed_.extract(key);
   compressed_guests_ -= node.mapped().guests.size();
-  for (uint64_t guest : node.mapped().guests) WriteGuest(guest, out.data(), c);
+  const uint64_t v = info_->virtual_size;
+  uint64_t whole = UINT64_MAX;  // a guest offset that received the whole cluster
+  for (uint64_t guest : node.mapped().guests) {
+    WriteGuest(guest, out.data(), c);
+    if (guest < v && v - guest >= c) whole = guest;
+  }
   const uint64_t data_end = start + std::min<uint64_t>(*used, avail_end - start);
   compressed_end_ = std::max(compressed_end_, data_end);
+  if (!tree_complete_) {
+    // Later tables may name the same data again: remember where its cluster went.
+    if (decoded_spans_) NoteSpan(start, whole, end, *used);
+    if (whole == UINT64_MAX) {
+      last_cluster_start_ = start;
+      last_cluster_ = std::move(out);
+    }
+  }
   // Only this cluster used these bytes (unless another waiting one shares them); once the
   // tree is known, nothing can need the rest of the span either.
-  Drop(start, data_end);
+  Drop(start, data_end, /*decoded=*/true);
   if (tree_complete_) Drop(data_end, end);
   return true;
 }
 
-// A compressed descriptor whose data was decoded (and dropped) for an earlier, identical
-// one: the decoded cluster is in the target at the first one's guest offset.
+// Records that compressed data at `start` (span end `end`, `used` bytes of stream, 0 when
+// not known) decoded into the cluster at `guest` (UINT64_MAX: none whole).
+void StreamDecoder::NoteSpan(uint64_t start, uint64_t guest, uint64_t end, uint64_t used) {
+  const uint64_t c = info_->cluster_size, v = info_->virtual_size;
+  if (guest != UINT64_MAX && (guest >= v || v - guest < c)) guest = UINT64_MAX;
+  auto [it, added] = decoded_spans_->try_emplace(start, DecodedSpan{guest, end, used});
+  if (added) return;
+  DecodedSpan& d = it->second;
+  if (used ||
+      (d.used == 0 && compressed_.count({start, d.end}) && !compressed_.count({start, end}))) {
+    // A decode happened (or this descriptor's data is no longer waiting while the one noted
+    // is): its facts replace what was noted.
+    d.used = used;
+    d.end = end;
+  }
+  if (d.guest == UINT64_MAX) d.guest = guest;
+}
+
+// A compressed descriptor whose data was decoded, dropped and pushed out of recent_ for an
+// earlier one at the same start: the decoded cluster is in the target at that one's guest
+// offset (or in last_cluster_).
 void StreamDecoder::ShareDecodedCompressed(uint64_t start, uint64_t end, uint64_t guest) {
   const uint64_t c = info_->cluster_size, v = info_->virtual_size;
   auto who = [&] {
@@ -314,9 +359,8 @@ void StreamDecoder::ShareDecodedCompressed(uint64_t start, uint64_t end, uint64_
   };
   if (!decoded_spans_) {
     // First need: index the compressed descriptors of the tables parsed so far (all tables
-    // are held until the whole tree is known).
-    decoded_spans_ =
-        std::make_unique<std::unordered_map<uint64_t, std::pair<uint64_t, uint64_t>>>();
+    // are held until the whole tree is known); decodes from now on add what they learn.
+    decoded_spans_ = std::make_unique<std::unordered_map<uint64_t, DecodedSpan>>();
     const ImageInfo& in = *info_;
     const unsigned x = 62 - (in.header.cluster_bits - 8);
     for (const auto& [off, t] : l2_tables_) {
@@ -329,39 +373,42 @@ void StreamDecoder::ShareDecodedCompressed(uint64_t start, uint64_t end, uint64_
           if (g >= v || !(w0 & kOflagCompressed)) continue;
           const uint64_t host = w0 & ((uint64_t{1} << x) - 1);
           const uint64_t extra = (w0 >> x) & ((uint64_t{1} << (in.header.cluster_bits - 8)) - 1);
-          decoded_spans_->try_emplace(host, g, (host / kSectorSize + 1 + extra) * kSectorSize);
+          NoteSpan(host, g, (host / kSectorSize + 1 + extra) * kSectorSize, 0);
         }
       }
     }
   }
   auto it = decoded_spans_->find(start);
-  if (it == decoded_spans_->end() || it->second.first == guest ||
-      compressed_.count({start, it->second.second})) {
+  if (it == decoded_spans_->end() || compressed_.count({start, it->second.end})) {
     Refuse(who() +
            " starts inside compressed data that qcowfs had already decoded for another "
            "cluster and dropped: qcowfs cannot decode overlapping compressed clusters");
   }
-  const uint64_t first_guest = it->second.first, first_end = it->second.second;
-  if (end < first_end) {
-    Refuse(who() + " names the compressed data of guest offset " + std::to_string(first_guest) +
-           " with a shorter span (" + std::to_string(end - start) + " bytes instead of " +
-           std::to_string(first_end - start) + "), after that data was decoded and dropped");
+  const DecodedSpan d = it->second;
+  // A shorter span reads the same only if it still holds the whole stream.
+  if (end < d.end && (d.used == 0 || end - start < d.used)) {
+    Refuse(who() + " names compressed data decoded earlier with a shorter span (" +
+           std::to_string(end - start) + " bytes instead of " + std::to_string(d.end - start) +
+           ") that may not hold its whole stream");
   }
-  const uint64_t need = std::min(c, v - guest), have = std::min(c, v - first_guest);
-  if (need > have) {
-    Refuse(who() + " shares the compressed data of the disk's last, partial cluster");
-  }
+  const uint64_t need = std::min(c, v - guest);
   std::vector<uint8_t> out(c);
-  if (options_.reread) {
-    // Checking a file: decode the data again from the file itself.
-    std::vector<uint8_t> in(first_end - start);
-    options_.reread(start, in.data(), in.size());
-    const bool zstd = info_->compression_type == kCompressionZstd;
-    if (!(zstd ? ZstdCluster(in, out) : InflateCluster(in, out))) {
-      Refuse(who() + " does not decompress on a second reading");
+  if (d.guest != UINT64_MAX) {
+    if (options_.reread) {
+      // Checking a file: decode the data again from the file itself.
+      std::vector<uint8_t> in(d.end - start);
+      options_.reread(start, in.data(), in.size());
+      const bool zstd = info_->compression_type == kCompressionZstd;
+      if (!(zstd ? ZstdCluster(in, out) : InflateCluster(in, out))) {
+        Refuse(who() + " does not decompress on a second reading");
+      }
+    } else {
+      sink_.Read(d.guest, out.data(), need);
     }
+  } else if (last_cluster_start_ == start && !last_cluster_.empty()) {
+    out = last_cluster_;
   } else {
-    sink_.Read(first_guest, out.data(), need);
+    Refuse(who() + " shares compressed data whose decoded cluster qcowfs no longer holds");
   }
   WriteGuest(guest, out.data(), need);
 }

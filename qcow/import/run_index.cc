@@ -1,6 +1,7 @@
 #include "qcow/import/run_index.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <set>
 
 namespace qcow {
@@ -14,7 +15,7 @@ constexpr uint64_t kChunkOverhead = 96;
 
 RunIndex::Pos RunIndex::Seek(uint64_t host) {
   if (chunks_.empty()) return {chunks_.end(), 0};
-  auto c = chunks_.upper_bound(host);
+  auto c = chunks_.upper_bound({host, UINT64_MAX});
   if (c != chunks_.begin()) --c;
   auto& v = c->second;
   size_t i = std::partition_point(v.begin(), v.end(),
@@ -44,20 +45,22 @@ RunIndex::Pos RunIndex::Seek(uint64_t host) {
 }
 
 void RunIndex::Rekey(Chunks::iterator chunk) {
-  if (chunk->second.empty() || chunk->first == chunk->second.front().host) return;
+  if (chunk->second.empty()) return;
+  const Key key{chunk->second.front().host, chunk->second.front().guest};
+  if (chunk->first == key) return;
   auto node = chunks_.extract(chunk);
-  node.key() = node.mapped().front().host;
+  node.key() = key;
   chunks_.insert(std::move(node));
 }
 
 void RunIndex::Insert(const Segment& s) {
   ++count_;
   if (chunks_.empty()) {
-    chunks_[s.host].push_back(s);
+    chunks_[{s.host, s.guest}].push_back(s);
     memory_ += kChunkOverhead + chunks_.begin()->second.capacity() * sizeof(Segment);
     return;
   }
-  auto c = chunks_.upper_bound(s.host);
+  auto c = chunks_.upper_bound({s.host, s.guest});
   if (c != chunks_.begin()) --c;
   auto& v = c->second;
   auto at = std::upper_bound(v.begin(), v.end(), s, [](const Segment& x, const Segment& y) {
@@ -73,7 +76,8 @@ void RunIndex::Insert(const Segment& s) {
     v.shrink_to_fit();
     memory_ = memory_ - old * sizeof(Segment) + v.capacity() * sizeof(Segment) + kChunkOverhead +
               upper.capacity() * sizeof(Segment);
-    chunks_.emplace(upper.front().host, std::move(upper));
+    const Key key{upper.front().host, upper.front().guest};
+    chunks_.emplace(key, std::move(upper));
   }
   Rekey(c);
 }

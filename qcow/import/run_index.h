@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <utility>
 #include <vector>
 
 namespace qcow {
@@ -32,7 +33,10 @@ class RunIndex {
   struct Segment {
     uint64_t host, length, guest;
   };
-  using Chunks = std::map<uint64_t, std::vector<Segment>>;  // key: host of the first segment
+  // Keyed by the first segment's (host, guest): unique, although segments of a shared
+  // cluster have the same host.
+  using Key = std::pair<uint64_t, uint64_t>;
+  using Chunks = std::map<Key, std::vector<Segment>>;
   struct Pos {
     Chunks::iterator chunk;
     size_t index;

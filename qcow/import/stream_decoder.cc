@@ -16,13 +16,19 @@ constexpr uint64_t kReadChunk = 1u << 20;
 constexpr uint64_t kTableNodeBytes = 128;
 constexpr uint64_t kCompressedNodeBytes = 128;
 constexpr uint64_t kDecodedSpanBytes = 64;
+// Decoded compressed data stays a while in memory (RecentBytes): an eighth of the spool's
+// memory, at least 64 KiB.
+constexpr uint64_t kRecentShare = 8, kMinRecent = 64u << 10;
 
 std::string Range(uint64_t a, uint64_t b) { return Hex(a) + ".." + Hex(b); }
 
 }  // namespace
 
 StreamDecoder::StreamDecoder(ImageSink& sink, DecoderOptions options)
-    : sink_(sink), options_(std::move(options)), spool_(options_.spool) {}
+    : sink_(sink),
+      options_(std::move(options)),
+      spool_(options_.spool),
+      recent_(std::max<uint64_t>(options_.spool.memory / kRecentShare, kMinRecent)) {}
 
 StreamDecoder::~StreamDecoder() = default;
 
@@ -166,10 +172,13 @@ void StreamDecoder::CompleteWaiting(uint64_t a, uint64_t b) {
 
 bool StreamDecoder::TryReadHeld(uint64_t a, uint64_t b, uint8_t* out) const {
   RangeSet got;
-  spool_.Visit(a, b, [&](uint64_t off, std::span<const uint8_t> piece) {
+  auto copy = [&](uint64_t off, std::span<const uint8_t> piece) {
     std::memcpy(out + (off - a), piece.data(), piece.size());
     got.Insert(off, off + piece.size());
-  });
+  };
+  spool_.Visit(a, b, copy);
+  if (got.Covers(a, b)) return true;
+  recent_.Visit(a, b, copy);
   if (got.Covers(a, b)) return true;
   // Bytes of data clusters were written to their guest offsets: read them back there (or
   // from the image itself, when it is a file being checked).
@@ -216,13 +225,21 @@ bool StreamDecoder::Referenced(uint64_t a, uint64_t b) const {
 }
 
 // Forgets held bytes of [a, b) that no waiting table or compressed cluster needs; the image
-// refers to them, so they count as decoded (released_).
-void StreamDecoder::Drop(uint64_t a, uint64_t b) {
+// refers to them, so they count as decoded (released_). Compressed data just `decoded`
+// before the whole tree is known goes to recent_ first, in case a later table shares it.
+void StreamDecoder::Drop(uint64_t a, uint64_t b, bool decoded) {
   if (a >= b) return;
   RangeSet keep;
   PendingOverlaps(a, b, [&](uint64_t x, uint64_t y) { keep.Insert(x, y); });
+  auto gone = [&](uint64_t p, uint64_t q) { released_.Insert(p, q); };
   keep.ForEachGap(a, b, [&](uint64_t x, uint64_t y) {
-    spool_.ForEachHeld(x, y, [&](uint64_t p, uint64_t q) { released_.Insert(p, q); });
+    if (decoded && !tree_complete_) {
+      spool_.Visit(x, y, [&](uint64_t off, std::span<const uint8_t> piece) {
+        recent_.Put(off, piece, gone);
+      });
+    } else {
+      spool_.ForEachHeld(x, y, gone);
+    }
     spool_.Erase(x, y);
   });
 }
@@ -233,6 +250,8 @@ void StreamDecoder::CheckTreeComplete() {
   // clusters still waiting for the rest of their bytes.
   tree_complete_ = true;
   decoded_spans_.reset();
+  last_cluster_.clear();
+  recent_.Clear([&](uint64_t p, uint64_t q) { released_.Insert(p, q); });
   for (const auto& [a, b] : spool_.Ranges()) Drop(a, b);
 }
 
@@ -240,7 +259,8 @@ void StreamDecoder::UpdateMemory() {
   uint64_t other = received_.memory_bytes() + released_.memory_bytes() + runs_.memory_bytes() +
                    l2_tables_.size() * kTableNodeBytes + l2_names_ * sizeof(uint64_t) +
                    compressed_.size() * kCompressedNodeBytes +
-                   compressed_guests_ * sizeof(uint64_t);
+                   compressed_guests_ * sizeof(uint64_t) + recent_.memory_bytes() +
+                   last_cluster_.capacity();
   if (decoded_spans_) other += decoded_spans_->size() * kDecodedSpanBytes;
   spool_.set_other_memory(other);
 }

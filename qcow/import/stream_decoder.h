@@ -28,6 +28,7 @@
 #include "qcow/format/errors.h"
 #include "qcow/format/image_header.h"
 #include "qcow/import/range_set.h"
+#include "qcow/import/recent_bytes.h"
 #include "qcow/import/run_index.h"
 #include "qcow/import/spool.h"
 #include "qcow/import/write_history.h"
@@ -117,7 +118,7 @@ class StreamDecoder {
   bool TryReadHeld(uint64_t a, uint64_t b, uint8_t* out) const;
   std::vector<uint8_t> ReadHeld(uint64_t a, uint64_t b, const std::string& who) const;
   bool Referenced(uint64_t a, uint64_t b) const;
-  void Drop(uint64_t a, uint64_t b);
+  void Drop(uint64_t a, uint64_t b, bool decoded = false);
   void CompleteWaiting(uint64_t a, uint64_t b);
   void CheckTreeComplete();
   void UpdateMemory();
@@ -132,7 +133,9 @@ class StreamDecoder {
   void AddL2(uint64_t offset, uint64_t l1_index);
   void CompleteL2(std::map<uint64_t, L2Table>::iterator it);
   void ParseL1(std::span<const uint8_t> bytes);
-  void ParseL2(std::span<const uint8_t> bytes, uint64_t l1_index);
+  void ParseL2(std::span<const uint8_t> bytes, uint64_t l1_index,
+               std::vector<CompressedKey>* spans);
+  void CompleteSpans(const std::vector<CompressedKey>& spans);
   void ParseRefcountTable();
   void AddRun(uint64_t host, uint64_t guest, uint64_t length);
   void AddCompressed(uint64_t start, uint64_t end, uint64_t guest);
@@ -169,10 +172,21 @@ class StreamDecoder {
   uint64_t max_compressed_span_ = 0;
   uint64_t compressed_end_ = 0;      // highest end of compressed data decoded
   uint64_t compressed_max_end_ = 0;  // highest end of any compressed span named
-  // For compressed descriptors named again after their data was decoded and dropped: the
-  // first guest offset and span end of each compressed start, built from the retained L2
-  // tables when first needed.
-  std::unique_ptr<std::unordered_map<uint64_t, std::pair<uint64_t, uint64_t>>> decoded_spans_;
+  // Compressed data decoded and dropped lately, kept a while for structures that share it.
+  RecentBytes recent_;
+  // For compressed descriptors named again after their data was decoded and pushed out of
+  // recent_: by compressed start, a guest offset its cluster went to (a whole one when
+  // there is), the span's end and how many bytes its stream used (0: not known). Built from
+  // the retained L2 tables when first needed, then kept up to date.
+  struct DecodedSpan {
+    uint64_t guest, end, used;
+  };
+  std::unique_ptr<std::unordered_map<uint64_t, DecodedSpan>> decoded_spans_;
+  void NoteSpan(uint64_t start, uint64_t guest, uint64_t end, uint64_t used);
+  // The decoded cluster of compressed data that went to the disk's last, partial cluster
+  // (the target holds only part of it), by its compressed start.
+  uint64_t last_cluster_start_ = UINT64_MAX;
+  std::vector<uint8_t> last_cluster_;
   uint64_t refcount_table_offset_ = 0, refcount_table_length_ = 0;
   bool refcount_table_parsed_ = false;
   uint64_t structure_end_ = 0;  // highest end of header, tables, data, refcount structures
