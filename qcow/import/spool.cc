@@ -87,8 +87,9 @@ void Spool::Put(uint64_t offset, std::span<const uint8_t> bytes) {
     if (prev->first + p.length == offset && !p.memory.empty() &&
         p.length + bytes.size() <= kMaxCoalesced) {
       memory_bytes_ -= Cost(p);
-      if (p.memory.capacity() < p.length + bytes.size()) {
-        p.memory.reserve(std::min<uint64_t>(kMaxCoalesced, 2 * (p.length + bytes.size())));
+      const uint64_t need = p.skip + p.length + bytes.size();
+      if (p.memory.capacity() < need) {
+        p.memory.reserve(std::max(need, std::min<uint64_t>(kMaxCoalesced, 2 * need)));
       }
       p.memory.insert(p.memory.end(), bytes.begin(), bytes.end());
       p.length += bytes.size();
@@ -98,7 +99,7 @@ void Spool::Put(uint64_t offset, std::span<const uint8_t> bytes) {
       return;
     }
   }
-  Piece piece{bytes.size(), {}};
+  Piece piece{bytes.size(), {}, 0};
   if (fits) {
     piece.memory.assign(bytes.begin(), bytes.end());
   } else {
@@ -121,7 +122,7 @@ void Spool::Visit(uint64_t start, uint64_t end,
     const uint64_t hi = std::min(end, it->first + it->second.length);
     if (lo >= hi) continue;
     if (!it->second.memory.empty()) {
-      fn(lo, std::span(it->second.memory).subspan(lo - it->first, hi - lo));
+      fn(lo, std::span(it->second.memory).subspan(it->second.skip + (lo - it->first), hi - lo));
       continue;
     }
     for (uint64_t pos = lo; pos < hi;) {
@@ -141,35 +142,60 @@ void Spool::Erase(uint64_t start, uint64_t end) {
   if (it != pieces_.begin() && std::prev(it)->first + std::prev(it)->second.length > start) --it;
   while (it != pieces_.end() && it->first < end) {
     const uint64_t a = it->first, b = a + it->second.length;
-    Piece piece = std::move(it->second);
-    it = pieces_.erase(it);
-    const bool in_memory = !piece.memory.empty();
-    bytes_ -= piece.length;
-    memory_bytes_ -= Cost(piece);
-    if (!in_memory) file_bytes_ -= piece.length;
-    auto keep = [&](uint64_t lo, uint64_t hi) {
-      Piece part{hi - lo, {}};
-      if (in_memory) {
-        part.memory.assign(piece.memory.begin() + (lo - a), piece.memory.begin() + (hi - a));
-      } else {
-        file_bytes_ += hi - lo;
-      }
-      memory_bytes_ += Cost(part);
-      bytes_ += hi - lo;
-      return pieces_.emplace(lo, std::move(part)).first;
-    };
-    if (!in_memory && fd_ >= 0) {
+    const uint64_t lo = std::max(a, start), hi = std::min(b, end);
+    Piece& p = it->second;
+    bytes_ -= hi - lo;
+    memory_bytes_ -= Cost(p);
+    if (p.memory.empty()) {
+      file_bytes_ -= hi - lo;
       // Give the space back; failure only costs disk space until the import ends.
-      (void)::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                        static_cast<off_t>(std::max(a, start)),
-                        static_cast<off_t>(std::min(b, end) - std::max(a, start)));
+      if (fd_ >= 0) {
+        (void)::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(lo),
+                          static_cast<off_t>(hi - lo));
+      }
     }
-    if (a < start) keep(a, start);
-    if (b > end) {
-      keep(end, b);
-      break;
+    if (a >= start && b <= end) {  // all of it
+      it = pieces_.erase(it);
+      continue;
     }
+    if (a < start && b > end) {  // its middle: the tail becomes a piece of its own
+      Piece tail{b - end, {}, 0};
+      if (!p.memory.empty()) {
+        const uint8_t* d = p.memory.data() + p.skip + (end - a);
+        tail.memory.assign(d, d + tail.length);
+      }
+      memory_bytes_ += Cost(tail);
+      pieces_.emplace(end, std::move(tail));
+    }
+    if (a < start) {  // keep its head
+      p.length = start - a;
+      if (!p.memory.empty()) p.memory.resize(p.skip + p.length);
+      Compact(p);
+      memory_bytes_ += Cost(p);
+      if (b > end) break;
+      ++it;
+      continue;
+    }
+    // Keep its tail, without copying: the front of its buffer is skipped.
+    auto node = pieces_.extract(it);
+    Piece& q = node.mapped();
+    if (!q.memory.empty()) q.skip += end - a;
+    q.length = b - end;
+    Compact(q);
+    memory_bytes_ += Cost(q);
+    node.key() = end;
+    pieces_.insert(std::move(node));
+    break;
   }
+}
+
+// A piece whose live bytes fill less than a quarter of its buffer gets a buffer of its own
+// size, so that memory follows what is held (each byte is copied at most a few times).
+void Spool::Compact(Piece& p) {
+  if (p.memory.empty() || p.length * 4 >= p.memory.capacity()) return;
+  std::vector<uint8_t> live(p.memory.begin() + p.skip, p.memory.begin() + p.skip + p.length);
+  p.memory = std::move(live);
+  p.skip = 0;
 }
 
 void Spool::Clear() {

@@ -67,11 +67,13 @@ class Spool {
   struct Piece {
     uint64_t length;
     std::vector<uint8_t> memory;  // empty when the piece lives in the temp file
+    uint64_t skip;                // the piece's bytes start this far into `memory`
   };
   void WriteFile(uint64_t offset, std::span<const uint8_t> bytes);
   void CheckLimit(uint64_t adding) const;
   void Track();
   static uint64_t Cost(const Piece& p);
+  static void Compact(Piece& p);
 
   Limits limits_;
   std::map<uint64_t, Piece> pieces_;

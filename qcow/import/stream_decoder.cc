@@ -16,9 +16,9 @@ constexpr uint64_t kReadChunk = 1u << 20;
 constexpr uint64_t kTableNodeBytes = 128;
 constexpr uint64_t kCompressedNodeBytes = 128;
 constexpr uint64_t kDecodedSpanBytes = 64;
-// Decoded compressed data stays a while in memory (RecentBytes): an eighth of the spool's
-// memory, at least 64 KiB.
-constexpr uint64_t kRecentShare = 8, kMinRecent = 64u << 10;
+// Decoded compressed data stays a while in memory (RecentBytes), for contrived images that
+// share it: a sixty-fourth of the spool's memory (4 MiB by default), at least 64 KiB.
+constexpr uint64_t kRecentShare = 64, kMinRecent = 64u << 10;
 
 std::string Range(uint64_t a, uint64_t b) { return Hex(a) + ".." + Hex(b); }
 
