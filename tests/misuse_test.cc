@@ -32,8 +32,18 @@ TEST(Misuse, MountingOverAQcowfsMountIsRefused) {
   EXPECT_EQ(DaemonPid(dir / "mnt"), first) << "a second daemon is serving";
 }
 
+// Unmounts `path` on destruction if a command under test mounted it after all.
+struct NoMountLeft {
+  std::string path;
+  ~NoMountLeft() {
+    for (int i = 0; i < 10 && IsMounted(path); ++i) Sh("fusermount3 -u " + Quote(path));
+    if (IsMounted(path)) Sh("umount -l " + Quote(path));
+  }
+};
+
 TEST(Misuse, DirectoryTargetsAndUnusableSpoolDirectoriesAreUsageErrors) {
   TempDir dir;
+  NoMountLeft guard{dir / "mnt"};
   const std::string img = BuildImage(dir, ValidImages()[0]);
   Sh("mkdir -p " + Quote(dir / "adir") + " " + Quote(dir / "mnt"));
   for (const std::string& cmd :
@@ -56,9 +66,9 @@ TEST(Misuse, DirectoryTargetsAndUnusableSpoolDirectoriesAreUsageErrors) {
       EXPECT_EQ(r.status, 2) << cmd << ": " << r.output;
       EXPECT_NE(r.output.find("--spool-dir"), std::string::npos) << r.output;
       EXPECT_EQ(Lines(r.output), 1) << r.output;
+      EXPECT_FALSE(IsMounted(dir / "mnt")) << cmd;
     }
   }
-  EXPECT_FALSE(IsMounted(dir / "mnt"));
 }
 
 TEST(Misuse, ServeOutlivesItsProgressReaderAndFailsClearlyWhenStopped) {
