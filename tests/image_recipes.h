@@ -29,7 +29,7 @@ std::string BuildImage(const TempDir& dir, const ImageRecipe& r);
 // Returns the image's virtual size from qemu-img info.
 uint64_t VirtualSize(const std::string& image);
 
-// Creates `path` of `size` bytes filled with a non-zero pattern (sparse beyond 1 GiB,
+// Creates `path` of `size` bytes filled with a non-zero pattern (sparse beyond 64 MiB,
 // with pattern blocks spread over it).
 void MakePatternTarget(const std::string& path, uint64_t size);
 

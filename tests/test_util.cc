@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <stdexcept>
 
@@ -86,9 +87,16 @@ uint8_t PatternByte(uint64_t offset) {
 }
 
 void PatternSource::ReadAt(uint64_t offset, uint8_t* out, uint64_t n) const {
-  for (uint64_t i = 0; i < n; ++i) {
-    uint64_t o = offset + i;
-    out[i] = o < size_ && allocated_.Contains(o >> cluster_bits_) ? PatternByte(o) : 0;
+  // One map lookup per cluster touched, then the bytes of that cluster.
+  const uint64_t cluster = uint64_t{1} << cluster_bits_;
+  for (uint64_t i = 0; i < n;) {
+    const uint64_t o = offset + i;
+    const uint64_t span = std::min(n - i, cluster - (o & (cluster - 1)));
+    const bool data = o < size_ && allocated_.Contains(o >> cluster_bits_);
+    for (uint64_t k = 0; k < span; ++k) {
+      out[i + k] = data && o + k < size_ ? PatternByte(o + k) : 0;
+    }
+    i += span;
   }
 }
 

@@ -18,7 +18,19 @@ uint64_t DivRoundUp(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
 template <typename ValueFn>
 void FillEntries(uint64_t within, uint64_t n, unsigned entry_size, uint8_t* out, ValueFn value) {
   uint64_t end = within + n;
-  for (uint64_t e = within / entry_size; e * entry_size < end; ++e) {
+  uint64_t e = within / entry_size;
+  // Whole entries straight into `out`; only a partial first or last entry goes through tmp.
+  if (within % entry_size == 0) {
+    for (; (e + 1) * entry_size <= end; ++e) {
+      uint8_t* at = out + (e * entry_size - within);
+      if (entry_size == 8) {
+        StoreBe64(at, value(e));
+      } else {
+        StoreBe16(at, static_cast<uint16_t>(value(e)));
+      }
+    }
+  }
+  for (; e * entry_size < end; ++e) {
     uint8_t tmp[8];
     uint64_t v = value(e);
     if (entry_size == 8) {

@@ -118,6 +118,13 @@ void RunIndex::Add(uint64_t host, uint64_t guest, uint64_t length) {
     Insert({host, length, guest});
     return;
   }
+  // The same range as segments already there (a cluster shared whole, the usual case):
+  // ranges are disjoint or identical, so all that overlap it are that range too.
+  if (Pos p = Seek(host); p.chunk != chunks_.end() && p.chunk->second[p.index].host == host &&
+                          p.chunk->second[p.index].length == length) {
+    Insert({host, length, guest});
+    return;
+  }
   // Shared host bytes: take out every segment overlapping the new one, cut them all at each
   // other's boundaries and put the pieces back, so that ranges stay disjoint or identical.
   std::vector<Segment> taken;
