@@ -36,15 +36,6 @@ qcow::ProgressFn ScanProgress(const std::string& source) {
 
 }  // namespace
 
-void AddExportOptions(CLI::App* cmd, ExportArgs& a) {
-  cmd->add_option("--cluster-size", a.cluster_size,
-                  "qcow2 cluster size, a power of two from 512 to 2M")
-      ->capture_default_str();
-  cmd->add_flag("--scan-zeros", a.scan_zeros,
-                "Read the disk once first and leave all-zero clusters out (progress on stderr)");
-  cmd->add_flag("--direct", a.direct, "Read the disk with O_DIRECT, bypassing the page cache");
-}
-
 PlannedExport PlanExport(const std::string& path, const ExportArgs& a) {
   const uint32_t bits = ClusterBits(a.cluster_size);
   PlannedExport p;

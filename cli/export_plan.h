@@ -1,7 +1,6 @@
 // Opening and planning an export, shared by `mount --export` and `stream`.
 #pragma once
 
-#include <CLI/CLI.hpp>
 #include <memory>
 #include <string>
 
@@ -15,9 +14,6 @@ struct ExportArgs {
   bool scan_zeros = false;
   bool direct = false;
 };
-
-// Adds --cluster-size, --scan-zeros and --direct to cmd.
-void AddExportOptions(CLI::App* cmd, ExportArgs& args);
 
 struct PlannedExport {
   std::unique_ptr<qcow::Source> source;

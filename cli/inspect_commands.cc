@@ -70,6 +70,8 @@ std::string TextList(const std::vector<std::string>& v) {
   return out.empty() ? "none" : out;
 }
 
+}  // namespace
+
 int RunInfo(const std::string& path, bool json) {
   const qcow::ImageReport r = qcow::InspectImage(path);
   if (!r.header) {
@@ -182,40 +184,6 @@ int RunMap(const std::string& source, const ExportArgs& args, bool json) {
   }
   if (json) std::printf("]\n");
   return kExitOk;
-}
-
-}  // namespace
-
-void AddInspectCommands(CLI::App& app, int* exit_code) {
-  auto info_path = std::make_shared<std::string>();
-  auto info_json = std::make_shared<bool>(false);
-  CLI::App* info = app.add_subcommand(
-      "info",
-      "Show a qcow2 image's header, features, sizes and any problem that would stop "
-      "its import");
-  info->add_option("image", *info_path, "qcow2 image file")->required();
-  info->add_flag("--json", *info_json, "Print JSON");
-  info->callback([=] { *exit_code = RunInfo(*info_path, *info_json); });
-
-  auto check_path = std::make_shared<std::string>();
-  CLI::App* check = app.add_subcommand(
-      "check",
-      "Run the import decoder's checks over a qcow2 image without writing anything; "
-      "exit 0 if it would import");
-  check->add_option("image", *check_path, "qcow2 image file")->required();
-  check->callback([=] { *exit_code = RunCheck(*check_path); });
-
-  auto map_source = std::make_shared<std::string>();
-  auto map_json = std::make_shared<bool>(false);
-  auto map_args = std::make_shared<ExportArgs>();
-  CLI::App* map = app.add_subcommand(
-      "map",
-      "List the extents qcowfs would export from a disk, like qemu-img map of the "
-      "exported image");
-  map->add_option("source", *map_source, "Disk (raw regular file or block device)")->required();
-  map->add_flag("--json", *map_json, "Print JSON in the style of qemu-img map --output=json");
-  AddExportOptions(map, *map_args);
-  map->callback([=] { *exit_code = RunMap(*map_source, *map_args, *map_json); });
 }
 
 }  // namespace qcowfs

@@ -1,11 +1,19 @@
-// The inspection subcommands: `info`, `check` and `map`.
+// The inspection subcommands: `info`, `check` and `map`. Each returns the exit status.
 #pragma once
 
-#include <CLI/CLI.hpp>
+#include <string>
+
+#include "cli/export_plan.h"
 
 namespace qcowfs {
 
-// Adds `info`, `check` and `map` to app; running them sets *exit_code.
-void AddInspectCommands(CLI::App& app, int* exit_code);
+// Prints an image's header, features and sizes (text or JSON), reading only its tables.
+int RunInfo(const std::string& path, bool json);
+
+// Runs the import decoder's checks over an image without writing anything.
+int RunCheck(const std::string& path);
+
+// Lists the extents an export of the source would hold.
+int RunMap(const std::string& source, const ExportArgs& args, bool json);
 
 }  // namespace qcowfs

@@ -26,20 +26,6 @@
 namespace qcowfs {
 namespace {
 
-struct MountArgs {
-  std::string export_source;
-  std::string import_target;
-  bool prezeroed = false;
-  SpoolArgs spool;
-  std::string mountpoint;
-  std::string export_name = "disk.qcow2";
-  std::vector<std::string> fuse_options;
-  bool foreground = false;
-  ExportArgs export_args;
-  unsigned readahead_kb = 0;
-  unsigned threads = 8;
-};
-
 std::string AbsoluteDirectory(const std::string& path) {
   char buf[PATH_MAX];
   if (!::realpath(path.c_str(), buf)) qcow::ThrowErrno("mountpoint " + path);
@@ -77,6 +63,8 @@ bool IsQcowfsMount(const std::string& path) {
   }
   return false;
 }
+
+}  // namespace
 
 int RunMount(const MountArgs& a) {
   if (a.export_source.empty() && a.import_target.empty()) {
@@ -147,47 +135,6 @@ int RunMount(const MountArgs& a) {
     };
   }
   return MountAndServe(Operations(), &files, config);
-}
-
-}  // namespace
-
-void AddMountCommand(CLI::App& app, int* exit_code) {
-  auto args = std::make_shared<MountArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "mount",
-      "Mount a directory that presents a disk as a read-only qcow2 file (--export) and/or "
-      "decodes qcow2 images written into it into a disk (--import)");
-  cmd->footer(
-      "Files in the mount:\n"
-      "  disk.qcow2     (--export) the disk as a qcow2 image, computed on the fly\n"
-      "  import.qcow2   (--import) write a qcow2 image here (cat, cp, dd); close() returns 0\n"
-      "                 only once it is decoded, written and fsynced, else EIO, or EFBIG\n"
-      "                 when the image is larger than the target\n"
-      "  import.status  (--import) state, bytes received and written, virtual size, error\n"
-      "Unmount with fusermount3 -u MOUNTPOINT. Exit status: 0 mounted, 1 failure, 2 usage.");
-  cmd->add_option("--export", args->export_source,
-                  "Disk to present as MOUNTPOINT/disk.qcow2 (raw regular file or block "
-                  "device), opened read-only");
-  cmd->add_option("--import", args->import_target,
-                  "Disk to decode images written to MOUNTPOINT/import.qcow2 into (raw regular "
-                  "file or block device, at least the image's virtual size)");
-  cmd->add_option("mountpoint", args->mountpoint, "Existing directory to mount on")->required();
-  cmd->add_flag("-f,--foreground", args->foreground,
-                "Stay in the foreground and log to stderr (default: daemon logging to syslog)");
-  cmd->add_option("-o", args->fuse_options,
-                  "FUSE mount options, comma-separated (e.g. allow_other); repeatable");
-  cmd->add_option("--export-name", args->export_name, "Name of the image file in the mount")
-      ->capture_default_str();
-  AddExportOptions(cmd, args->export_args);
-  cmd->add_option("--readahead", args->readahead_kb,
-                  "Kernel readahead for the mount in KiB (default: two read requests)");
-  cmd->add_flag("--prezeroed", args->prezeroed,
-                "Import: the target already reads as zeros, so unallocated ranges are skipped");
-  AddSpoolOptions(cmd, args->spool);
-  cmd->add_option("--threads", args->threads, "Maximum threads serving requests")
-      ->check(CLI::Range(1u, 64u))
-      ->capture_default_str();
-  cmd->callback([args, exit_code] { *exit_code = RunMount(*args); });
 }
 
 }  // namespace qcowfs

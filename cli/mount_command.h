@@ -1,11 +1,30 @@
 // The `qcowfs mount` subcommand.
 #pragma once
 
-#include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
+
+#include "cli/export_plan.h"
+#include "cli/spool_options.h"
 
 namespace qcowfs {
 
-// Adds `mount` to app; running it sets *exit_code.
-void AddMountCommand(CLI::App& app, int* exit_code);
+// What `mount` was asked to do (options in cli/command_line.cc).
+struct MountArgs {
+  std::string export_source;
+  std::string import_target;
+  bool prezeroed = false;
+  SpoolArgs spool;
+  std::string mountpoint;
+  std::string export_name = "disk.qcow2";
+  std::vector<std::string> fuse_options;
+  bool foreground = false;
+  ExportArgs export_args;
+  unsigned readahead_kb = 0;
+  unsigned threads = 8;
+};
+
+// Mounts and serves until unmounted; returns the exit status.
+int RunMount(const MountArgs& args);
 
 }  // namespace qcowfs

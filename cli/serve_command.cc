@@ -23,19 +23,6 @@
 namespace qcowfs {
 namespace {
 
-struct ServeArgs {
-  std::string source;
-  std::optional<int> source_fd;
-  std::string destination;
-  std::string destination_size;
-  bool prezeroed = false;
-  bool direct = false;
-  bool progress = false, machine = false;
-  std::optional<int> progress_fd;
-  SpoolArgs spool;
-  XapiArgs xapi;
-};
-
 // The signal that asked serve to stop, or 0. A stopped import must say so and fail, not
 // die silently or report success.
 volatile sig_atomic_t stop_signal = 0;
@@ -49,6 +36,8 @@ void CatchStopSignals() {
   sa.sa_flags = 0;  // no SA_RESTART: a blocked read returns EINTR and the loop sees it
   for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaction(sig, &sa, nullptr);
 }
+
+}  // namespace
 
 int RunServe(const ServeArgs& a) {
   CheckXapiOptions(a.xapi, "source");
@@ -124,49 +113,6 @@ int RunServe(const ServeArgs& a) {
   }
   progress.Complete();
   return kExitOk;
-}
-
-void AddServeOptions(CLI::App* cmd, ServeArgs& a) {
-  cmd->add_option("--destination-size", a.destination_size,
-                  "Bytes of image on the input (xapi passes the HTTP Content-Length): read "
-                  "exactly this many, then finish");
-  cmd->add_flag("--prezeroed", a.prezeroed,
-                "The target already reads as zeros: skip zeroing unallocated ranges");
-  cmd->add_flag("--direct", a.direct,
-                "xapi compatibility: accepted; the target is always fsynced before success");
-  cmd->add_flag("--progress", a.progress, "Show progress: a bar on stderr when it is a terminal");
-  cmd->add_flag("--machine", a.machine,
-                "With --progress: print the percentage as three digits each time it changes, "
-                "ending with 100, on stdout or --progress-fd");
-  cmd->add_option("--progress-fd", a.progress_fd, "Descriptor for --progress --machine output");
-  AddSpoolOptions(cmd, a.spool);
-}
-
-}  // namespace
-
-void AddServeCommands(CLI::App& app, int* exit_code) {
-  auto a = std::make_shared<ServeArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "serve", "Decode a qcow2 image read from a socket, pipe, file or descriptor into a disk");
-  cmd->add_option("--source", a->source,
-                  "Where the image comes from: - or stdin: (default), fd:N, tcp:HOST:PORT "
-                  "(listen, accept one), unix:PATH (listen, accept one), or a file");
-  cmd->add_option("--source-fd", a->source_fd, "Read the image from this descriptor");
-  cmd->add_option("--destination", a->destination,
-                  "Target disk: file:///PATH, a path, or a block device")
-      ->required();
-  AddServeOptions(cmd, *a);
-  AddXapiOptions(cmd, a->xapi);
-  cmd->callback([a, exit_code] { *exit_code = RunServe(*a); });
-
-  auto d = std::make_shared<ServeArgs>();
-  CLI::App* decode =
-      app.add_subcommand("stream_decode",
-                         "Decode a qcow2 image from stdin into TARGET (the form XCP-ng's qcow2 "
-                         "importer uses; same as serve --source - --destination TARGET)");
-  decode->add_option("target", d->destination, "Target disk")->required();
-  AddServeOptions(decode, *d);
-  decode->callback([d, exit_code] { *exit_code = RunServe(*d); });
 }
 
 }  // namespace qcowfs

@@ -1,11 +1,29 @@
 // The `qcowfs serve` and `qcowfs stream_decode` subcommands: the import without FUSE.
 #pragma once
 
-#include <CLI/CLI.hpp>
+#include <optional>
+#include <string>
+
+#include "cli/spool_options.h"
+#include "cli/xapi_options.h"
 
 namespace qcowfs {
 
-// Adds `serve` and `stream_decode` to app; running them sets *exit_code.
-void AddServeCommands(CLI::App& app, int* exit_code);
+// What `serve` and `stream_decode` were asked to do (options in cli/command_line.cc).
+struct ServeArgs {
+  std::string source;
+  std::optional<int> source_fd;
+  std::string destination;
+  std::string destination_size;
+  bool prezeroed = false;
+  bool direct = false;
+  bool progress = false, machine = false;
+  std::optional<int> progress_fd;
+  SpoolArgs spool;
+  XapiArgs xapi;
+};
+
+// Decodes the image from the source into the destination; returns the exit status.
+int RunServe(const ServeArgs& args);
 
 }  // namespace qcowfs

@@ -1,7 +1,6 @@
 // The import spool's options, shared by `mount --import` and `serve`.
 #pragma once
 
-#include <CLI/CLI.hpp>
 #include <string>
 
 #include "qcow/import/spool.h"
@@ -13,9 +12,6 @@ struct SpoolArgs {
   std::string dir;  // empty: $TMPDIR or /tmp
   std::string limit = "8G";
 };
-
-// Adds --spool-memory, --spool-dir and --spool-limit to cmd.
-void AddSpoolOptions(CLI::App* cmd, SpoolArgs& args);
 
 // Returns the limits the options describe; throws UsageError for bad sizes.
 qcow::Spool::Limits SpoolLimits(const SpoolArgs& args);

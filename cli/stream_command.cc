@@ -13,17 +13,6 @@
 #include "qcow/format/errors.h"
 
 namespace qcowfs {
-namespace {
-
-struct StreamArgs {
-  std::string source;
-  std::string destination;
-  std::optional<int> destination_fd;
-  ExportArgs export_args;
-  bool progress = false, machine = false;
-  std::optional<int> progress_fd;
-  XapiArgs xapi;
-};
 
 int RunStream(const StreamArgs& a) {
   CheckXapiOptions(a.xapi, "destination");
@@ -46,30 +35,6 @@ int RunStream(const StreamArgs& a) {
                     [&](uint64_t done, uint64_t total) { progress.Update(done, total); });
   progress.Complete();
   return kExitOk;
-}
-
-}  // namespace
-
-void AddStreamCommand(CLI::App& app, int* exit_code) {
-  auto a = std::make_shared<StreamArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "stream",
-      "Write a disk as a qcow2 image (the bytes the mount's disk.qcow2 shows) to a "
-      "socket, pipe, file or descriptor");
-  cmd->add_option("--source", a->source, "Disk to export (raw regular file or block device)")
-      ->required();
-  cmd->add_option("--destination", a->destination,
-                  "Where the image goes: - or stdout:, fd:N, tcp:HOST:PORT, unix:PATH, "
-                  "file:///PATH or a path, null:");
-  cmd->add_option("--destination-fd", a->destination_fd, "Write the image to this descriptor");
-  AddExportOptions(cmd, a->export_args);
-  cmd->add_flag("--progress", a->progress, "Show progress: a bar on stderr when it is a terminal");
-  cmd->add_flag("--machine", a->machine,
-                "With --progress: print the percentage as three digits each time it changes, "
-                "ending with 100, on stdout or --progress-fd");
-  cmd->add_option("--progress-fd", a->progress_fd, "Descriptor for --progress --machine output");
-  AddXapiOptions(cmd, a->xapi);
-  cmd->callback([a, exit_code] { *exit_code = RunStream(*a); });
 }
 
 }  // namespace qcowfs

@@ -1,11 +1,26 @@
 // The `qcowfs stream` subcommand: the export without FUSE.
 #pragma once
 
-#include <CLI/CLI.hpp>
+#include <optional>
+#include <string>
+
+#include "cli/export_plan.h"
+#include "cli/xapi_options.h"
 
 namespace qcowfs {
 
-// Adds `stream` to app; running it sets *exit_code.
-void AddStreamCommand(CLI::App& app, int* exit_code);
+// What `stream` was asked to do (options in cli/command_line.cc).
+struct StreamArgs {
+  std::string source;
+  std::string destination;
+  std::optional<int> destination_fd;
+  ExportArgs export_args;
+  bool progress = false, machine = false;
+  std::optional<int> progress_fd;
+  XapiArgs xapi;
+};
+
+// Writes the source's image to the destination; returns the exit status.
+int RunStream(const StreamArgs& args);
 
 }  // namespace qcowfs

@@ -4,22 +4,6 @@
 
 namespace qcowfs {
 
-void AddXapiOptions(CLI::App* cmd, XapiArgs& a) {
-  cmd->add_option("--source-protocol", a.source_protocol,
-                  "xapi compatibility: only 'none' (read the source directly)");
-  cmd->add_option("--destination-protocol", a.destination_protocol,
-                  "xapi compatibility: only 'none' (write the destination directly)");
-  cmd->add_option("--source-format", a.source_format,
-                  "xapi compatibility: 'raw' for stream, 'qcow2' for serve");
-  cmd->add_option("--destination-format", a.destination_format,
-                  "xapi compatibility: 'qcow2' for stream, 'raw' for serve");
-  cmd->add_option("--tar-filename-prefix", a.tar_filename_prefix,
-                  "xapi compatibility: accepted, no effect (no tar protocol)");
-  cmd->add_option("--path", a.path, "xapi compatibility: accepted, no effect (no parent search)");
-  cmd->add_option("--relative-to", a.relative_to,
-                  "xapi compatibility: refused (deltas are not supported yet)");
-}
-
 void CheckXapiOptions(const XapiArgs& a, const std::string& image_side) {
   for (const auto& [name, value] : {std::pair{"--source-protocol", a.source_protocol},
                                     std::pair{"--destination-protocol", a.destination_protocol}}) {

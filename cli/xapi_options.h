@@ -2,7 +2,6 @@
 // refused with a clear message where they cannot be honoured.
 #pragma once
 
-#include <CLI/CLI.hpp>
 #include <string>
 
 namespace qcowfs {
@@ -16,9 +15,6 @@ struct XapiArgs {
   std::string path;
   std::string relative_to;
 };
-
-// Adds the compatibility options to cmd.
-void AddXapiOptions(CLI::App* cmd, XapiArgs& args);
 
 // Throws UsageError unless the options describe `image_side` ("source" or "destination")
 // as qcow2 and the other side as raw, with no protocol and no delta.

@@ -1,0 +1,234 @@
+// The command line: every subcommand and option, and how errors map to exit statuses.
+// The only file that includes CLI11 (a header-only library that is slow to compile).
+#include "cli/command_line.h"
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <memory>
+#include <system_error>
+
+#include "cli/exit_codes.h"
+#include "cli/export_plan.h"
+#include "cli/inspect_commands.h"
+#include "cli/mount_command.h"
+#include "cli/serve_command.h"
+#include "cli/spool_options.h"
+#include "cli/stream_command.h"
+#include "cli/xapi_options.h"
+#include "qcow/format/errors.h"
+
+#ifndef QCOWFS_VERSION
+#define QCOWFS_VERSION "0"
+#endif
+
+namespace qcowfs {
+namespace {
+
+void AddSpoolOptions(CLI::App* cmd, SpoolArgs& a) {
+  cmd->add_option("--spool-memory", a.memory,
+                  "Import: memory for image bytes that arrive before the tables that map them")
+      ->capture_default_str();
+  cmd->add_option("--spool-dir", a.dir,
+                  "Import: directory for spooled bytes beyond --spool-memory (default: $TMPDIR "
+                  "or /tmp)");
+  cmd->add_option("--spool-limit", a.limit,
+                  "Import: most bytes ever spooled; an image needing more fails")
+      ->capture_default_str();
+}
+
+void AddXapiOptions(CLI::App* cmd, XapiArgs& a) {
+  cmd->add_option("--source-protocol", a.source_protocol,
+                  "xapi compatibility: only 'none' (read the source directly)");
+  cmd->add_option("--destination-protocol", a.destination_protocol,
+                  "xapi compatibility: only 'none' (write the destination directly)");
+  cmd->add_option("--source-format", a.source_format,
+                  "xapi compatibility: 'raw' for stream, 'qcow2' for serve");
+  cmd->add_option("--destination-format", a.destination_format,
+                  "xapi compatibility: 'qcow2' for stream, 'raw' for serve");
+  cmd->add_option("--tar-filename-prefix", a.tar_filename_prefix,
+                  "xapi compatibility: accepted, no effect (no tar protocol)");
+  cmd->add_option("--path", a.path, "xapi compatibility: accepted, no effect (no parent search)");
+  cmd->add_option("--relative-to", a.relative_to,
+                  "xapi compatibility: refused (deltas are not supported yet)");
+}
+
+void AddExportOptions(CLI::App* cmd, ExportArgs& a) {
+  cmd->add_option("--cluster-size", a.cluster_size,
+                  "qcow2 cluster size, a power of two from 512 to 2M")
+      ->capture_default_str();
+  cmd->add_flag("--scan-zeros", a.scan_zeros,
+                "Read the disk once first and leave all-zero clusters out (progress on stderr)");
+  cmd->add_flag("--direct", a.direct, "Read the disk with O_DIRECT, bypassing the page cache");
+}
+
+void AddServeOptions(CLI::App* cmd, ServeArgs& a) {
+  cmd->add_option("--destination-size", a.destination_size,
+                  "Bytes of image on the input (xapi passes the HTTP Content-Length): read "
+                  "exactly this many, then finish");
+  cmd->add_flag("--prezeroed", a.prezeroed,
+                "The target already reads as zeros: skip zeroing unallocated ranges");
+  cmd->add_flag("--direct", a.direct,
+                "xapi compatibility: accepted; the target is always fsynced before success");
+  cmd->add_flag("--progress", a.progress, "Show progress: a bar on stderr when it is a terminal");
+  cmd->add_flag("--machine", a.machine,
+                "With --progress: print the percentage as three digits each time it changes, "
+                "ending with 100, on stdout or --progress-fd");
+  cmd->add_option("--progress-fd", a.progress_fd, "Descriptor for --progress --machine output");
+  AddSpoolOptions(cmd, a.spool);
+}
+
+void AddMountCommand(CLI::App& app, int* exit_code) {
+  auto args = std::make_shared<MountArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "mount",
+      "Mount a directory that presents a disk as a read-only qcow2 file (--export) and/or "
+      "decodes qcow2 images written into it into a disk (--import)");
+  cmd->footer(
+      "Files in the mount:\n"
+      "  disk.qcow2     (--export) the disk as a qcow2 image, computed on the fly\n"
+      "  import.qcow2   (--import) write a qcow2 image here (cat, cp, dd); close() returns 0\n"
+      "                 only once it is decoded, written and fsynced, else EIO, or EFBIG\n"
+      "                 when the image is larger than the target\n"
+      "  import.status  (--import) state, bytes received and written, virtual size, error\n"
+      "Unmount with fusermount3 -u MOUNTPOINT. Exit status: 0 mounted, 1 failure, 2 usage.");
+  cmd->add_option("--export", args->export_source,
+                  "Disk to present as MOUNTPOINT/disk.qcow2 (raw regular file or block "
+                  "device), opened read-only");
+  cmd->add_option("--import", args->import_target,
+                  "Disk to decode images written to MOUNTPOINT/import.qcow2 into (raw regular "
+                  "file or block device, at least the image's virtual size)");
+  cmd->add_option("mountpoint", args->mountpoint, "Existing directory to mount on")->required();
+  cmd->add_flag("-f,--foreground", args->foreground,
+                "Stay in the foreground and log to stderr (default: daemon logging to syslog)");
+  cmd->add_option("-o", args->fuse_options,
+                  "FUSE mount options, comma-separated (e.g. allow_other); repeatable");
+  cmd->add_option("--export-name", args->export_name, "Name of the image file in the mount")
+      ->capture_default_str();
+  AddExportOptions(cmd, args->export_args);
+  cmd->add_option("--readahead", args->readahead_kb,
+                  "Kernel readahead for the mount in KiB (default: two read requests)");
+  cmd->add_flag("--prezeroed", args->prezeroed,
+                "Import: the target already reads as zeros, so unallocated ranges are skipped");
+  AddSpoolOptions(cmd, args->spool);
+  cmd->add_option("--threads", args->threads, "Maximum threads serving requests")
+      ->check(CLI::Range(1u, 64u))
+      ->capture_default_str();
+  cmd->callback([args, exit_code] { *exit_code = RunMount(*args); });
+}
+
+void AddStreamCommand(CLI::App& app, int* exit_code) {
+  auto a = std::make_shared<StreamArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "stream",
+      "Write a disk as a qcow2 image (the bytes the mount's disk.qcow2 shows) to a "
+      "socket, pipe, file or descriptor");
+  cmd->add_option("--source", a->source, "Disk to export (raw regular file or block device)")
+      ->required();
+  cmd->add_option("--destination", a->destination,
+                  "Where the image goes: - or stdout:, fd:N, tcp:HOST:PORT, unix:PATH, "
+                  "file:///PATH or a path, null:");
+  cmd->add_option("--destination-fd", a->destination_fd, "Write the image to this descriptor");
+  AddExportOptions(cmd, a->export_args);
+  cmd->add_flag("--progress", a->progress, "Show progress: a bar on stderr when it is a terminal");
+  cmd->add_flag("--machine", a->machine,
+                "With --progress: print the percentage as three digits each time it changes, "
+                "ending with 100, on stdout or --progress-fd");
+  cmd->add_option("--progress-fd", a->progress_fd, "Descriptor for --progress --machine output");
+  AddXapiOptions(cmd, a->xapi);
+  cmd->callback([a, exit_code] { *exit_code = RunStream(*a); });
+}
+
+void AddServeCommands(CLI::App& app, int* exit_code) {
+  auto a = std::make_shared<ServeArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "serve", "Decode a qcow2 image read from a socket, pipe, file or descriptor into a disk");
+  cmd->add_option("--source", a->source,
+                  "Where the image comes from: - or stdin: (default), fd:N, tcp:HOST:PORT "
+                  "(listen, accept one), unix:PATH (listen, accept one), or a file");
+  cmd->add_option("--source-fd", a->source_fd, "Read the image from this descriptor");
+  cmd->add_option("--destination", a->destination,
+                  "Target disk: file:///PATH, a path, or a block device")
+      ->required();
+  AddServeOptions(cmd, *a);
+  AddXapiOptions(cmd, a->xapi);
+  cmd->callback([a, exit_code] { *exit_code = RunServe(*a); });
+
+  auto d = std::make_shared<ServeArgs>();
+  CLI::App* decode =
+      app.add_subcommand("stream_decode",
+                         "Decode a qcow2 image from stdin into TARGET (the form XCP-ng's qcow2 "
+                         "importer uses; same as serve --source - --destination TARGET)");
+  decode->add_option("target", d->destination, "Target disk")->required();
+  AddServeOptions(decode, *d);
+  decode->callback([d, exit_code] { *exit_code = RunServe(*d); });
+}
+
+void AddInspectCommands(CLI::App& app, int* exit_code) {
+  auto info_path = std::make_shared<std::string>();
+  auto info_json = std::make_shared<bool>(false);
+  CLI::App* info = app.add_subcommand(
+      "info",
+      "Show a qcow2 image's header, features, sizes and any problem that would stop "
+      "its import");
+  info->add_option("image", *info_path, "qcow2 image file")->required();
+  info->add_flag("--json", *info_json, "Print JSON");
+  info->callback([=] { *exit_code = RunInfo(*info_path, *info_json); });
+
+  auto check_path = std::make_shared<std::string>();
+  CLI::App* check = app.add_subcommand(
+      "check",
+      "Run the import decoder's checks over a qcow2 image without writing anything; "
+      "exit 0 if it would import");
+  check->add_option("image", *check_path, "qcow2 image file")->required();
+  check->callback([=] { *exit_code = RunCheck(*check_path); });
+
+  auto map_source = std::make_shared<std::string>();
+  auto map_json = std::make_shared<bool>(false);
+  auto map_args = std::make_shared<ExportArgs>();
+  CLI::App* map = app.add_subcommand(
+      "map",
+      "List the extents qcowfs would export from a disk, like qemu-img map of the "
+      "exported image");
+  map->add_option("source", *map_source, "Disk (raw regular file or block device)")->required();
+  map->add_flag("--json", *map_json, "Print JSON in the style of qemu-img map --output=json");
+  AddExportOptions(map, *map_args);
+  map->callback([=] { *exit_code = RunMap(*map_source, *map_args, *map_json); });
+}
+
+// The exit status for an error that ended a command.
+int ExitCodeFor(const std::exception& e) {
+  if (dynamic_cast<const qcow::UsageError*>(&e)) return kExitUsage;
+  if (dynamic_cast<const qcow::FormatError*>(&e)) return kExitFormat;
+  return kExitFailure;
+}
+
+}  // namespace
+
+int RunCommandLine(int argc, char** argv) {
+  CLI::App app("qcowfs: present disks as qcow2 files and decode qcow2 images into disks", "qcowfs");
+  app.set_version_flag("--version", QCOWFS_VERSION);
+  app.require_subcommand(1);
+  int exit_code = kExitOk;
+  AddMountCommand(app, &exit_code);
+  AddStreamCommand(app, &exit_code);
+  AddServeCommands(app, &exit_code);
+  AddInspectCommands(app, &exit_code);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "qcowfs: error: %s (see qcowfs --help)\n", e.what());
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "qcowfs: error: %s\n", e.what());
+    return ExitCodeFor(e);
+  }
+  return exit_code;
+}
+
+}  // namespace qcowfs
