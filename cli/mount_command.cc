@@ -1,8 +1,11 @@
 #include "cli/mount_command.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <climits>
 #include <cstdlib>
 #include <fstream>
@@ -66,6 +69,34 @@ bool IsQcowfsMount(const std::string& path) {
 
 }  // namespace
 
+// An open descriptor, closed when it goes out of scope.
+class FileDescriptor {
+ public:
+  explicit FileDescriptor(int fd) : fd_(fd) {}
+  FileDescriptor(const FileDescriptor&) = delete;
+  FileDescriptor& operator=(const FileDescriptor&) = delete;
+  FileDescriptor(FileDescriptor&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  ~FileDescriptor() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// Takes an exclusive lock on the directory, waiting up to a minute for another qcowfs that
+// is mounting there.
+FileDescriptor LockDirectory(const std::string& dir) {
+  FileDescriptor fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0) qcow::ThrowErrno("mountpoint " + dir);
+  for (int i = 0; ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0; ++i) {
+    if (errno != EWOULDBLOCK || i == 600) qcow::ThrowErrno("locking mountpoint " + dir);
+    ::usleep(100'000);
+  }
+  return fd;
+}
+
 int RunMount(const MountArgs& a) {
   if (a.export_source.empty() && a.import_target.empty()) {
     throw qcow::UsageError(
@@ -81,6 +112,10 @@ int RunMount(const MountArgs& a) {
   }
   MountConfig config;
   config.mountpoint = AbsoluteDirectory(a.mountpoint);
+  // Held until the mount is in place, so that of several qcowfs started at once on one
+  // directory the later ones see the first one's mount and refuse.
+  FileDescriptor lock = LockDirectory(config.mountpoint);
+  config.lock_fd = lock.get();
   if (IsQcowfsMount(config.mountpoint)) {
     throw std::runtime_error(config.mountpoint +
                              " is already a qcowfs mount; unmount it first (fusermount3 -u " +

@@ -37,7 +37,8 @@ void Progress::Emit(int percent) {
 
 void Progress::Update(uint64_t done, uint64_t total) {
   total_ = total;
-  int percent = total ? static_cast<int>(std::min(done, total) * 100 / total) : 100;
+  // A total of 0 is not known yet: nothing to show but 0%.
+  int percent = total ? static_cast<int>(std::min(done, total) * 100 / total) : 0;
   if (percent > 99) percent = 99;  // 100 only once the work is complete
   // Totals can grow as an import learns the image's size: never show a step back.
   percent = std::max(percent, last_);

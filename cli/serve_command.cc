@@ -1,5 +1,6 @@
 #include "cli/serve_command.h"
 
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -29,12 +30,27 @@ volatile sig_atomic_t stop_signal = 0;
 
 void OnStopSignal(int sig) { stop_signal = sig; }
 
+// How long a sender may pause after the image before serve closes the input.
+constexpr int kDrainPauseMs = 500;
+
 void CatchStopSignals() {
   struct sigaction sa {};
   sa.sa_handler = OnStopSignal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = 0;  // no SA_RESTART: a blocked read returns EINTR and the loop sees it
   for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaction(sig, &sa, nullptr);
+}
+
+// After an image that ended before its input did: reads and discards what the sender still
+// has in flight (bytes past everything the image names, such as the tail of a snapshot
+// table), until end of input or a pause, so that closing does not reset its connection.
+void DrainInput(int fd) {
+  std::vector<uint8_t> buf(1u << 20);
+  for (;;) {
+    struct pollfd p = {fd, POLLIN, 0};
+    if (::poll(&p, 1, kDrainPauseMs) <= 0) return;
+    if (::read(fd, buf.data(), buf.size()) <= 0) return;
+  }
 }
 
 }  // namespace
@@ -74,6 +90,7 @@ int RunServe(const ServeArgs& a) {
   std::vector<uint8_t> buf(4u << 20);
   uint64_t offset = 0;
   int rc = 0;
+  bool ended_early = false;
   for (;;) {
     if (stop_signal) {
       job.Abort("interrupted by signal " + std::to_string(stop_signal) + " (" +
@@ -89,9 +106,11 @@ int RunServe(const ServeArgs& a) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) qcow::ThrowErrno("reading the image from " + in.description());
     if (n == 0) {
-      if (input_size && !file) {
+      if (input_size) {
         job.Abort("the input ended after " + std::to_string(offset) + " of the " +
-                  std::to_string(*input_size) + " bytes that --destination-size announced");
+                  std::to_string(*input_size) +
+                  (a.destination_size.empty() ? " bytes the file held when the import began"
+                                              : " bytes that --destination-size announced"));
         rc = EIO;
       }
       break;
@@ -104,7 +123,10 @@ int RunServe(const ServeArgs& a) {
     progress.Update(done, total);
     // Without a length, stop as soon as the image is complete: an HTTP client keeps its
     // side open for the reply, so the end of input may never come.
-    if (!input_size && job.Complete(handle)) break;
+    if (!input_size && job.Complete(handle)) {
+      ended_early = true;
+      break;
+    }
   }
   if (!rc) rc = job.Finish(handle);
   if (rc) {
@@ -112,6 +134,7 @@ int RunServe(const ServeArgs& a) {
     return job.image_at_fault() ? kExitFormat : kExitFailure;
   }
   progress.Complete();
+  if (ended_early) DrainInput(in.fd());
   return kExitOk;
 }
 

@@ -434,6 +434,24 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
   }
 }
 
+// Preallocation of the import file (posix_fallocate, downloaders that reserve space): it
+// only sets the image's size. Without it glibc emulates fallocate by writing a zero byte
+// into every block, which would collide with the image's real bytes.
+void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                 fuse_file_info* fi) {
+  try {
+    MountedFiles& fs = Fs(req);
+    if (ino != kImportIno || !fs.import) return (void)fuse_reply_err(req, EROFS);
+    if (mode & ~FALLOC_FL_KEEP_SIZE) return (void)fuse_reply_err(req, EOPNOTSUPP);
+    if (offset < 0 || length <= 0) return (void)fuse_reply_err(req, EINVAL);
+    if (mode & FALLOC_FL_KEEP_SIZE) return (void)fuse_reply_err(req, 0);
+    fuse_reply_err(req, fs.import->Extend(
+                            fi->fh, static_cast<uint64_t>(offset) + static_cast<uint64_t>(length)));
+  } catch (...) {
+    ReplyError(req, "fallocate");
+  }
+}
+
 // Everything that would change the tree: the mount's files are fixed.
 void OpMknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { fuse_reply_err(req, EROFS); }
 void OpMkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) { fuse_reply_err(req, EROFS); }
@@ -462,6 +480,7 @@ const fuse_lowlevel_ops& Operations() {
     o.fsync = OpFsync;
     o.release = OpRelease;
     o.setattr = OpSetattr;
+    o.fallocate = OpFallocate;
     o.mknod = OpMknod;
     o.mkdir = OpMkdir;
     o.unlink = OpUnlink;

@@ -85,7 +85,9 @@ int Serve(const fuse_lowlevel_ops& ops, void* userdata, const MountConfig& confi
   if (fuse_set_signal_handlers(se.get()) != 0) {
     throw std::runtime_error("cannot install signal handlers");
   }
-  if (fuse_session_mount(se.get(), config.mountpoint.c_str()) != 0) {
+  const bool mounted = fuse_session_mount(se.get(), config.mountpoint.c_str()) == 0;
+  if (config.lock_fd >= 0) ::close(config.lock_fd);
+  if (!mounted) {
     fuse_remove_signal_handlers(se.get());
     throw std::runtime_error("cannot mount on " + config.mountpoint);
   }

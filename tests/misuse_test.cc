@@ -18,6 +18,12 @@ std::string Q() { return QcowfsBinary(); }
 
 int Lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
 
+size_t CountOf(const std::string& s, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
+  return n;
+}
+
 TEST(Misuse, MountingOverAQcowfsMountIsRefused) {
   TempDir dir;
   WriteAt(dir / "src", 0, RandomBytes(1 << 20, 1));
@@ -40,6 +46,25 @@ struct NoMountLeft {
     if (IsMounted(path)) Sh("umount -l " + Quote(path));
   }
 };
+
+// Several qcowfs started at once on one directory: one mounts, the others refuse.
+TEST(Misuse, ConcurrentMountsOnOneDirectoryStackNothing) {
+  TempDir dir;
+  WriteAt(dir / "src", 0, RandomBytes(1 << 20, 1));
+  Sh("mkdir -p " + Quote(dir / "mnt"));
+  NoMountLeft guard{dir / "mnt"};
+  for (int round = 0; round < 5; ++round) {
+    const std::string one = "timeout 60 " + Q() + " mount --export " + Quote(dir / "src") + " " +
+                            Quote(dir / "mnt") + " 2>&1; echo \"exit $?\"";
+    auto r = Sh("(" + one + ") & (" + one + ") & (" + one + ") & wait");
+    EXPECT_EQ(CountOf(r.output, "exit 0"), 1u) << r.output;
+    EXPECT_EQ(CountOf(r.output, "is already a qcowfs mount"), 2u) << r.output;
+    auto mounts = Sh("grep -c ' " + (dir / "mnt") + " ' /proc/mounts");
+    EXPECT_EQ(mounts.output, "1\n") << "round " << round;
+    for (int i = 0; i < 5 && IsMounted(dir / "mnt"); ++i)
+      Sh("fusermount3 -u " + Quote(dir / "mnt"));
+  }
+}
 
 TEST(Misuse, DirectoryTargetsAndUnusableSpoolDirectoriesAreUsageErrors) {
   TempDir dir;

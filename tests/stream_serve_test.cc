@@ -261,6 +261,16 @@ TEST_F(StreamServe, XapiCommandLinesRunEndToEnd) {
                Quote(dir_ / "vdi"))
                 .status,
             0);
+  // A file shorter than the --destination-size announced is a failure, as a socket is.
+  for (const std::string how : {"--source-fd 4 4<", "--source"}) {
+    auto r = Sh(Q() + " serve --destination " + Quote(dir_ / "vdi") + " --destination-size " +
+                std::to_string(ReadFile(dir_ / "export.qcow2").size() + 65536) + " " + how + " " +
+                Quote(dir_ / "export.qcow2"));
+    EXPECT_EQ(r.status, 1) << how << ": " << r.output;
+    EXPECT_NE(r.output.find("bytes that --destination-size announced"), std::string::npos)
+        << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  }
   // What cannot be honoured is refused with a clear line.
   for (const std::string bad : {"--destination-format vhd", "--relative-to /dev/sm/parent",
                                 "--destination-protocol nbd", "--source-format vhd"}) {

@@ -151,6 +151,20 @@ const std::vector<ImageRecipe>& LargeImages() {
        "truncate -s 64M raw && head -c 15M /dev/urandom | base64 -w0 | head -c 20M | "
        "dd of=raw bs=1M seek=30 conv=notrunc status=none && "
        "qemu-img convert -c -f raw -O qcow2 raw img.qcow2"},
+      // Valid images that go on past their active tree: an internal snapshot's data and
+      // the snapshot table, a persistent bitmap's data and directory. The tool must read
+      // them too, or the client still sending them is reset.
+      {"large_snapshots",
+       "qemu-img create -q -f qcow2 img.qcow2 1G && "
+       "qemu-io -f qcow2 -c 'write -P 1 0 1M' img.qcow2 >/dev/null && "
+       "qemu-img snapshot -c s0 img.qcow2 && "
+       "qemu-io -f qcow2 -c 'write -P 3 700M 24M' img.qcow2 >/dev/null && "
+       "qemu-img snapshot -c s1 img.qcow2 && qemu-img snapshot -a s0 img.qcow2"},
+      {"large_bitmap",
+       "qemu-img create -q -f qcow2 img.qcow2 256M && "
+       "qemu-io -f qcow2 -c 'write -P 1 0 8M' img.qcow2 >/dev/null && "
+       "qemu-img bitmap --add img.qcow2 b0 && "
+       "qemu-io -f qcow2 -c 'write -P 2 100M 16M' img.qcow2 >/dev/null"},
   };
   return images;
 }
@@ -379,6 +393,6 @@ INSTANTIATE_TEST_SUITE_P(Images, XapiHttpServe,
 INSTANTIATE_TEST_SUITE_P(Images, XapiHttpStreamDecode,
                          ::testing::Values("plain_convert", "compressed_zlib", "large_convert",
                                            "large_convert_compressed", "compressed_span_past_end",
-                                           "resized"));
+                                           "resized", "large_snapshots", "large_bitmap"));
 
 }  // namespace

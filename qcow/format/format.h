@@ -28,6 +28,8 @@ inline constexpr uint32_t kExtEnd = 0x00000000;
 inline constexpr uint32_t kExtBackingFormat = 0xe2792aca;
 inline constexpr uint32_t kExtFeatureNameTable = 0x6803f857;
 inline constexpr uint32_t kExtBitmaps = 0x23852875;
+inline constexpr uint32_t kBitmapsExtLength = 24;  // nb_bitmaps, reserved, dir size, dir offset
+inline constexpr uint64_t kAutoclearBitmaps = 1;   // bit 0: the bitmaps extension is valid
 inline constexpr uint32_t kExtFullDiskEncryption = 0x0537be77;
 inline constexpr uint32_t kExtDataFileName = 0x44415441;
 // "Feature name table": each entry is 48 bytes (type, bit number, 46-byte name).

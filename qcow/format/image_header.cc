@@ -64,6 +64,12 @@ void ParseExtensions(std::span<const uint8_t> c0, uint64_t start, ImageInfo& inf
         Refuse(
             "the image has a full disk encryption header extension; qcowfs cannot import "
             "encrypted images");
+      case kExtBitmaps:
+        if (len >= kBitmapsExtLength) {
+          info.bitmap_directory_size = LoadBe64(&c0[data + 8]);
+          info.bitmap_directory_offset = LoadBe64(&c0[data + 16]);
+        }
+        break;
       case kExtDataFileName:
         Refuse(
             "the image names an external data file; qcowfs imports only images that hold "
@@ -119,6 +125,17 @@ ImageInfo ParseImageHeader(std::span<const uint8_t> c0,
     }
   }
   ParseExtensions(c0, h.header_length, info);
+  if (!(h.autoclear_features & kAutoclearBitmaps)) {
+    // QEMU ignores bitmaps whose autoclear bit a program unaware of them cleared.
+    info.bitmap_directory_offset = info.bitmap_directory_size = 0;
+  } else if (info.bitmap_directory_size != 0 &&
+             (info.bitmap_directory_offset % info.cluster_size != 0 ||
+              info.bitmap_directory_offset > kMaxHostOffset ||
+              info.bitmap_directory_size > kMaxHostOffset - info.bitmap_directory_offset)) {
+    Refuse("the bitmap directory at " + Hex(info.bitmap_directory_offset) + " (" +
+           std::to_string(info.bitmap_directory_size) +
+           " bytes) is not cluster-aligned or lies past 2^56");
+  }
 
   if (h.crypt_method != 0) {
     Refuse("crypt_method is " + std::to_string(h.crypt_method) +

@@ -23,6 +23,9 @@ struct ImageInfo {
   uint8_t compression_type = 0;
   bool dirty = false;
   std::vector<FeatureName> feature_names;  // from the image's feature name table
+  // The bitmap directory, when the image has the bitmaps extension and its autoclear bit
+  // (QEMU then validates the directory when it opens the image); 0 bytes otherwise.
+  uint64_t bitmap_directory_offset = 0, bitmap_directory_size = 0;
 };
 
 // Returns the number of leading bytes ParseImageHeader needs: 104 to learn the cluster

@@ -39,6 +39,10 @@ void StreamDecoder::Finish() {
               holes);
     }
   }
+  const uint64_t bd = info_->bitmap_directory_offset, bd_end = bd + info_->bitmap_directory_size;
+  if (bd_end > bd && !received_.Covers(bd, bd_end)) {
+    Missing(bd, bd_end, "the bitmap directory", file_end, holes);
+  }
   if (pending_run_bytes_ != 0) {
     runs_.ForAll([&](uint64_t host, uint64_t guest, uint64_t length) {
       if (!received_.Covers(host, host + length)) {
@@ -102,6 +106,8 @@ std::vector<std::pair<uint64_t, uint64_t>> StreamDecoder::MissingNeeded(uint64_t
   } else {
     const uint64_t c = info_->cluster_size;
     if (!l1_parsed_) add(l1_offset_, l1_offset_ + l1_length_);
+    add(info_->bitmap_directory_offset,
+        info_->bitmap_directory_offset + info_->bitmap_directory_size);
     for (const auto& [off, t] : l2_tables_) {
       if (!t.parsed) add(off, off + c);
     }

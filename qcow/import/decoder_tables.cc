@@ -53,6 +53,15 @@ void StreamDecoder::ParseHeader(std::span<const uint8_t> head) {
     structure_end_ = std::max(structure_end_, refcount_table_offset_ + refcount_table_length_);
     ParseRefcountTable();
   }
+  // Internal snapshots' table and the bitmap directory (which QEMU validates on open: it
+  // must arrive) are part of the image too.
+  if (h.nb_snapshots > 0 && h.snapshots_offset < kMaxHostOffset) {
+    structure_end_ = std::max(structure_end_, h.snapshots_offset + 1);
+  }
+  if (info_->bitmap_directory_size) {
+    structure_end_ =
+        std::max(structure_end_, info_->bitmap_directory_offset + info_->bitmap_directory_size);
+  }
   if (h.l1_size > 0) {
     l1_offset_ = h.l1_table_offset;
     l1_length_ = uint64_t{h.l1_size} * kTableEntrySize;
@@ -73,10 +82,44 @@ void StreamDecoder::ParseRefcountTable() {
   refcount_table_parsed_ = true;
   std::vector<uint8_t> bytes(b - a);
   if (!TryReadHeld(a, b, bytes.data())) return;
+  const uint64_t c = info_->cluster_size;
   for (uint64_t i = 0; i < bytes.size(); i += kTableEntrySize) {
     const uint64_t block = LoadBe64(&bytes[i]) & ~uint64_t{0x1ff};
-    if (block == 0 || block >= kMaxHostOffset) continue;
-    structure_end_ = std::max(structure_end_, block + info_->cluster_size);
+    if (block == 0 || block >= kMaxHostOffset || block % c != 0) continue;
+    structure_end_ = std::max(structure_end_, block + c);
+    refcount_blocks_.emplace_back(block, i / kTableEntrySize);
+  }
+  std::sort(refcount_blocks_.begin(), refcount_blocks_.end());
+  // Blocks that arrived before the table: scan what is still held of them.
+  std::vector<uint8_t> held(c);
+  for (const auto& [block, index] : refcount_blocks_) {
+    if (received_.Covers(block, block + c) && TryReadHeld(block, block + c, held.data())) {
+      ScanRefcounts(block, held);
+    }
+  }
+}
+
+// Raises structure_end_ past the last cluster that refcount block bytes [a, a + size)
+// count as in use.
+void StreamDecoder::ScanRefcounts(uint64_t a, std::span<const uint8_t> bytes) {
+  const uint64_t c = info_->cluster_size, b = a + bytes.size();
+  const unsigned bits = 1u << info_->header.refcount_order;
+  const uint64_t per_block = c * 8 / bits;
+  auto it = std::lower_bound(refcount_blocks_.begin(), refcount_blocks_.end(),
+                             std::pair<uint64_t, uint64_t>{a >= c ? a - c + 1 : 0, 0});
+  for (; it != refcount_blocks_.end() && it->first < b; ++it) {
+    const uint64_t lo = std::max(a, it->first), hi = std::min(b, it->first + c);
+    // The last non-zero byte of this block's part, and the last entry in use within it
+    // (entries under 8 bits are packed from the least significant bit).
+    uint64_t k = hi;
+    while (k > lo && bytes[k - 1 - a] == 0) --k;
+    if (k == lo) continue;
+    const uint64_t byte = k - 1 - it->first;
+    const uint8_t v = bytes[k - 1 - a];
+    const uint64_t entry =
+        bits >= 8 ? byte * 8 / bits : byte * (8 / bits) + (7 - __builtin_clz(v) + 24) / bits;
+    const uint64_t cluster = it->second * per_block + entry;
+    if (cluster < kMaxHostOffset / c) structure_end_ = std::max(structure_end_, cluster * c + 1);
   }
 }
 

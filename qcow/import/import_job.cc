@@ -102,6 +102,15 @@ int ImportJob::Truncate(uint64_t handle, uint64_t size) {
   return Guard([&] { decoder_->SetSize(size); });
 }
 
+int ImportJob::Extend(uint64_t handle, uint64_t size) {
+  {
+    std::lock_guard lock(mu_);
+    if (!Current(handle)) return EBADF;
+    if (size <= image_size_) return 0;
+  }
+  return Truncate(handle, size);
+}
+
 void ImportJob::SetInputSize(uint64_t size) {
   std::lock_guard lock(mu_);
   input_size_ = size;
@@ -193,7 +202,9 @@ bool ImportJob::image_at_fault() const {
 void ImportJob::Progress(uint64_t* done, uint64_t* total) const {
   std::lock_guard lock(mu_);
   *done = received_;
-  *total = input_size_ ? input_size_ : std::max(expected_, received_);
+  // Without the input's size, the image's size is known once its tables are: until then
+  // the total is 0 (unknown).
+  *total = input_size_ ? input_size_ : expected_ ? std::max(expected_, received_) : 0;
 }
 
 uint64_t ImportJob::image_size() const {

@@ -40,6 +40,9 @@ class ImportJob {
   int Write(uint64_t handle, uint64_t offset, std::span<const uint8_t> bytes);
   // Records the image file's size (truncate).
   int Truncate(uint64_t handle, uint64_t size);
+  // Extends the image file to at least `size` bytes (fallocate, as preallocating writers
+  // do); never shrinks it.
+  int Extend(uint64_t handle, uint64_t size);
   // Records how many bytes the input holds (--destination-size, a file's size), for
   // progress.
   void SetInputSize(uint64_t size);

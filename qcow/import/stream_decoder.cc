@@ -94,6 +94,7 @@ void StreamDecoder::Take(uint64_t a, std::span<const uint8_t> bytes) {
     TryParseHeader();
     return;
   }
+  if (!refcount_blocks_.empty()) ScanRefcounts(a, bytes);
   // Data clusters go straight to every guest offset that maps these bytes.
   std::vector<std::pair<uint64_t, uint64_t>> mapped;
   runs_.ForEach(a, b, [&](uint64_t lo, uint64_t hi, uint64_t guest) {
@@ -260,12 +261,14 @@ void StreamDecoder::UpdateMemory() {
                    l2_tables_.size() * kTableNodeBytes + l2_names_ * sizeof(uint64_t) +
                    compressed_.size() * kCompressedNodeBytes +
                    compressed_guests_ * sizeof(uint64_t) + recent_.memory_bytes() +
-                   last_cluster_.capacity();
+                   last_cluster_.capacity() +
+                   refcount_blocks_.capacity() * sizeof(refcount_blocks_[0]);
   if (decoded_spans_) other += decoded_spans_->size() * kDecodedSpanBytes;
   spool_.set_other_memory(other);
 }
 
 uint64_t StreamDecoder::expected_size() const {
+  if (!tree_complete_) return 0;
   return std::max({structure_end_, compressed_end_, compressed_max_end_});
 }
 

@@ -94,8 +94,9 @@ class StreamDecoder {
   uint64_t guest_bytes_written() const { return guest_written_; }
   // Returns the number of distinct image bytes received.
   uint64_t received_bytes() const { return received_.bytes(); }
-  // Returns the highest end of any structure known so far: a lower bound for the size of
-  // the image file (0 before the header arrived).
+  // Returns the highest end of any structure known so far, a lower bound for the size of
+  // the image file, once the whole tree is known (0 before: until then any later table
+  // may name more, and a progress figure against it would run ahead).
   uint64_t expected_size() const;
   uint64_t peak_spooled_bytes() const { return spool_.peak_bytes(); }
   // Returns the memory held now and at most (spool, tables, bookkeeping).
@@ -137,6 +138,7 @@ class StreamDecoder {
                std::vector<CompressedKey>* spans);
   void CompleteSpans(const std::vector<CompressedKey>& spans);
   void ParseRefcountTable();
+  void ScanRefcounts(uint64_t a, std::span<const uint8_t> bytes);
   void AddRun(uint64_t host, uint64_t guest, uint64_t length);
   void AddCompressed(uint64_t start, uint64_t end, uint64_t guest);
   bool CompressedReady(const CompressedKey& key, uint64_t* avail_end) const;
@@ -189,6 +191,10 @@ class StreamDecoder {
   std::vector<uint8_t> last_cluster_;
   uint64_t refcount_table_offset_ = 0, refcount_table_length_ = 0;
   bool refcount_table_parsed_ = false;
+  // The refcount blocks the refcount table names, (host offset, block index) by offset.
+  // Their bytes are scanned as they arrive for the last cluster in use: a valid image
+  // extends that far (snapshots, bitmaps), so a stream is complete only past it.
+  std::vector<std::pair<uint64_t, uint64_t>> refcount_blocks_;
   uint64_t structure_end_ = 0;  // highest end of header, tables, data, refcount structures
   bool finished_ = false;
   uint64_t guest_written_ = 0;
