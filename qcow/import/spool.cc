@@ -48,8 +48,25 @@ void Spool::CheckLimit(uint64_t adding) const {
 
 void Spool::set_other_memory(uint64_t bytes) {
   other_memory_ = bytes;
+  Shed();
   Track();
   CheckLimit(0);
+}
+
+// Moves pieces from memory to the spool file, front to back, until memory fits the budget
+// again: splitting a piece (Erase) and the decoder's growing bookkeeping can push it over.
+void Spool::Shed() {
+  for (auto it = pieces_.begin();
+       it != pieces_.end() && memory_bytes_ + other_memory_ > limits_.memory; ++it) {
+    Piece& p = it->second;
+    if (p.memory.empty()) continue;
+    WriteFile(it->first, std::span(p.memory).subspan(p.skip, p.length));
+    memory_bytes_ -= Cost(p);
+    std::vector<uint8_t>().swap(p.memory);
+    p.skip = 0;
+    memory_bytes_ += Cost(p);
+    file_bytes_ += p.length;
+  }
 }
 
 void Spool::WriteFile(uint64_t offset, std::span<const uint8_t> bytes) {
@@ -95,6 +112,7 @@ void Spool::Put(uint64_t offset, std::span<const uint8_t> bytes) {
       p.length += bytes.size();
       memory_bytes_ += Cost(p);
       bytes_ += bytes.size();
+      Shed();
       Track();
       return;
     }
@@ -187,6 +205,7 @@ void Spool::Erase(uint64_t start, uint64_t end) {
     pieces_.insert(std::move(node));
     break;
   }
+  Shed();
 }
 
 // A piece whose live bytes fill less than a quarter of its buffer gets a buffer of its own

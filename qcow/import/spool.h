@@ -71,6 +71,7 @@ class Spool {
   };
   void WriteFile(uint64_t offset, std::span<const uint8_t> bytes);
   void CheckLimit(uint64_t adding) const;
+  void Shed();
   void Track();
   static uint64_t Cost(const Piece& p);
   static void Compact(Piece& p);
