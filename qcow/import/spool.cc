@@ -56,6 +56,12 @@ void Spool::set_other_memory(uint64_t bytes) {
 // Moves pieces from memory to the spool file, front to back, until memory fits the budget
 // again: splitting a piece (Erase) and the decoder's growing bookkeeping can push it over.
 void Spool::Shed() {
+  // Every piece costs kPieceOverhead plus its buffer: with no buffers left, nothing to move
+  // (and no walk over a map of pieces that all live in the file).
+  if (memory_bytes_ + other_memory_ <= limits_.memory ||
+      memory_bytes_ == kPieceOverhead * pieces_.size()) {
+    return;
+  }
   for (auto it = pieces_.begin();
        it != pieces_.end() && memory_bytes_ + other_memory_ > limits_.memory; ++it) {
     Piece& p = it->second;
