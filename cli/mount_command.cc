@@ -10,9 +10,11 @@
 #include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 
+#include "cli/endpoint.h"
 #include "cli/exit_codes.h"
 #include "cli/export_plan.h"
 #include "cli/size_arg.h"
@@ -67,35 +69,19 @@ bool IsQcowfsMount(const std::string& path) {
   return false;
 }
 
-}  // namespace
-
-// An open descriptor, closed when it goes out of scope.
-class FileDescriptor {
- public:
-  explicit FileDescriptor(int fd) : fd_(fd) {}
-  FileDescriptor(const FileDescriptor&) = delete;
-  FileDescriptor& operator=(const FileDescriptor&) = delete;
-  FileDescriptor(FileDescriptor&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
-  ~FileDescriptor() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 // Takes an exclusive lock on the directory, waiting up to a minute for another qcowfs that
 // is mounting there.
-FileDescriptor LockDirectory(const std::string& dir) {
-  FileDescriptor fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.get() < 0) qcow::ThrowErrno("mountpoint " + dir);
-  for (int i = 0; ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0; ++i) {
-    if (errno != EWOULDBLOCK || i == 600) qcow::ThrowErrno("locking mountpoint " + dir);
+Endpoint LockDirectory(const std::string& dir) {
+  Endpoint lock(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), true, "mountpoint " + dir);
+  if (lock.fd() < 0) qcow::ThrowErrno(lock.description());
+  for (int i = 0; ::flock(lock.fd(), LOCK_EX | LOCK_NB) != 0; ++i) {
+    if (errno != EWOULDBLOCK || i == 600) qcow::ThrowErrno("locking " + lock.description());
     ::usleep(100'000);
   }
-  return fd;
+  return lock;
 }
+
+}  // namespace
 
 int RunMount(const MountArgs& a) {
   if (a.export_source.empty() && a.import_target.empty()) {
@@ -114,8 +100,8 @@ int RunMount(const MountArgs& a) {
   config.mountpoint = AbsoluteDirectory(a.mountpoint);
   // Held until the mount is in place, so that of several qcowfs started at once on one
   // directory the later ones see the first one's mount and refuse.
-  FileDescriptor lock = LockDirectory(config.mountpoint);
-  config.lock_fd = lock.get();
+  std::optional<Endpoint> lock = LockDirectory(config.mountpoint);
+  config.on_mounted = [&lock] { lock.reset(); };
   if (IsQcowfsMount(config.mountpoint)) {
     throw std::runtime_error(config.mountpoint +
                              " is already a qcowfs mount; unmount it first (fusermount3 -u " +

@@ -86,7 +86,7 @@ int Serve(const fuse_lowlevel_ops& ops, void* userdata, const MountConfig& confi
     throw std::runtime_error("cannot install signal handlers");
   }
   const bool mounted = fuse_session_mount(se.get(), config.mountpoint.c_str()) == 0;
-  if (config.lock_fd >= 0) ::close(config.lock_fd);
+  if (config.on_mounted) config.on_mounted();
   if (!mounted) {
     fuse_remove_signal_handlers(se.get());
     throw std::runtime_error("cannot mount on " + config.mountpoint);

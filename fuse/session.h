@@ -21,9 +21,9 @@ struct MountConfig {
   // Called once the session has stopped serving (unmount or signal), before the process
   // exits; a non-zero return becomes the exit status (work was cut short).
   std::function<int()> on_stop;
-  // A descriptor to close once the mount is in place (or has failed): the lock that keeps
-  // two qcowfs processes from mounting on one directory at once.
-  int lock_fd = -1;
+  // Called in the serving process once the mount is in place or has failed (to release
+  // the lock that keeps two qcowfs from mounting on one directory at once).
+  std::function<void()> on_mounted;
 };
 
 // Mounts `ops` at config.mountpoint and serves until it is unmounted or the process gets
