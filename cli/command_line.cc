@@ -11,6 +11,7 @@
 #include "cli/export_plan.h"
 #include "cli/inspect_commands.h"
 #include "cli/mount_command.h"
+#include "cli/progress.h"
 #include "cli/serve_command.h"
 #include "cli/spool_options.h"
 #include "cli/stream_command.h"
@@ -61,6 +62,14 @@ void AddExportOptions(CLI::App* cmd, ExportArgs& a) {
   cmd->add_flag("--direct", a.direct, "Read the disk with O_DIRECT, bypassing the page cache");
 }
 
+void AddProgressOptions(CLI::App* cmd, ProgressArgs& a) {
+  cmd->add_flag("--progress", a.enabled, "Show progress: a bar on stderr when it is a terminal");
+  cmd->add_flag("--machine", a.machine,
+                "With --progress: print the percentage as three digits each time it changes, "
+                "ending with 100, on stdout or --progress-fd");
+  cmd->add_option("--progress-fd", a.fd, "Descriptor for --progress --machine output");
+}
+
 void AddServeOptions(CLI::App* cmd, ServeArgs& a) {
   cmd->add_option("--destination-size", a.destination_size,
                   "Bytes of image on the input (xapi passes the HTTP Content-Length): read "
@@ -69,11 +78,7 @@ void AddServeOptions(CLI::App* cmd, ServeArgs& a) {
                 "The target already reads as zeros: skip zeroing unallocated ranges");
   cmd->add_flag("--direct", a.direct,
                 "xapi compatibility: accepted; the target is always fsynced before success");
-  cmd->add_flag("--progress", a.progress, "Show progress: a bar on stderr when it is a terminal");
-  cmd->add_flag("--machine", a.machine,
-                "With --progress: print the percentage as three digits each time it changes, "
-                "ending with 100, on stdout or --progress-fd");
-  cmd->add_option("--progress-fd", a.progress_fd, "Descriptor for --progress --machine output");
+  AddProgressOptions(cmd, a.progress);
   AddSpoolOptions(cmd, a.spool);
 }
 
@@ -129,11 +134,7 @@ void AddStreamCommand(CLI::App& app, int* exit_code) {
                   "file:///PATH or a path, null:");
   cmd->add_option("--destination-fd", a->destination_fd, "Write the image to this descriptor");
   AddExportOptions(cmd, a->export_args);
-  cmd->add_flag("--progress", a->progress, "Show progress: a bar on stderr when it is a terminal");
-  cmd->add_flag("--machine", a->machine,
-                "With --progress: print the percentage as three digits each time it changes, "
-                "ending with 100, on stdout or --progress-fd");
-  cmd->add_option("--progress-fd", a->progress_fd, "Descriptor for --progress --machine output");
+  AddProgressOptions(cmd, a->progress);
   AddXapiOptions(cmd, a->xapi);
   cmd->callback([a, exit_code] { *exit_code = RunStream(*a); });
 }

@@ -11,11 +11,10 @@
 
 namespace qcowfs {
 
-Progress::Progress(bool enabled, bool machine, int machine_fd)
-    : start_(std::chrono::steady_clock::now()) {
-  if (!enabled) return;
-  if (machine) {
-    machine_fd_ = machine_fd;
+Progress::Progress(const ProgressArgs& args) : start_(std::chrono::steady_clock::now()) {
+  if (!args.enabled) return;
+  if (args.machine) {
+    machine_fd_ = args.machine_fd();
   } else {
     bar_ = isatty(STDERR_FILENO);
   }

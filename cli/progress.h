@@ -2,17 +2,27 @@
 // format (the percentage as exactly three digits each time it changes, ending with 100).
 #pragma once
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdint>
+#include <optional>
 
 namespace qcowfs {
 
+// --progress, --machine and --progress-fd, as stream and serve take them.
+struct ProgressArgs {
+  bool enabled = false, machine = false;
+  std::optional<int> fd;
+  // Where machine output goes: --progress-fd, else stdout.
+  int machine_fd() const { return fd.value_or(STDOUT_FILENO); }
+};
+
 class Progress {
  public:
-  // enabled: --progress; machine: --machine; machine_fd: where machine output goes.
-  Progress(bool enabled, bool machine, int machine_fd);
-  // Reports done of total bytes (total 0 counts as complete). Machine output stays below
-  // 100 until Complete().
+  explicit Progress(const ProgressArgs& args);
+  // Reports done of total bytes (total 0: not known yet, shown as 0%). Machine output
+  // stays below 100 until Complete().
   void Update(uint64_t done, uint64_t total);
   // Reports success: machine output ends with "100"; the bar ends its line.
   void Complete();

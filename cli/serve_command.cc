@@ -75,7 +75,7 @@ int RunServe(const ServeArgs& a) {
     }
   };
   qcow::ImportJob job(target, std::move(options));
-  Progress progress(a.progress, a.machine, a.progress_fd.value_or(STDOUT_FILENO));
+  Progress progress(a.progress);
   Endpoint in = OpenImageSource(a.source_fd ? "fd:" + std::to_string(*a.source_fd)
                                             : (a.source.empty() ? "-" : a.source));
   struct stat st;

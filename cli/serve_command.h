@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 
+#include "cli/progress.h"
 #include "cli/spool_options.h"
 #include "cli/xapi_options.h"
 
@@ -17,8 +18,7 @@ struct ServeArgs {
   std::string destination_size;
   bool prezeroed = false;
   bool direct = false;
-  bool progress = false, machine = false;
-  std::optional<int> progress_fd;
+  ProgressArgs progress;
   SpoolArgs spool;
   XapiArgs xapi;
 };

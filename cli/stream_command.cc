@@ -21,14 +21,13 @@ int RunStream(const StreamArgs& a) {
   }
   Endpoint out =
       OpenDestination(a.destination_fd ? "fd:" + std::to_string(*a.destination_fd) : a.destination);
-  const int progress_fd = a.progress_fd.value_or(STDOUT_FILENO);
-  if (a.progress && a.machine && progress_fd == out.fd()) {
+  if (a.progress.enabled && a.progress.machine && a.progress.machine_fd() == out.fd()) {
     throw qcow::UsageError(
         "--progress --machine writes to stdout, which carries the image: "
         "give --progress-fd N");
   }
   PlannedExport plan = PlanExport(a.source, a.export_args);
-  Progress progress(a.progress, a.machine, progress_fd);
+  Progress progress(a.progress);
   // A reader that goes away must give EPIPE and a message, not kill us.
   std::signal(SIGPIPE, SIG_IGN);
   qcow::WriteExport(*plan.layout, *plan.source, out.fd(),

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "cli/export_plan.h"
+#include "cli/progress.h"
 #include "cli/xapi_options.h"
 
 namespace qcowfs {
@@ -15,8 +16,7 @@ struct StreamArgs {
   std::string destination;
   std::optional<int> destination_fd;
   ExportArgs export_args;
-  bool progress = false, machine = false;
-  std::optional<int> progress_fd;
+  ProgressArgs progress;
   XapiArgs xapi;
 };
 
