@@ -17,27 +17,22 @@ uint64_t DivRoundUp(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
 // `entry_size` bytes whose i-th value is value(i).
 template <typename ValueFn>
 void FillEntries(uint64_t within, uint64_t n, unsigned entry_size, uint8_t* out, ValueFn value) {
+  auto store = [entry_size](uint8_t* at, uint64_t v) {
+    if (entry_size == 8) {
+      StoreBe64(at, v);
+    } else {
+      StoreBe16(at, static_cast<uint16_t>(v));
+    }
+  };
   uint64_t end = within + n;
   uint64_t e = within / entry_size;
   // Whole entries straight into `out`; only a partial first or last entry goes through tmp.
   if (within % entry_size == 0) {
-    for (; (e + 1) * entry_size <= end; ++e) {
-      uint8_t* at = out + (e * entry_size - within);
-      if (entry_size == 8) {
-        StoreBe64(at, value(e));
-      } else {
-        StoreBe16(at, static_cast<uint16_t>(value(e)));
-      }
-    }
+    for (; (e + 1) * entry_size <= end; ++e) store(out + (e * entry_size - within), value(e));
   }
   for (; e * entry_size < end; ++e) {
     uint8_t tmp[8];
-    uint64_t v = value(e);
-    if (entry_size == 8) {
-      StoreBe64(tmp, v);
-    } else {
-      StoreBe16(tmp, static_cast<uint16_t>(v));
-    }
+    store(tmp, value(e));
     uint64_t lo = std::max(e * entry_size, within), hi = std::min((e + 1) * entry_size, end);
     std::memcpy(out + (lo - within), tmp + (lo - e * entry_size), hi - lo);
   }

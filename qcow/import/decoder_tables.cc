@@ -116,8 +116,8 @@ void StreamDecoder::ScanRefcounts(uint64_t a, std::span<const uint8_t> bytes) {
     if (k == lo) continue;
     const uint64_t byte = k - 1 - it->first;
     const uint8_t v = bytes[k - 1 - a];
-    const uint64_t entry =
-        bits >= 8 ? byte * 8 / bits : byte * (8 / bits) + (7 - __builtin_clz(v) + 24) / bits;
+    const unsigned top_bit = 31 - static_cast<unsigned>(__builtin_clz(v));
+    const uint64_t entry = bits >= 8 ? byte * 8 / bits : byte * (8 / bits) + top_bit / bits;
     const uint64_t cluster = it->second * per_block + entry;
     if (cluster < kMaxHostOffset / c) structure_end_ = std::max(structure_end_, cluster * c + 1);
   }
