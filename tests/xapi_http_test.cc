@@ -184,24 +184,6 @@ uint64_t FileSize(const std::string& path) {
   return stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
 }
 
-// A target of `size` bytes filled with a non-zero pattern, so that zeroing is proven. Up to
-// 256 MiB it is MakePatternTarget's; above, whose dense first GiB takes seconds to write, the
-// first 64 MiB, 2 MiB every 256 MiB and the last MiB hold the pattern.
-void MakeTarget(const std::string& path, uint64_t size) {
-  if (size <= (256u << 20)) return MakePatternTarget(path, size);
-  const std::string fill = "yes qcowfs-pattern | dd of=" + Quote(path) +
-                           " bs=1M iflag=fullblock conv=notrunc status=none";
-  std::string cmd = "rm -f " + Quote(path) + " && truncate -s " + std::to_string(size) + " " +
-                    Quote(path) + " && " + fill + " count=64";
-  for (uint64_t mib = 256; mib + 2 <= size >> 20; mib += 256) {
-    cmd += " && " + fill + " count=2 seek=" + std::to_string(mib);
-  }
-  cmd += " && " + fill + " count=1 seek=" + std::to_string((size >> 20) - 1);
-  const auto r = Sh(cmd);
-  ASSERT_EQ(r.status, 0) << r.output;
-  ASSERT_EQ(FileSize(path), size);
-}
-
 std::string PutWithCurl(const XapiServer& server, const std::string& image) {
   const auto r = Sh(kCurl + "-T " + Quote(image) + " -H 'Expect:' " +
                     Quote(server.Url("/import_raw_vdi?vdi=test&format=qcow2")));
@@ -344,7 +326,7 @@ class XapiHttpImport : public ::testing::TestWithParam<const char*> {
     ASSERT_NE(recipe, nullptr) << GetParam();
     image_ = BuildImage(dir_, *recipe);
     ASSERT_FALSE(HasFailure());
-    MakeTarget(target_, VirtualSize(image_));
+    MakePatternTarget(target_, VirtualSize(image_));
   }
   // PUTs the image with curl while the server runs spec; returns the server's run.
   ToolRun Put(const ToolSpec& spec) {
