@@ -30,7 +30,7 @@ volatile sig_atomic_t stop_signal = 0;
 
 void OnStopSignal(int sig) { stop_signal = sig; }
 
-// How long a sender may pause after the image before serve closes the input.
+// How long a sender may pause, once the disk is whole, before serve stops reading.
 constexpr int kDrainPauseMs = 500;
 
 void CatchStopSignals() {
@@ -41,15 +41,18 @@ void CatchStopSignals() {
   for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaction(sig, &sa, nullptr);
 }
 
+// Returns whether fd has input (or its end) within kDrainPauseMs.
+bool InputWithinPause(int fd) {
+  struct pollfd p = {fd, POLLIN, 0};
+  return ::poll(&p, 1, kDrainPauseMs) > 0;
+}
+
 // After an image that ended before its input did: reads and discards what the sender still
 // has in flight (bytes past everything the image names, such as the tail of a snapshot
 // table), until end of input or a pause, so that closing does not reset its connection.
 void DrainInput(int fd) {
   std::vector<uint8_t> buf(1u << 20);
-  for (;;) {
-    struct pollfd p = {fd, POLLIN, 0};
-    if (::poll(&p, 1, kDrainPauseMs) <= 0) return;
-    if (::read(fd, buf.data(), buf.size()) <= 0) return;
+  while (InputWithinPause(fd) && ::read(fd, buf.data(), buf.size()) > 0) {
   }
 }
 
@@ -125,6 +128,13 @@ int RunServe(const ServeArgs& a) {
     // side open for the reply, so the end of input may never come.
     if (!input_size && job.Complete(handle)) {
       ended_early = true;
+      break;
+    }
+    // The disk is whole but the image names more that has not come (clusters only its
+    // refcounts count, which a damaged image may put past its end): read on while it
+    // comes, but a sender that pauses has sent all it will.
+    if (!input_size && job.Complete(handle, qcow::ImportJob::Until::kDisk) &&
+        !InputWithinPause(in.fd())) {
       break;
     }
   }

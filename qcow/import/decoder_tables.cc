@@ -90,12 +90,14 @@ void StreamDecoder::ParseRefcountTable() {
     refcount_blocks_.emplace_back(block, i / kTableEntrySize);
   }
   std::sort(refcount_blocks_.begin(), refcount_blocks_.end());
-  // Blocks that arrived before the table: scan what is still held of them.
-  std::vector<uint8_t> held(c);
+  // Blocks, or parts of them, that arrived before the table: scan what is still held (the
+  // rest of a block is scanned as it arrives).
+  std::vector<uint8_t> held;
   for (const auto& [block, index] : refcount_blocks_) {
-    if (received_.Covers(block, block + c) && TryReadHeld(block, block + c, held.data())) {
-      ScanRefcounts(block, held);
-    }
+    received_.ForEachIn(block, block + c, [&](uint64_t lo, uint64_t hi) {
+      held.resize(hi - lo);
+      if (TryReadHeld(lo, hi, held.data())) ScanRefcounts(lo, held);
+    });
   }
 }
 

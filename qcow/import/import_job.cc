@@ -168,12 +168,13 @@ void ImportJob::Release(uint64_t handle) {
   released_.notify_all();
 }
 
-bool ImportJob::Complete(uint64_t handle) {
+bool ImportJob::Complete(uint64_t handle, Until until) {
   std::lock_guard lock(mu_);
   if (!Current(handle)) return true;
   if (state_ != State::kReceiving) return true;
   bool complete = false;
-  Guard([&] { complete = decoder_->Complete(); });
+  Guard(
+      [&] { complete = until == Until::kDisk ? decoder_->DiskComplete() : decoder_->Complete(); });
   return complete || state_ != State::kReceiving;
 }
 

@@ -58,8 +58,10 @@ class ImportJob {
   // a new Begin() is then allowed.
   void Release(uint64_t handle);
   // Returns whether the current import's image is complete (the serving side may stop
-  // reading). A decoding failure found meanwhile fails the import and returns true.
-  bool Complete(uint64_t handle);
+  // reading), or with kDisk whether all that the disk's bytes depend on has arrived (see
+  // StreamDecoder). A decoding failure found meanwhile fails the import and returns true.
+  enum class Until { kImageEnd, kDisk };
+  bool Complete(uint64_t handle, Until until = Until::kImageEnd);
   // Fails an import that is still receiving, with `why`; returns whether there was one.
   bool Abort(const std::string& why);
 

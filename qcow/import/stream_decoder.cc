@@ -123,6 +123,9 @@ void StreamDecoder::PendingOverlaps(uint64_t a, uint64_t b,
                                     const std::function<void(uint64_t, uint64_t)>& fn) const {
   RangeSet need;
   if (!l1_parsed_ && l1_length_) need.Insert(l1_offset_, l1_offset_ + l1_length_);
+  if (!refcount_table_parsed_ && refcount_table_length_) {
+    need.Insert(refcount_table_offset_, refcount_table_offset_ + refcount_table_length_);
+  }
   if (info_) {
     const uint64_t c = info_->cluster_size;
     for (auto it = l2_tables_.lower_bound(a >= c ? a - c + 1 : 0);
@@ -139,6 +142,12 @@ void StreamDecoder::PendingOverlaps(uint64_t a, uint64_t b,
 }
 
 void StreamDecoder::CompleteWaiting(uint64_t a, uint64_t b) {
+  // The refcount table first: its blocks may be among the bytes held now, which completing
+  // the tree below would let go.
+  if (refcount_table_length_ && !refcount_table_parsed_ && refcount_table_offset_ < b &&
+      refcount_table_offset_ + refcount_table_length_ > a) {
+    ParseRefcountTable();
+  }
   if (!l1_parsed_ && l1_length_ && l1_offset_ < b && l1_offset_ + l1_length_ > a &&
       received_.Covers(l1_offset_, l1_offset_ + l1_length_)) {
     CompleteL1();
@@ -152,10 +161,6 @@ void StreamDecoder::CompleteWaiting(uint64_t a, uint64_t b) {
   for (uint64_t off : tables) {
     auto it = l2_tables_.find(off);
     if (!it->second.parsed && received_.Covers(off, off + c)) CompleteL2(it);
-  }
-  if (refcount_table_length_ && !refcount_table_parsed_ && refcount_table_offset_ < b &&
-      refcount_table_offset_ + refcount_table_length_ > a) {
-    ParseRefcountTable();
   }
   std::vector<CompressedKey> spans;
   for (auto it =
@@ -274,8 +279,15 @@ uint64_t StreamDecoder::expected_size() const {
 
 bool StreamDecoder::Complete() {
   if (finished_) return true;
+  if (!info_ || !received_.Covers(0, structure_end_)) return false;
+  return DiskComplete() && received_.Covers(0, std::max(structure_end_, compressed_end_));
+}
+
+bool StreamDecoder::DiskComplete() {
+  if (finished_) return true;
   if (!info_ || !tree_complete_ || pending_run_bytes_ != 0) return false;
-  if (!received_.Covers(0, structure_end_)) return false;
+  const uint64_t bd = info_->bitmap_directory_offset;
+  if (!received_.Covers(bd, bd + info_->bitmap_directory_size)) return false;
   // Compressed clusters still waiting: their data may end before the bytes that have not
   // arrived (the last one's span often runs past the end of the file). What decodes from
   // the bytes that did arrive is what any later bytes would give.
@@ -287,7 +299,7 @@ bool StreamDecoder::Complete() {
     if (avail <= start || !CompleteCompressed({start, end}, avail, avail, false)) return false;
   }
   UpdateMemory();
-  return received_.Covers(0, std::max(structure_end_, compressed_end_));
+  return true;
 }
 
 void StreamDecoder::WriteGuest(uint64_t guest, const uint8_t* data, uint64_t n) {

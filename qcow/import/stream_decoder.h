@@ -84,6 +84,10 @@ class StreamDecoder {
   // arrived. Serving callers can stop reading then, without waiting for the end of input.
   // May decode compressed clusters whose data ends before the bytes that have not arrived.
   bool Complete();
+  // Returns whether everything the disk's bytes depend on has arrived (the tree, its data,
+  // the bitmap directory QEMU checks): only parts no reader of the disk uses may be
+  // missing, such as snapshots or clusters only the refcounts count.
+  bool DiskComplete();
   // Ends the image: completes what is pending and throws FormatError naming the first
   // missing part if anything the image refers to never arrived. After Finish, every guest
   // byte of [0, virtual size) has been written or zeroed through the sink.
