@@ -37,18 +37,20 @@ void AddSpoolOptions(CLI::App* cmd, SpoolArgs& a) {
       ->capture_default_str();
 }
 
-void AddXapiOptions(CLI::App* cmd, XapiArgs& a) {
+// The exporting command (stream) takes --source-format and --path as export options.
+void AddXapiOptions(CLI::App* cmd, XapiArgs& a, bool exporting) {
   cmd->add_option("--source-protocol", a.source_protocol,
                   "xapi compatibility: only 'none' (read the source directly)");
   cmd->add_option("--destination-protocol", a.destination_protocol,
                   "xapi compatibility: only 'none' (write the destination directly)");
-  cmd->add_option("--source-format", a.source_format,
-                  "xapi compatibility: 'raw' for stream, 'qcow2' for serve");
+  if (!exporting) {
+    cmd->add_option("--source-format", a.source_format, "xapi compatibility: only 'qcow2'");
+  }
   cmd->add_option("--destination-format", a.destination_format,
                   "xapi compatibility: 'qcow2' for stream, 'raw' for serve");
   cmd->add_option("--tar-filename-prefix", a.tar_filename_prefix,
                   "xapi compatibility: accepted, no effect (no tar protocol)");
-  cmd->add_option("--path", a.path, "xapi compatibility: accepted, no effect (no parent search)");
+  if (!exporting) cmd->add_option("--path", a.path, "xapi compatibility: accepted, no effect");
   cmd->add_option("--relative-to", a.relative_to,
                   "xapi compatibility: refused (deltas are not supported yet)");
 }
@@ -59,7 +61,14 @@ void AddExportOptions(CLI::App* cmd, ExportArgs& a) {
       ->capture_default_str();
   cmd->add_flag("--scan-zeros", a.scan_zeros,
                 "Read the disk once first and leave all-zero clusters out (progress on stderr)");
-  cmd->add_flag("--direct", a.direct, "Read the disk with O_DIRECT, bypassing the page cache");
+  cmd->add_flag("--direct", a.direct,
+                "Read a raw disk with O_DIRECT, bypassing the page cache (qcow2 layers are "
+                "read through it)");
+  cmd->add_option("--source-format", a.source_format,
+                  "raw or qcow2 (default: qcow2 when the disk starts with the qcow2 magic)");
+  cmd->add_option("--path", a.search_path,
+                  "Directories (colon-separated) searched for backing files that are not "
+                  "where the image's backing name points");
 }
 
 void AddProgressOptions(CLI::App* cmd, ProgressArgs& a) {
@@ -98,7 +107,7 @@ void AddMountCommand(CLI::App& app, int* exit_code) {
       "Unmount with fusermount3 -u MOUNTPOINT. Exit status: 0 mounted, 1 failure, 2 usage.");
   cmd->add_option("--export", args->export_source,
                   "Disk to present as MOUNTPOINT/disk.qcow2 (raw regular file or block "
-                  "device), opened read-only");
+                  "device, or a qcow2 image with its backing chain), opened read-only");
   cmd->add_option("--import", args->import_target,
                   "Disk to decode images written to MOUNTPOINT/import.qcow2 into (raw regular "
                   "file or block device, at least the image's virtual size)");
@@ -127,7 +136,9 @@ void AddStreamCommand(CLI::App& app, int* exit_code) {
       "stream",
       "Write a disk as a qcow2 image (the bytes the mount's disk.qcow2 shows) to a "
       "socket, pipe, file or descriptor");
-  cmd->add_option("--source", a->source, "Disk to export (raw regular file or block device)")
+  cmd->add_option("--source", a->source,
+                  "Disk to export (raw regular file or block device, or a qcow2 image with "
+                  "its backing chain)")
       ->required();
   cmd->add_option("--destination", a->destination,
                   "Where the image goes: - or stdout:, fd:N, tcp:HOST:PORT, unix:PATH, "
@@ -135,7 +146,7 @@ void AddStreamCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--destination-fd", a->destination_fd, "Write the image to this descriptor");
   AddExportOptions(cmd, a->export_args);
   AddProgressOptions(cmd, a->progress);
-  AddXapiOptions(cmd, a->xapi);
+  AddXapiOptions(cmd, a->xapi, true);
   cmd->callback([a, exit_code] { *exit_code = RunStream(*a); });
 }
 
@@ -151,7 +162,7 @@ void AddServeCommands(CLI::App& app, int* exit_code) {
                   "Target disk: file:///PATH, a path, or a block device")
       ->required();
   AddServeOptions(cmd, *a);
-  AddXapiOptions(cmd, a->xapi);
+  AddXapiOptions(cmd, a->xapi, false);
   cmd->callback([a, exit_code] { *exit_code = RunServe(*a); });
 
   auto d = std::make_shared<ServeArgs>();
@@ -190,7 +201,9 @@ void AddInspectCommands(CLI::App& app, int* exit_code) {
       "map",
       "List the extents qcowfs would export from a disk, like qemu-img map of the "
       "exported image");
-  map->add_option("source", *map_source, "Disk (raw regular file or block device)")->required();
+  map->add_option("source", *map_source,
+                  "Disk (raw regular file or block device, or a qcow2 image with its chain)")
+      ->required();
   map->add_flag("--json", *map_json, "Print JSON in the style of qemu-img map --output=json");
   AddExportOptions(map, *map_args);
   map->callback([=] { *exit_code = RunMap(*map_source, *map_args, *map_json); });

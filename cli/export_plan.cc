@@ -2,11 +2,12 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "cli/size_arg.h"
 #include "qcow/format/errors.h"
-#include "qcow/sources/raw_source.h"
+#include "qcow/sources/open_source.h"
 
 namespace qcowfs {
 namespace {
@@ -34,12 +35,32 @@ qcow::ProgressFn ScanProgress(const std::string& source) {
   };
 }
 
+qcow::SourceOptions SourceOptionsFor(const ExportArgs& a) {
+  qcow::SourceOptions o;
+  if (a.source_format == "raw") {
+    o.format = qcow::SourceFormat::kRaw;
+  } else if (a.source_format == "qcow2") {
+    o.format = qcow::SourceFormat::kQcow2;
+  } else if (!a.source_format.empty()) {
+    throw qcow::UsageError("--source-format is '" + a.source_format +
+                           "'; qcowfs exports from 'raw' or 'qcow2' sources");
+  }
+  o.direct = a.direct;
+  for (size_t from = 0; from < a.search_path.size();) {
+    const size_t colon = std::min(a.search_path.find(':', from), a.search_path.size());
+    if (colon > from) o.search_path.push_back(a.search_path.substr(from, colon - from));
+    from = colon + 1;
+  }
+  o.warn = [](const std::string& w) { std::fprintf(stderr, "qcowfs: warning: %s\n", w.c_str()); };
+  return o;
+}
+
 }  // namespace
 
 PlannedExport PlanExport(const std::string& path, const ExportArgs& a) {
   const uint32_t bits = ClusterBits(a.cluster_size);
   PlannedExport p;
-  p.source = qcow::OpenSource(path, {.direct = a.direct});
+  p.source = qcow::OpenSource(path, SourceOptionsFor(a));
   qcow::ClusterMap map = p.source->Allocation(bits);
   if (a.scan_zeros) map = DropZeroClusters(*p.source, map, bits, ScanProgress(path));
   p.layout = std::make_unique<qcow::ExportLayout>(p.source->size(), bits, std::move(map));

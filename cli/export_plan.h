@@ -13,6 +13,8 @@ struct ExportArgs {
   std::string cluster_size = "64K";
   bool scan_zeros = false;
   bool direct = false;
+  std::string source_format;  // "", "raw" or "qcow2"
+  std::string search_path;    // --path: directories separated by ':'
 };
 
 struct PlannedExport {

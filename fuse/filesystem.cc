@@ -274,38 +274,88 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 // Per-thread buffers reused across reads, so that the hot path does not allocate.
 struct ReadBuffers {
   std::vector<uint8_t> metadata;
-  std::vector<uint8_t> data;  // the whole reply, when it is copied rather than spliced
+  std::vector<uint8_t> data;  // the whole reply when it is copied; else the unspliced pieces
   std::vector<qcow::ExportSegment> segments;
+  std::vector<qcow::SourcePiece> pieces;  // of the kSource segments, in order
   std::vector<uint8_t> bufvec;
 };
 
-// Replies with a bufvec: memory for metadata and padding, and for data a staging pipe that
-// the source's pages were spliced into (no copy). Every source byte is in the pipe before
-// the reply starts, so a failed or short source read becomes EIO (thrown), never a short
-// reply. Returns false when the data cannot be spliced (the caller copies).
-bool ReplySpliced(fuse_req_t req, ReadBuffers& b, const qcow::Source& source) {
+// Returns the buffers a spliced reply needs (runs of spliced pieces share one, as they come
+// out of one pipe), or SIZE_MAX when the reply cannot be spliced: nothing to splice, or
+// zero padding longer than the zero buffer.
+size_t SplicedBuffers(const ReadBuffers& b) {
+  size_t count = 0, piece = 0;
+  bool piped = false, any_fd = false;
+  auto add = [&](bool from_pipe) {
+    if (!(from_pipe && piped)) ++count;
+    piped = from_pipe;
+  };
+  for (const auto& s : b.segments) {
+    if (s.kind != qcow::ExportSegment::Kind::kSource) {
+      if (s.kind == qcow::ExportSegment::Kind::kZero && s.length > kZeroBufferSize) return SIZE_MAX;
+      add(false);
+      continue;
+    }
+    for (uint64_t left = s.length; left > 0; left -= b.pieces[piece++].length) {
+      any_fd |= b.pieces[piece].fd >= 0;
+      add(b.pieces[piece].fd >= 0);
+    }
+  }
+  return any_fd ? count : SIZE_MAX;
+}
+
+// Replies with a bufvec: memory for metadata, padding and pieces that cannot be spliced,
+// and for the rest a staging pipe that the files' pages were spliced into (no copy). Every
+// source byte is in place before the reply starts, so a failed or short source read
+// becomes EIO (thrown), never a short reply. Returns false when the data cannot be spliced
+// (the caller copies).
+bool ReplySpliced(fuse_req_t req, ReadBuffers& b, const qcow::Source& source, size_t buffers) {
   thread_local StagingPipe pipe;
   if (!pipe.Ready(LargestPipe())) return false;
-  b.bufvec.resize(sizeof(fuse_bufvec) + b.segments.size() * sizeof(fuse_buf));
+  uint64_t memory = 0;
+  for (const auto& p : b.pieces) memory += p.fd < 0 ? p.length : 0;
+  b.data.resize(memory);
+  b.bufvec.resize(sizeof(fuse_bufvec) + buffers * sizeof(fuse_buf));
   auto* bv = reinterpret_cast<fuse_bufvec*>(b.bufvec.data());
   std::memset(bv, 0, b.bufvec.size());
-  bv->count = b.segments.size();
+  fuse_buf* last = nullptr;
+  auto add_memory = [&](const uint8_t* p, size_t n) {
+    last = &bv->buf[bv->count++];
+    last->mem = const_cast<uint8_t*>(p);
+    last->size = n;
+  };
   try {
-    for (size_t i = 0; i < b.segments.size(); ++i) {
-      const auto& s = b.segments[i];
-      fuse_buf& f = bv->buf[i];
-      f.size = s.length;
-      if (s.kind == qcow::ExportSegment::Kind::kSource) {
-        if (!pipe.Fill(source.splice_fd(), s.position, s.length, source.name())) {
+    size_t piece = 0;
+    uint8_t* copied = b.data.data();
+    for (const auto& s : b.segments) {
+      if (s.kind == qcow::ExportSegment::Kind::kBytes) {
+        add_memory(b.metadata.data() + s.position, s.length);
+        continue;
+      }
+      if (s.kind == qcow::ExportSegment::Kind::kZero) {
+        add_memory(kZeros, s.length);
+        continue;
+      }
+      for (uint64_t left = s.length; left > 0; left -= b.pieces[piece++].length) {
+        const qcow::SourcePiece& p = b.pieces[piece];
+        if (p.fd < 0) {
+          source.ReadAt(p.offset, copied, p.length);
+          add_memory(copied, p.length);
+          copied += p.length;
+          continue;
+        }
+        if (!pipe.Fill(p.fd, p.position, p.length, p.file ? *p.file : source.name())) {
           pipe.Reset();
           return false;
         }
-        f.flags = FUSE_BUF_IS_FD;
-        f.fd = pipe.read_fd();
-      } else if (s.kind == qcow::ExportSegment::Kind::kBytes) {
-        f.mem = b.metadata.data() + s.position;
-      } else {
-        f.mem = const_cast<uint8_t*>(kZeros);
+        if (last && (last->flags & FUSE_BUF_IS_FD)) {
+          last->size += p.length;  // the pipe gives them out in order
+        } else {
+          last = &bv->buf[bv->count++];
+          last->flags = FUSE_BUF_IS_FD;
+          last->fd = pipe.read_fd();
+          last->size = p.length;
+        }
       }
     }
   } catch (...) {
@@ -332,14 +382,16 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
     thread_local ReadBuffers b;
     const uint64_t n = fs.layout->Plan(static_cast<uint64_t>(off), size, b.metadata, b.segments);
     if (n == 0) return (void)fuse_reply_buf(req, nullptr, 0);  // at or past the end
-    const int fd = fs.source->splice_fd();
-    // Splice only replies whose pieces fit the pipe budget (see RequestSizeForPipe) and
-    // whose padding fits the zero buffer; fragmented ones are assembled in a reused buffer.
-    bool splice = fd >= 0 && b.segments.size() <= kMaxSplicePieces;
+    b.pieces.clear();
     for (const auto& s : b.segments) {
-      if (s.kind == qcow::ExportSegment::Kind::kZero && s.length > kZeroBufferSize) splice = false;
+      if (s.kind == qcow::ExportSegment::Kind::kSource) {
+        fs.source->Pieces(s.position, s.length, b.pieces);
+      }
     }
-    if (splice && ReplySpliced(req, b, *fs.source)) return;
+    // Splice only replies whose buffers fit the pipe budget (see RequestSizeForPipe) and
+    // whose padding fits the zero buffer; fragmented ones are assembled in a reused buffer.
+    const size_t buffers = SplicedBuffers(b);
+    if (buffers <= kMaxSplicePieces && ReplySpliced(req, b, *fs.source, buffers)) return;
     b.data.resize(n);
     qcow::ResolveSegments(b.segments, b.metadata, *fs.source, b.data.data());
     fuse_reply_buf(req, reinterpret_cast<const char*>(b.data.data()), n);

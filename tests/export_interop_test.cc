@@ -5,7 +5,7 @@
 
 #include "qcow/export/export_layout.h"
 #include "qcow/export/export_reader.h"
-#include "qcow/sources/raw_source.h"
+#include "qcow/sources/open_source.h"
 #include "test_util.h"
 
 namespace {

@@ -56,7 +56,6 @@ class PatternSource : public qcow::Source {
       : size_(size), cluster_bits_(cluster_bits), allocated_(std::move(allocated)) {}
   uint64_t size() const override { return size_; }
   timespec mtime() const override { return {}; }
-  int splice_fd() const override { return -1; }
   void ReadAt(uint64_t offset, uint8_t* out, uint64_t n) const override;
   qcow::ClusterMap Allocation(uint32_t) const override;
 

@@ -61,7 +61,8 @@ void WriteExport(const ExportLayout& layout, const Source& source, int fd,
   const uint64_t total = layout.image_size();
   std::vector<uint8_t> scratch, buf;
   std::vector<ExportSegment> segments;
-  bool use_sendfile = source.splice_fd() >= 0;
+  std::vector<SourcePiece> pieces;
+  bool use_sendfile = true;
   uint64_t done = 0;
   if (progress) progress(0, total);
   while (done < total) {
@@ -76,19 +77,22 @@ void WriteExport(const ExportLayout& layout, const Source& source, int fd,
           buf.assign(s.length, 0);
           WriteAll(fd, buf.data(), s.length, done, total);
           break;
-        case ExportSegment::Kind::kSource: {
-          uint64_t sent = 0;
-          if (use_sendfile) {
-            const uint64_t before = done;
-            if (SendAll(fd, source.splice_fd(), s.position, s.length, done, total)) break;
-            use_sendfile = false;  // copy the rest of this segment, and all later ones
-            sent = done - before;
+        case ExportSegment::Kind::kSource:
+          pieces.clear();
+          source.Pieces(s.position, s.length, pieces);
+          for (const SourcePiece& p : pieces) {
+            uint64_t sent = 0;
+            if (use_sendfile && p.fd >= 0) {
+              const uint64_t before = done;
+              if (SendAll(fd, p.fd, p.position, p.length, done, total)) continue;
+              use_sendfile = false;  // copy the rest of this piece, and all later ones
+              sent = done - before;
+            }
+            buf.resize(p.length - sent);
+            source.ReadAt(p.offset + sent, buf.data(), buf.size());
+            WriteAll(fd, buf.data(), buf.size(), done, total);
           }
-          buf.resize(s.length - sent);
-          source.ReadAt(s.position + sent, buf.data(), buf.size());
-          WriteAll(fd, buf.data(), buf.size(), done, total);
           break;
-        }
       }
     }
     if (progress) progress(done, total);

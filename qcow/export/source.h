@@ -8,10 +8,22 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "qcow/export/cluster_map.h"
 
 namespace qcow {
+
+// Where a range of source bytes is: `length` bytes at source offset `offset`, found at
+// `position` of the file `fd` (named `file`) when they can be spliced from there, or to be
+// read with Source::ReadAt when fd is -1 (zeros, compressed data, O_DIRECT, memory).
+struct SourcePiece {
+  uint64_t offset;
+  uint64_t length;
+  int fd;
+  uint64_t position;
+  const std::string* file;
+};
 
 // A disk to export.
 class Source {
@@ -29,9 +41,11 @@ class Source {
   virtual uid_t uid() const { return ::getuid(); }
   virtual gid_t gid() const { return ::getgid(); }
   virtual mode_t mode() const { return 0444; }
-  // Returns an fd whose bytes at source offsets can be spliced, or -1 if reads must go
-  // through ReadAt (memory sources, O_DIRECT).
-  virtual int splice_fd() const = 0;
+  // Appends the pieces that [offset, offset + n) is made of, in order. The default: one
+  // piece read with ReadAt.
+  virtual void Pieces(uint64_t offset, uint64_t n, std::vector<SourcePiece>& out) const {
+    out.push_back({offset, n, -1, offset, nullptr});
+  }
   // Reads n bytes at offset into out; bytes past size() read as zeros. Throws
   // std::system_error on I/O errors.
   virtual void ReadAt(uint64_t offset, uint8_t* out, uint64_t n) const = 0;

@@ -62,7 +62,7 @@ void ParseExtensions(std::span<const uint8_t> c0, uint64_t start, ImageInfo& inf
         break;
       case kExtFullDiskEncryption:
         Refuse(
-            "the image has a full disk encryption header extension; qcowfs cannot import "
+            "the image has a full disk encryption header extension; qcowfs cannot read "
             "encrypted images");
       case kExtBitmaps:
         if (len >= kBitmapsExtLength) {
@@ -72,8 +72,11 @@ void ParseExtensions(std::span<const uint8_t> c0, uint64_t start, ImageInfo& inf
         break;
       case kExtDataFileName:
         Refuse(
-            "the image names an external data file; qcowfs imports only images that hold "
+            "the image names an external data file; qcowfs reads only images that hold "
             "their own data");
+      case kExtBackingFormat:
+        info.backing_format.assign(c0.begin() + data, c0.begin() + data + len);
+        break;
       default:
         break;  // backing format name and unknown extensions may be skipped
     }
@@ -142,7 +145,7 @@ ImageInfo ParseImageHeader(std::span<const uint8_t> c0,
            (h.crypt_method == 1   ? " (AES)"
             : h.crypt_method == 2 ? " (LUKS)"
                                   : "") +
-           "; qcowfs imports only unencrypted images (crypt_method 0)");
+           "; qcowfs reads only unencrypted images (crypt_method 0)");
   }
   const uint64_t unknown = h.incompatible_features & ~kKnownIncompatible;
   if (unknown) {
@@ -157,7 +160,7 @@ ImageInfo ParseImageHeader(std::span<const uint8_t> c0,
   }
   if (h.incompatible_features & kIncompatDataFile) {
     Refuse(
-        "incompatible_features has the external data file bit (2) set; qcowfs imports "
+        "incompatible_features has the external data file bit (2) set; qcowfs reads "
         "only images that hold their own data");
   }
   info.compression_type = h.compression_type;
@@ -185,10 +188,14 @@ ImageInfo ParseImageHeader(std::span<const uint8_t> c0,
         "refcounts are not needed to read it");
   }
 
-  if (h.backing_file_offset != 0) {
-    const std::string name = BackingFileName(h, c0);
-    Refuse("the image has a backing file" + (name.empty() ? std::string() : " '" + name + "'") +
-           "; qcowfs imports only standalone images (convert it with qemu-img convert first)");
+  if (h.backing_file_offset != 0 && h.backing_file_size != 0) {
+    // As QEMU: a name of length 0 is no backing file.
+    info.backing_file = BackingFileName(h, c0);
+    if (info.backing_file.empty()) {
+      Refuse("backing_file_offset " + std::to_string(h.backing_file_offset) +
+             " and backing_file_size " + std::to_string(h.backing_file_size) +
+             " do not name a backing file inside cluster 0 (of at most 1023 bytes)");
+    }
   }
 
   if (h.size > (uint64_t{1} << 62)) {
@@ -221,6 +228,12 @@ ImageInfo ParseImageHeader(std::span<const uint8_t> c0,
   if (h.nb_snapshots > 0)
     CheckTableOffset("snapshots_offset", h.snapshots_offset, info.cluster_size);
   return info;
+}
+
+void RefuseBackingFile(const ImageInfo& info) {
+  if (info.backing_file.empty()) return;
+  Refuse("the image has a backing file '" + info.backing_file +
+         "'; qcowfs imports only standalone images (convert it with qemu-img convert first)");
 }
 
 }  // namespace qcow

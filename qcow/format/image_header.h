@@ -26,6 +26,9 @@ struct ImageInfo {
   // The bitmap directory, when the image has the bitmaps extension and its autoclear bit
   // (QEMU then validates the directory when it opens the image); 0 bytes otherwise.
   uint64_t bitmap_directory_offset = 0, bitmap_directory_size = 0;
+  // The backing file as cluster 0 names it ("" for none) and its format from the backing
+  // format extension ("" when the image does not say).
+  std::string backing_file, backing_format;
 };
 
 // Returns the number of leading bytes ParseImageHeader needs: 104 to learn the cluster
@@ -37,9 +40,16 @@ uint64_t HeaderBytesNeeded(std::span<const uint8_t> have);
 // (offsets are checked without overflow: they come from the image).
 std::string BackingFileName(const QcowHeader& header, std::span<const uint8_t> head);
 
-// Parses and validates cluster 0 (at least HeaderBytesNeeded() bytes). Throws FormatError
-// naming the field, its value and what is allowed. Warnings (dirty bit) go to `warn`.
+// Parses and validates cluster 0 (at least HeaderBytesNeeded() bytes): everything that
+// keeps qcowfs from reading the image's own clusters is refused (encryption, an external
+// data file, the corrupt bit, unknown incompatible features); a backing file is not, the
+// caller decides. Throws FormatError naming the field, its value and what is allowed.
+// Warnings (dirty bit) go to `warn`.
 ImageInfo ParseImageHeader(std::span<const uint8_t> cluster0,
                            const std::function<void(const std::string&)>& warn);
+
+// Throws FormatError when the image has a backing file: an import of it alone would not be
+// the disk it describes.
+void RefuseBackingFile(const ImageInfo& info);
 
 }  // namespace qcow

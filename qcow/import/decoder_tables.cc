@@ -38,6 +38,7 @@ void StreamDecoder::TryParseHeader() {
 
 void StreamDecoder::ParseHeader(std::span<const uint8_t> head) {
   ImageInfo info = ParseImageHeader(head, options_.warn);
+  RefuseBackingFile(info);
   if (info.virtual_size > options_.target_size) {
     throw TooLargeError("the image's virtual size is " + std::to_string(info.virtual_size) +
                         " bytes; the target holds only " + std::to_string(options_.target_size));

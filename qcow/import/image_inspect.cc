@@ -52,6 +52,7 @@ ImageReport InspectImage(const std::string& path) {
   report.backing_file = BackingFileName(*report.header, c0);
   try {
     report.info = ParseImageHeader(c0, [&](const std::string& w) { report.warnings.push_back(w); });
+    RefuseBackingFile(*report.info);
   } catch (const FormatError& e) {
     report.problem = e.what();
     return report;

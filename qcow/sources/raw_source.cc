@@ -52,7 +52,9 @@ class FdSource : public Source {
   uid_t uid() const override { return st_.st_uid; }
   gid_t gid() const override { return st_.st_gid; }
   mode_t mode() const override { return st_.st_mode & 07777; }
-  int splice_fd() const override { return direct_ ? -1 : fd_; }
+  void Pieces(uint64_t offset, uint64_t n, std::vector<SourcePiece>& out) const override {
+    out.push_back({offset, n, direct_ ? -1 : fd_, offset, &path_});
+  }
 
   void ReadAt(uint64_t offset, uint8_t* out, uint64_t n) const override {
     const auto aligned = [](uint64_t v) { return v % kDirectAlign == 0; };
@@ -142,12 +144,12 @@ class BlockDeviceSource : public FdSource {
 
 }  // namespace
 
-std::unique_ptr<Source> OpenSource(const std::string& path, const SourceOptions& options) {
-  int flags = O_RDONLY | O_CLOEXEC | (options.direct ? O_DIRECT : 0);
+std::unique_ptr<Source> OpenRawSource(const std::string& path, bool direct) {
+  int flags = O_RDONLY | O_CLOEXEC | (direct ? O_DIRECT : 0);
   int fd = ::open(path.c_str(), flags);
   if (fd < 0) {
     int err = errno;
-    if (err == EINVAL && options.direct) {
+    if (err == EINVAL && direct) {
       throw std::system_error(err, std::generic_category(),
                               "opening " + path +
                                   " with O_DIRECT (--direct): the file system "
@@ -162,8 +164,7 @@ std::unique_ptr<Source> OpenSource(const std::string& path, const SourceOptions&
     throw std::system_error(err, std::generic_category(), "stat " + path);
   }
   if (S_ISREG(st.st_mode)) {
-    return std::make_unique<FileSource>(fd, path, st, static_cast<uint64_t>(st.st_size),
-                                        options.direct);
+    return std::make_unique<FileSource>(fd, path, st, static_cast<uint64_t>(st.st_size), direct);
   }
   if (S_ISBLK(st.st_mode)) {
     uint64_t size = 0;
@@ -172,7 +173,7 @@ std::unique_ptr<Source> OpenSource(const std::string& path, const SourceOptions&
       ::close(fd);
       throw std::system_error(err, std::generic_category(), "BLKGETSIZE64 on " + path);
     }
-    return std::make_unique<BlockDeviceSource>(fd, path, st, size, options.direct);
+    return std::make_unique<BlockDeviceSource>(fd, path, st, size, direct);
   }
   ::close(fd);
   throw UsageError(path + " is neither a regular file nor a block device");

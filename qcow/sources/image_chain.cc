@@ -1,0 +1,220 @@
+#include "qcow/sources/image_chain.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+#include "qcow/format/byte_order.h"
+#include "qcow/format/errors.h"
+#include "qcow/format/format.h"
+#include "qcow/sources/layer_reader.h"
+
+namespace qcow {
+namespace {
+
+// A chain deeper than this is surely a mistake (QEMU has no fixed limit; loops are caught
+// apart from it).
+constexpr size_t kMaxDepth = 1024;
+
+std::string DirName(const std::string& path) {
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+std::string BaseName(const std::string& path) {
+  const auto slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+// Where QEMU looks for `name` written in the image at `parent`, then the search path.
+std::string ResolveBackingName(const std::string& name, const std::string& parent,
+                               const std::vector<std::string>& search_path) {
+  const std::string direct = name.front() == '/' ? name : DirName(parent) + "/" + name;
+  if (Exists(direct)) return direct;
+  for (const auto& dir : search_path) {
+    for (const std::string& candidate : {dir + "/" + name, dir + "/" + BaseName(name)}) {
+      if (Exists(candidate)) return candidate;
+    }
+  }
+  return direct;
+}
+
+// Opens `path` read-only as a layer; the format is probed when not given.
+Layer OpenLayer(const std::string& path, const std::string& named_as,
+                std::optional<LayerFormat> format, const ChainOptions& options) {
+  Layer layer;
+  layer.path = path;
+  layer.named_as = named_as;
+  layer.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (layer.fd < 0) ThrowErrno("opening " + path);
+  try {
+    if (::fstat(layer.fd, &layer.st) != 0) ThrowErrno("stat " + path);
+    if (S_ISREG(layer.st.st_mode)) {
+      layer.file_size = static_cast<uint64_t>(layer.st.st_size);
+    } else if (S_ISBLK(layer.st.st_mode)) {
+      if (::ioctl(layer.fd, BLKGETSIZE64, &layer.file_size) != 0) {
+        ThrowErrno("BLKGETSIZE64 on " + path);
+      }
+    } else {
+      throw UsageError(path + " is neither a regular file nor a block device");
+    }
+    std::vector<uint8_t> head(kV3MinHeaderLength);
+    head.resize(PreadUpTo(layer.fd, path, 0, head.data(), head.size()));
+    if (!format) {
+      format = head.size() >= 4 && LoadBe32(head.data()) == kQcowMagic ? LayerFormat::kQcow2
+                                                                       : LayerFormat::kRaw;
+    }
+    layer.format = *format;
+    if (layer.format == LayerFormat::kRaw) {
+      layer.virtual_size = layer.file_size;
+      return layer;
+    }
+    const uint64_t need = HeaderBytesNeeded(head);
+    head.resize(need);
+    head.resize(PreadUpTo(layer.fd, path, 0, head.data(), need));
+    try {
+      layer.info = ParseImageHeader(head, [&](const std::string& w) {
+        if (options.warn) options.warn(path + ": " + w);
+      });
+    } catch (const FormatError& e) {
+      throw FormatError(path + ": " + e.what());
+    }
+    layer.virtual_size = layer.info->virtual_size;
+    return layer;
+  } catch (...) {
+    ::close(layer.fd);
+    throw;
+  }
+}
+
+std::optional<LayerFormat> BackingFormat(const Layer& layer) {
+  const std::string& f = layer.info->backing_format;
+  if (f.empty()) return std::nullopt;
+  if (f == "raw") return LayerFormat::kRaw;
+  if (f == "qcow2") return LayerFormat::kQcow2;
+  Refuse(layer.path + ": its backing file '" + layer.info->backing_file + "' has format '" + f +
+         "'; qcowfs reads raw and qcow2 backing files");
+}
+
+// Appends to `out` the parts of `fill` that lie in the gaps between the extents of `base`
+// below `limit`, keeping guest order; both inputs are sorted and non-overlapping.
+std::vector<ChainExtent> FillGaps(const std::vector<ChainExtent>& base,
+                                  const std::vector<ChainExtent>& fill, uint64_t limit) {
+  std::vector<ChainExtent> out;
+  out.reserve(base.size() + fill.size());
+  size_t f = 0;
+  auto fill_gap = [&](uint64_t lo, uint64_t hi) {
+    hi = std::min(hi, limit);
+    while (f < fill.size() && fill[f].guest + fill[f].length <= lo) ++f;
+    for (size_t i = f; i < fill.size() && fill[i].guest < hi; ++i) {
+      ChainExtent e = fill[i];
+      const uint64_t a = std::max(lo, e.guest), b = std::min(hi, e.guest + e.length);
+      if (e.kind != ChainExtent::Kind::kCompressed && e.has_host) e.host += a - e.guest;
+      e.guest = a;
+      e.length = b - a;
+      out.push_back(e);
+    }
+  };
+  uint64_t pos = 0;
+  for (const ChainExtent& e : base) {
+    if (e.guest > pos) fill_gap(pos, e.guest);
+    out.push_back(e);
+    pos = e.guest + e.length;
+  }
+  if (pos < limit) fill_gap(pos, limit);
+  return out;
+}
+
+}  // namespace
+
+const char* LayerFormatName(LayerFormat format) {
+  return format == LayerFormat::kQcow2 ? "qcow2" : "raw";
+}
+
+ImageChain ImageChain::Open(const std::string& path, const ChainOptions& options) {
+  ImageChain chain;
+  chain.layers_.push_back(OpenLayer(path, path, options.top_format, options));
+  for (;;) {
+    const Layer& layer = chain.layers_.back();
+    if (layer.format != LayerFormat::kQcow2 || layer.info->backing_file.empty()) break;
+    const std::string& name = layer.info->backing_file;
+    if (name.find(':') != std::string::npos && name.front() != '/' && name.front() != '.') {
+      // "json:{...}", "nbd://..." and other protocols QEMU would open are not files.
+      const auto colon = name.find(':');
+      if (name.compare(0, 5, "json:") == 0 || name.compare(colon, 3, "://") == 0) {
+        Refuse(layer.path + ": its backing file '" + name +
+               "' is not a file name; qcowfs reads backing files by path");
+      }
+    }
+    if (chain.layers_.size() >= kMaxDepth) {
+      Refuse(path + ": the backing chain is deeper than " + std::to_string(kMaxDepth) + " layers");
+    }
+    const std::string resolved = ResolveBackingName(name, layer.path, options.search_path);
+    const std::optional<LayerFormat> format = BackingFormat(layer);
+    Layer next;
+    try {
+      next = OpenLayer(resolved, name, format, options);
+    } catch (const std::system_error& e) {
+      throw FormatError(layer.path + ": its backing file '" + name + "' cannot be opened (" +
+                        resolved + ": " + std::strerror(e.code().value()) + ")");
+    }
+    for (const Layer& above : chain.layers_) {
+      if (above.st.st_dev == next.st.st_dev && above.st.st_ino == next.st.st_ino) {
+        ::close(next.fd);
+        Refuse(layer.path + ": the backing chain loops: its backing file '" + name + "' is " +
+               above.path + ", already in the chain");
+      }
+    }
+    chain.layers_.push_back(std::move(next));
+  }
+  return chain;
+}
+
+ImageChain::ImageChain(ImageChain&& o) noexcept : layers_(std::move(o.layers_)) {
+  o.layers_.clear();
+}
+
+ImageChain& ImageChain::operator=(ImageChain&& o) noexcept {
+  std::swap(layers_, o.layers_);
+  return *this;
+}
+
+ImageChain::~ImageChain() {
+  for (const Layer& l : layers_) ::close(l.fd);
+}
+
+std::vector<ChainExtent> ImageChain::Extents(uint32_t depth) const {
+  const uint32_t n = static_cast<uint32_t>(std::min<size_t>(depth, layers_.size()));
+  std::vector<ChainExtent> out;
+  uint64_t limit = size();
+  for (uint32_t d = 0; d < n; ++d) {
+    out = FillGaps(out, LayerExtents(layers_, d), limit);
+    // What this layer leaves to its backing file reads as zeros past the backing file's
+    // end, and past the last layer asked for.
+    const uint64_t next_limit =
+        d + 1 < layers_.size() && d + 1 < n ? std::min(limit, layers_[d + 1].virtual_size) : 0;
+    if (next_limit < limit) {
+      ChainExtent rest;
+      rest.guest = next_limit;
+      rest.length = limit - next_limit;
+      rest.depth = d;
+      out = FillGaps(out, {rest}, limit);
+    }
+    limit = next_limit;
+  }
+  return out;
+}
+
+}  // namespace qcow

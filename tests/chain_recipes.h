@@ -1,0 +1,29 @@
+// qcow2 backing chains made by qemu-img/qemu-io for the chain export tests: every layer
+// written with `write -P`, `write -z`, `discard` and `write -c`.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "test_util.h"
+
+namespace qcowfs_test {
+
+struct ChainRecipe {
+  const char* name;
+  // Shell commands run in the test's directory that leave the chain's top in "top.qcow2".
+  std::string commands;
+  // The layers below the top, as paths relative to the directory, top first (for deltas).
+  std::vector<std::string> bases;
+  // A directory (relative) that --path must name for the chain to be found ("" if none).
+  std::string search_dir;
+};
+
+// Every chain shape the chains issue lists.
+const std::vector<ChainRecipe>& ChainRecipes();
+
+// Builds recipe `r` in dir, and "reference.raw", the top's guest content as qemu-img reads
+// it; returns the path of the top (fails the test on error).
+std::string BuildChain(const TempDir& dir, const ChainRecipe& r);
+
+}  // namespace qcowfs_test
