@@ -65,7 +65,12 @@ void AddExportOptions(CLI::App* cmd, ExportArgs& a) {
                 "Read a raw disk with O_DIRECT, bypassing the page cache (qcow2 layers are "
                 "read through it)");
   cmd->add_option("--source-format", a.source_format,
-                  "raw or qcow2 (default: qcow2 when the disk starts with the qcow2 magic)");
+                  "raw, qcow2, or hybrid with --source DEVICE:METADATA (default: qcow2 when "
+                  "the disk starts with the qcow2 magic)");
+  cmd->add_option("--allocation-from", a.allocation_from,
+                  "Export only the clusters this metadata says hold data (a qcow2 image with "
+                  "its chain, or qemu-img map --output=json in a file or fd:N), reading them "
+                  "from the disk");
   cmd->add_option("--path", a.search_path,
                   "Directories (colon-separated) searched for backing files that are not "
                   "where the image's backing name points");

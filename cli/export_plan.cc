@@ -7,7 +7,9 @@
 
 #include "cli/size_arg.h"
 #include "qcow/format/errors.h"
+#include "qcow/sources/allocation_map.h"
 #include "qcow/sources/open_source.h"
+#include "qcow/sources/raw_source.h"
 
 namespace qcowfs {
 namespace {
@@ -41,9 +43,9 @@ qcow::SourceOptions SourceOptionsFor(const ExportArgs& a) {
     o.format = qcow::SourceFormat::kRaw;
   } else if (a.source_format == "qcow2") {
     o.format = qcow::SourceFormat::kQcow2;
-  } else if (!a.source_format.empty()) {
+  } else if (!a.source_format.empty() && a.source_format != "hybrid") {
     throw qcow::UsageError("--source-format is '" + a.source_format +
-                           "'; qcowfs exports from 'raw' or 'qcow2' sources");
+                           "'; qcowfs exports from 'raw', 'qcow2' or 'hybrid' sources");
   }
   o.direct = a.direct;
   for (size_t from = 0; from < a.search_path.size();) {
@@ -60,9 +62,33 @@ qcow::SourceOptions SourceOptionsFor(const ExportArgs& a) {
 PlannedExport PlanExport(const std::string& path, const ExportArgs& a) {
   const uint32_t bits = ClusterBits(a.cluster_size);
   PlannedExport p;
-  p.source = qcow::OpenSource(path, SourceOptionsFor(a));
+  const qcow::SourceOptions options = SourceOptionsFor(a);
+  std::string disk = path, allocation = a.allocation_from;
+  if (a.source_format == "hybrid") {
+    // vhd-tool's spelling: --source DEVICE:METADATA.
+    const size_t colon = path.find(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == path.size()) {
+      throw qcow::UsageError("--source-format hybrid needs --source DEVICE:METADATA; got '" + path +
+                             "'");
+    }
+    if (!allocation.empty()) {
+      throw qcow::UsageError(
+          "--source-format hybrid names the metadata already; drop "
+          "--allocation-from");
+    }
+    disk = path.substr(0, colon);
+    allocation = path.substr(colon + 1);
+  }
+  if (allocation.empty()) {
+    p.source = qcow::OpenSource(disk, options);
+  } else {
+    // The device is the guest view already: read raw, whatever its first bytes are.
+    qcow::DataRanges data = qcow::ReadDataRanges(allocation, options);
+    p.source =
+        qcow::WithAllocation(qcow::OpenRawSource(disk, a.direct), std::move(data), allocation);
+  }
   qcow::ClusterMap map = p.source->Allocation(bits);
-  if (a.scan_zeros) map = DropZeroClusters(*p.source, map, bits, ScanProgress(path));
+  if (a.scan_zeros) map = DropZeroClusters(*p.source, map, bits, ScanProgress(disk));
   p.layout = std::make_unique<qcow::ExportLayout>(p.source->size(), bits, std::move(map));
   return p;
 }

@@ -13,8 +13,9 @@ struct ExportArgs {
   std::string cluster_size = "64K";
   bool scan_zeros = false;
   bool direct = false;
-  std::string source_format;  // "", "raw" or "qcow2"
-  std::string search_path;    // --path: directories separated by ':'
+  std::string source_format;    // "", "raw", "qcow2" or "hybrid" (path is DEVICE:METADATA)
+  std::string search_path;      // --path: directories separated by ':'
+  std::string allocation_from;  // qcow2 chain or qemu-img map JSON (path or fd:N)
 };
 
 struct PlannedExport {
@@ -22,8 +23,9 @@ struct PlannedExport {
   std::unique_ptr<qcow::ExportLayout> layout;
 };
 
-// Opens the source read-only, maps its clusters (scanning for zeros if asked, with
-// progress on stderr) and plans the image. Throws UsageError/std::system_error.
+// Opens the source read-only, maps its clusters (from --allocation-from when given,
+// scanning for zeros if asked, with progress on stderr) and plans the image. Throws
+// UsageError/FormatError/std::system_error.
 PlannedExport PlanExport(const std::string& path, const ExportArgs& args);
 
 }  // namespace qcowfs

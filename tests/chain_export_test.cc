@@ -90,6 +90,39 @@ TEST_P(ChainExport, RandomReadsMatchTheStream) {
   }
 }
 
+// xapi's shape without FUSE: data from a raw copy of the top (the device), allocation from
+// the chain, or from the JSON qemu-img map printed for it.
+TEST_P(ChainExport, HybridTakesAllocationFromMetadata) {
+  TempDir dir;
+  const ChainRecipe& r = GetParam();
+  const std::string top = BuildChain(dir, r);
+  const std::string path = *r.search_dir.c_str() ? " --path " + Quote(dir / r.search_dir) : "";
+  const std::string disk = dir / "reference.raw";
+  const auto bytes = ReadFile(dir / "map.json");
+  const std::string map(bytes.begin(), bytes.end());
+  struct Variant {
+    std::string args;
+    bool data_only;  // the JSON leaves out data that also reads as zero
+  };
+  for (const Variant& v :
+       {Variant{"--source " + Quote(disk) + " --allocation-from " + Quote(top) + path, false},
+        Variant{"--source-format hybrid --source " + Quote(disk + ":" + top) + path, false},
+        Variant{"--source " + Quote(disk) + " --allocation-from fd:3 3<" + Quote(dir / "map.json"),
+                true},
+        Variant{"--source-format hybrid --source " + Quote(disk + ":" + dir / "map.json") + path,
+                true}}) {
+    SCOPED_TRACE(v.args);
+    const std::string out = dir / "hybrid.qcow2";
+    const auto run =
+        Sh(Qcowfs() + " stream " + v.args + " --destination " + Quote(out) + " --direct");
+    ASSERT_EQ(run.status, 0) << run.output;
+    ExpectSameGuest(disk, out);
+    // Exactly the clusters the chain allocates are data in the export.
+    EXPECT_EQ(qcowfs_test::MappedClusters(out, 16, false),
+              qcowfs_test::ClustersOfMap(map, 16, v.data_only));
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Chains, ChainExport, ::testing::ValuesIn(ChainRecipes()),
                          [](const auto& info) { return std::string(info.param.name); });
 
@@ -181,6 +214,30 @@ TEST_F(ChainRefusal, DirtyBitOnlyWarns) {
   EXPECT_NE(r.output.find("warning: " + dir_ / "base.qcow2" + ": the image's dirty bit"),
             std::string::npos)
       << r.output;
+}
+
+TEST_F(ChainRefusal, AllocationOfAnotherSize) {
+  Make(std::string(kChain) +
+       " && truncate -s 4M disk.raw && qemu-img map --output=json "
+       "top.qcow2 > map.json");
+  for (const std::string meta : {"top.qcow2", "map.json"}) {
+    const auto r = StreamCli(dir_ / "disk.raw", "--allocation-from " + Quote(dir_ / meta));
+    EXPECT_EQ(r.status, 2) << r.output;
+    EXPECT_NE(
+        r.output.find("is 4194304 bytes but " + dir_ / meta + " describes a disk of 8388608 bytes"),
+        std::string::npos)
+        << r.output;
+  }
+}
+
+TEST_F(ChainRefusal, AllocationFromSomethingElse) {
+  Make("truncate -s 8M disk.raw && echo '[{ \"start\": 0, \"length\": 4096}]' > bad.json");
+  ExpectRefused(StreamCli(dir_ / "disk.raw", "--allocation-from /etc/passwd"),
+                "neither a qcow2 image nor the JSON of qemu-img map");
+  ExpectRefused(StreamCli(dir_ / "disk.raw", "--allocation-from " + Quote(dir_ / "bad.json")),
+                "an entry without start, length, data and zero");
+  EXPECT_EQ(StreamCli(dir_ / "disk.raw", "--allocation-from fd:x").status, 2);
+  EXPECT_EQ(StreamCli("nocolon", "--source-format hybrid").status, 2);
 }
 
 TEST_F(ChainRefusal, QcowSourceReadAsRawWhenAsked) {

@@ -31,6 +31,29 @@ TEST_P(ChainMount, DiskQcow2IsTheTopsGuestView) {
   EXPECT_EQ(same.status, 0) << same.output;
 }
 
+// xapi's shape: tapdisk's device (a loop device holding the top's guest content) with the
+// allocation from the chain, or from qemu-img map's JSON.
+TEST_P(ChainMount, DeviceWithAllocationFromTheChain) {
+  TempDir dir;
+  const ChainRecipe& r = GetParam();
+  const std::string top = BuildChain(dir, r);
+  const std::string path = *r.search_dir.c_str() ? " --path " + Quote(dir / r.search_dir) : "";
+  const auto bytes = ReadFile(dir / "map.json");
+  const std::string map(bytes.begin(), bytes.end());
+  LoopDevice loop(dir / "reference.raw");
+  ASSERT_FALSE(loop.device().empty()) << loop.output();
+  for (const std::string& meta : {top, dir / "map.json"}) {
+    SCOPED_TRACE(meta);
+    Mount m(dir / "mnt",
+            "--export " + Quote(loop.device()) + " --allocation-from " + Quote(meta) + path);
+    ASSERT_TRUE(m.ok()) << m.result().output;
+    const auto cmp = Sh("qemu-img compare -f raw -F qcow2 " + Quote(dir / "reference.raw") + " " +
+                        Quote(m / "disk.qcow2") + " && qemu-img check " + Quote(m / "disk.qcow2"));
+    EXPECT_EQ(cmp.status, 0) << cmp.output;
+    EXPECT_EQ(MappedClusters(m / "disk.qcow2", 16, false), ClustersOfMap(map, 16, meta != top));
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Chains, ChainMount, ::testing::ValuesIn(ChainRecipes()),
                          [](const auto& info) { return std::string(info.param.name); });
 

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <regex>
+
+#include "qcow/export/cluster_map.h"
+
 namespace qcowfs_test {
 namespace {
 
@@ -80,6 +84,7 @@ std::vector<ChainRecipe> MakeRecipes() {
            Create("top.qcow2", "", "gone/base.qcow2") + " && " +
            Io("top.qcow2", "-c 'write -P 4 1M 64k'") +
            " && qemu-img convert -O raw top.qcow2 reference.raw"
+           " && qemu-img map --output=json top.qcow2 > map.json"
            " && mv gone/base.qcow2 elsewhere/ && rmdir gone",
        {"elsewhere/base.qcow2"},
        "elsewhere"},
@@ -159,9 +164,35 @@ const std::vector<ChainRecipe>& ChainRecipes() {
 std::string BuildChain(const TempDir& dir, const ChainRecipe& r) {
   const auto built = Sh("cd " + Quote(dir.path()) + " && (" + r.commands +
                         ") && { test -f reference.raw || "
-                        "qemu-img convert -O raw top.qcow2 reference.raw; }");
+                        "qemu-img convert -O raw top.qcow2 reference.raw; } && "
+                        "{ test -f map.json || qemu-img map --output=json top.qcow2 > map.json; }");
   EXPECT_EQ(built.status, 0) << r.name << ": " << built.output;
   return dir / "top.qcow2";
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> MappedClusters(const std::string& image, uint32_t bits,
+                                                          bool data_only) {
+  const auto map = Sh("qemu-img map --output=json " + Quote(image));
+  EXPECT_EQ(map.status, 0) << map.output;
+  return ClustersOfMap(map.output, bits, data_only);
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> ClustersOfMap(const std::string& json, uint32_t bits,
+                                                         bool data_only) {
+  static const std::regex entry(
+      "\"start\": ([0-9]+), \"length\": ([0-9]+),[^}]*\"zero\": (true|false), "
+      "\"data\": (true|false)");
+  qcow::ClusterMap::Builder b;
+  for (std::sregex_iterator it(json.begin(), json.end(), entry), end; it != end; ++it) {
+    const bool zero = (*it)[3] == "true", data = (*it)[4] == "true";
+    if (data && !(data_only && zero)) {
+      b.AddBytes(std::stoull((*it)[1]), std::stoull((*it)[2]), bits);
+    }
+  }
+  const qcow::ClusterMap clusters = b.Build();
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (const auto& r : clusters.runs()) out.emplace_back(r.first, r.count);
+  return out;
 }
 
 }  // namespace qcowfs_test

@@ -2,7 +2,9 @@
 // written with `write -P`, `write -z`, `discard` and `write -c`.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "test_util.h"
@@ -22,8 +24,17 @@ struct ChainRecipe {
 // Every chain shape the chains issue lists.
 const std::vector<ChainRecipe>& ChainRecipes();
 
-// Builds recipe `r` in dir, and "reference.raw", the top's guest content as qemu-img reads
-// it; returns the path of the top (fails the test on error).
+// Builds recipe `r` in dir, with "reference.raw" (the top's guest content as qemu-img reads
+// it) and "map.json" (qemu-img map --output=json of the top); returns the path of the top
+// (fails the test on error).
 std::string BuildChain(const TempDir& dir, const ChainRecipe& r);
+
+// Returns the clusters of 2^bits bytes that `qemu-img map --output=json IMAGE` shows data
+// in, as sorted (first, count) runs; with data_only, only entries that are not also zero.
+std::vector<std::pair<uint64_t, uint64_t>> MappedClusters(const std::string& image, uint32_t bits,
+                                                          bool data_only);
+// The same, from the text qemu-img map printed.
+std::vector<std::pair<uint64_t, uint64_t>> ClustersOfMap(const std::string& json, uint32_t bits,
+                                                         bool data_only);
 
 }  // namespace qcowfs_test

@@ -1,0 +1,38 @@
+// Where a raw disk holds data, learned from metadata rather than from the disk: the qcow2
+// chain the disk is the guest view of (xapi hands tapdisk's device for a VDI whose chain
+// is on the SR), or the JSON `qemu-img map --output=json` printed for it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "qcow/export/source.h"
+#include "qcow/sources/open_source.h"
+
+namespace qcow {
+
+struct DataRanges {
+  uint64_t size = 0;                                  // the guest size the metadata describes
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;  // (offset, length) holding data, in order
+};
+
+// Returns the ranges of `qemu-img map --output=json` output that hold data ("data": true
+// and "zero": false) and the size it covers (the end of its last entry). Throws FormatError
+// naming `name` and the byte where the text stops being such JSON.
+DataRanges ParseQemuImgMap(std::string_view json, const std::string& name);
+
+// Reads the allocation that `spec` describes: a qcow2 image with its chain (data and
+// compressed clusters of any layer), or qemu-img map JSON in a file or, as "fd:N", on an
+// open descriptor (read to its end). Throws FormatError/UsageError/std::system_error.
+DataRanges ReadDataRanges(const std::string& spec, const SourceOptions& options);
+
+// Returns `disk` with its allocation replaced by `data` (at cluster granularity). Throws
+// UsageError when the sizes differ.
+std::unique_ptr<Source> WithAllocation(std::unique_ptr<Source> disk, DataRanges data,
+                                       const std::string& data_name);
+
+}  // namespace qcow
