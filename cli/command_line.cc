@@ -51,8 +51,7 @@ void AddXapiOptions(CLI::App* cmd, XapiArgs& a, bool exporting) {
   cmd->add_option("--tar-filename-prefix", a.tar_filename_prefix,
                   "xapi compatibility: accepted, no effect (no tar protocol)");
   if (!exporting) cmd->add_option("--path", a.path, "xapi compatibility: accepted, no effect");
-  cmd->add_option("--relative-to", a.relative_to,
-                  "xapi compatibility: refused (deltas are not supported yet)");
+  if (!exporting) cmd->add_option("--relative-to", a.relative_to, "xapi compatibility: refused");
 }
 
 void AddExportOptions(CLI::App* cmd, ExportArgs& a) {
@@ -71,6 +70,13 @@ void AddExportOptions(CLI::App* cmd, ExportArgs& a) {
                   "Export only the clusters this metadata says hold data (a qcow2 image with "
                   "its chain, or qemu-img map --output=json in a file or fd:N), reading them "
                   "from the disk");
+  cmd->add_option("--relative-to", a.relative_to,
+                  "Export a delta over this disk: a layer of the source's chain (only what the "
+                  "layers above it changed), or any disk of the same size (contents compared "
+                  "at start, progress on stderr); the image names it as its backing file");
+  cmd->add_option("--backing-name", a.backing_name,
+                  "With --relative-to: the backing file name the delta writes (default: the "
+                  "chain's own name for the base, or the path given)");
   cmd->add_option("--path", a.search_path,
                   "Directories (colon-separated) searched for backing files that are not "
                   "where the image's backing name points");

@@ -4,10 +4,13 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 
 #include "cli/size_arg.h"
 #include "qcow/format/errors.h"
 #include "qcow/sources/allocation_map.h"
+#include "qcow/sources/chain_source.h"
+#include "qcow/sources/delta.h"
 #include "qcow/sources/open_source.h"
 #include "qcow/sources/raw_source.h"
 
@@ -23,18 +26,22 @@ uint32_t ClusterBits(const std::string& text) {
                          "; qcow2 allows a power of two from 512 to 2M");
 }
 
-// Prints scan progress on stderr: a live line on a terminal, a line per 10% otherwise.
-qcow::ProgressFn ScanProgress(const std::string& source) {
+// Prints progress on stderr, each line starting with `what`: a live line on a terminal, a
+// line per 10% otherwise.
+qcow::ProgressFn Progress(const std::string& what) {
   const bool tty = isatty(STDERR_FILENO);
   auto last = std::make_shared<int>(-1);
   return [=](uint64_t done, uint64_t total) {
     int pct = total ? static_cast<int>(done * 100 / total) : 100;
     if (pct == *last || (!tty && pct % 10 != 0 && pct != 100)) return;
     *last = pct;
-    std::fprintf(stderr, "%sscanning %s for zero clusters: %3d%% (%s of %s)%s", tty ? "\r" : "",
-                 source.c_str(), pct, HumanSize(done).c_str(), HumanSize(total).c_str(),
-                 tty && pct < 100 ? "" : "\n");
+    std::fprintf(stderr, "%s%s%3d%% (%s of %s)%s", tty ? "\r" : "", what.c_str(), pct,
+                 HumanSize(done).c_str(), HumanSize(total).c_str(), tty && pct < 100 ? "" : "\n");
   };
+}
+
+qcow::ProgressFn ScanProgress(const std::string& source) {
+  return Progress("scanning " + source + " for zero clusters: ");
 }
 
 qcow::SourceOptions SourceOptionsFor(const ExportArgs& a) {
@@ -55,6 +62,33 @@ qcow::SourceOptions SourceOptionsFor(const ExportArgs& a) {
   }
   o.warn = [](const std::string& w) { std::fprintf(stderr, "qcowfs: warning: %s\n", w.c_str()); };
   return o;
+}
+
+// Plans the delta of the source over a.relative_to: from the chain's metadata when the base
+// is one of its layers (the source's own chain, or the --allocation-from chain of a hybrid
+// source), else by comparing contents.
+qcow::DeltaPlan PlanDelta(const qcow::Source& source, const std::string& allocation,
+                          const ExportArgs& a, const qcow::SourceOptions& options, uint32_t bits) {
+  std::optional<qcow::ImageChain> metadata;
+  const qcow::ImageChain* chain = qcow::ChainOf(source);
+  if (!chain && !allocation.empty() && allocation.rfind("fd:", 0) != 0) {
+    qcow::ChainOptions o{
+        .search_path = options.search_path, .top_format = std::nullopt, .warn = options.warn};
+    metadata = qcow::ImageChain::Open(allocation, o);
+    if (metadata->layers().front().format == qcow::LayerFormat::kQcow2) chain = &*metadata;
+  }
+  if (chain) {
+    if (const auto depth = qcow::FindLayer(*chain, a.relative_to)) {
+      return qcow::ChainDelta(*chain, *depth, bits);
+    }
+  }
+  const std::unique_ptr<qcow::Source> base = qcow::OpenSource(a.relative_to, options);
+  qcow::DeltaPlan plan =
+      qcow::ComparedDelta(source, *base, bits,
+                          Progress("comparing " + source.name() + " with " + a.relative_to + ": "));
+  plan.delta.backing_file = a.relative_to;
+  plan.delta.backing_format = qcow::ChainOf(*base) ? "qcow2" : "raw";
+  return plan;
 }
 
 }  // namespace
@@ -87,6 +121,19 @@ PlannedExport PlanExport(const std::string& path, const ExportArgs& a) {
     p.source =
         qcow::WithAllocation(qcow::OpenRawSource(disk, a.direct), std::move(data), allocation);
   }
+  if (!a.relative_to.empty()) {
+    if (a.scan_zeros) {
+      throw qcow::UsageError(
+          "--scan-zeros and --relative-to do not go together: a delta "
+          "compares or reads metadata already");
+    }
+    qcow::DeltaPlan plan = PlanDelta(*p.source, allocation, a, options, bits);
+    if (!a.backing_name.empty()) plan.delta.backing_file = a.backing_name;
+    p.layout = std::make_unique<qcow::ExportLayout>(p.source->size(), bits, std::move(plan.data),
+                                                    &plan.delta);
+    return p;
+  }
+  if (!a.backing_name.empty()) throw qcow::UsageError("--backing-name needs --relative-to");
   qcow::ClusterMap map = p.source->Allocation(bits);
   if (a.scan_zeros) map = DropZeroClusters(*p.source, map, bits, ScanProgress(disk));
   p.layout = std::make_unique<qcow::ExportLayout>(p.source->size(), bits, std::move(map));

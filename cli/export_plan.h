@@ -16,6 +16,8 @@ struct ExportArgs {
   std::string source_format;    // "", "raw", "qcow2" or "hybrid" (path is DEVICE:METADATA)
   std::string search_path;      // --path: directories separated by ':'
   std::string allocation_from;  // qcow2 chain or qemu-img map JSON (path or fd:N)
+  std::string relative_to;      // a delta over this disk
+  std::string backing_name;     // the delta's backing file name ("": the chain's own)
 };
 
 struct PlannedExport {

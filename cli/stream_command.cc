@@ -19,6 +19,8 @@ int RunStream(const StreamArgs& a) {
   if (a.destination.empty() == !a.destination_fd.has_value()) {
     throw qcow::UsageError("stream needs exactly one of --destination and --destination-fd");
   }
+  // Planned first: a source that is refused leaves no empty destination file behind.
+  PlannedExport plan = PlanExport(a.source, a.export_args);
   Endpoint out =
       OpenDestination(a.destination_fd ? "fd:" + std::to_string(*a.destination_fd) : a.destination);
   if (a.progress.enabled && a.progress.machine && a.progress.machine_fd() == out.fd()) {
@@ -26,7 +28,6 @@ int RunStream(const StreamArgs& a) {
         "--progress --machine writes to stdout, which carries the image: "
         "give --progress-fd N");
   }
-  PlannedExport plan = PlanExport(a.source, a.export_args);
   Progress progress(a.progress);
   // A reader that goes away must give EPIPE and a message, not kill us.
   std::signal(SIGPIPE, SIG_IGN);

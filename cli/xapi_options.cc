@@ -26,7 +26,8 @@ void CheckXapiOptions(const XapiArgs& a, const std::string& image_side) {
   }
   if (!a.relative_to.empty()) {
     throw qcow::UsageError("--relative-to " + a.relative_to +
-                           ": deltas against a parent disk are not supported yet");
+                           ": serve imports whole images; deltas are exported with stream "
+                           "--relative-to");
   }
 }
 

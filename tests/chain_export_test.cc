@@ -123,6 +123,68 @@ TEST_P(ChainExport, HybridTakesAllocationFromMetadata) {
   }
 }
 
+qcow::ClusterMap MapOf(const std::vector<std::pair<uint64_t, uint64_t>>& runs) {
+  qcow::ClusterMap::Builder b;
+  for (const auto& [first, count] : runs) b.Add(first, count);
+  return b.Build();
+}
+
+bool Within(const qcow::ClusterMap& a, const qcow::ClusterMap& b) {
+  return qcow::ClusterMap::Intersection(a, b).size() == a.size();
+}
+
+// A delta over each layer below the top (planned from the chain's metadata), rebased onto
+// it, reads as the top; it holds what the layers above changed and nothing else. Over a raw
+// copy of each layer (not in the chain: contents compared) the same holds.
+TEST_P(ChainExport, DeltaOverEachBaseRebuildsTheTop) {
+  TempDir dir;
+  const ChainRecipe& r = GetParam();
+  const std::string top = BuildChain(dir, r);
+  const std::string path = *r.search_dir.c_str() ? " --path " + Quote(dir / r.search_dir) : "";
+  const auto bytes = ReadFile(dir / "map.json");
+  const std::string map(bytes.begin(), bytes.end());
+  const uint64_t top_size = ReadFile(dir / "reference.raw").size();
+  const std::string delta = dir / "delta.qcow2";
+  for (uint32_t k = 0; k < r.bases.size(); ++k) {
+    const std::string base = dir / r.bases[k];
+    const uint32_t depth = k + 1;
+    SCOPED_TRACE("over " + r.bases[k]);
+    auto run = Sh(Qcowfs() + " stream --source " + Quote(top) + path + " --relative-to " +
+                  Quote(base) + " --destination " + Quote(delta));
+    ASSERT_EQ(run.status, 0) << run.output;
+    const auto info = Sh("qemu-img info " + Quote(delta) + " | grep '^backing file'");
+    EXPECT_NE(info.output.find("backing file format: " +
+                               std::string(base.ends_with(".raw") ? "raw" : "qcow2")),
+              std::string::npos)
+        << info.output;
+    const std::string fmt = base.ends_with(".raw") ? "raw" : "qcow2";
+    run = Sh("qemu-img rebase -u -f qcow2 -b " + Quote(base) + " -F " + fmt + " " + Quote(delta));
+    ASSERT_EQ(run.status, 0) << run.output;
+    ExpectSameGuest(dir / "reference.raw", delta);
+    // Its own clusters (depth 0): at least the data above the base, at most what the layers
+    // above define (data or zero).
+    const auto delta_map = Sh("qemu-img map --output=json " + Quote(delta));
+    ASSERT_EQ(delta_map.status, 0) << delta_map.output;
+    const auto held = MapOf(qcowfs_test::ClustersOfMap(delta_map.output, 16, false, 1));
+    EXPECT_TRUE(Within(MapOf(qcowfs_test::ClustersOfMap(map, 16, false, depth)), held));
+    EXPECT_TRUE(Within(held, MapOf(qcowfs_test::ClustersOfMap(map, 16, false, depth, true))));
+
+    // The same base as a plain copy: not in the chain, so contents are compared.
+    const std::string copy = dir / "base_copy.raw";
+    ASSERT_EQ(Sh("qemu-img convert -O raw " + Quote(base) + " " + Quote(copy)).status, 0);
+    run = Sh(Qcowfs() + " stream --source " + Quote(top) + path + " --relative-to " + Quote(copy) +
+             " --destination " + Quote(delta));
+    if (ReadFile(copy).size() != top_size) {
+      EXPECT_EQ(run.status, 2) << run.output;  // contents of two sizes cannot be compared
+      EXPECT_NE(run.output.find("needs disks of one size"), std::string::npos) << run.output;
+      continue;
+    }
+    ASSERT_EQ(run.status, 0) << run.output;
+    EXPECT_NE(run.output.find("comparing"), std::string::npos) << run.output;  // progress
+    ExpectSameGuest(dir / "reference.raw", delta);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Chains, ChainExport, ::testing::ValuesIn(ChainRecipes()),
                          [](const auto& info) { return std::string(info.param.name); });
 
@@ -238,6 +300,42 @@ TEST_F(ChainRefusal, AllocationFromSomethingElse) {
                 "an entry without start, length, data and zero");
   EXPECT_EQ(StreamCli(dir_ / "disk.raw", "--allocation-from fd:x").status, 2);
   EXPECT_EQ(StreamCli("nocolon", "--source-format hybrid").status, 2);
+}
+
+TEST_F(ChainRefusal, DeltaNamesItsBase) {
+  Make(std::string(kChain) + " && qemu-io -c 'write -P 9 64k 64k' top.qcow2 >/dev/null");
+  const std::string delta = dir_ / "delta.qcow2";
+  auto name = [&] {
+    return Sh("qemu-img info --output=json " + Quote(delta) + " | grep backing").output;
+  };
+  ASSERT_EQ(StreamCli(dir_ / "top.qcow2", "--relative-to " + Quote(dir_ / "base.qcow2")).status, 0);
+  ASSERT_EQ(Sh(Qcowfs() + " stream --source " + Quote(dir_ / "top.qcow2") + " --relative-to " +
+               Quote(dir_ / "base.qcow2") + " --destination " + Quote(delta))
+                .status,
+            0);
+  EXPECT_NE(name().find("\"backing-filename\": \"base.qcow2\""), std::string::npos) << name();
+  EXPECT_NE(name().find("\"backing-filename-format\": \"qcow2\""), std::string::npos) << name();
+  ASSERT_EQ(Sh(Qcowfs() + " stream --source " + Quote(dir_ / "top.qcow2") + " --relative-to " +
+               Quote(dir_ / "base.qcow2") +
+               " --backing-name snapshots/base-1.qcow2 --destination " + Quote(delta))
+                .status,
+            0);
+  EXPECT_NE(name().find("\"backing-filename\": \"snapshots/base-1.qcow2\""), std::string::npos)
+      << name();
+  // The delta over base holds the one cluster top wrote.
+  // (Opened without its backing file, so that only its own clusters show.)
+  const auto map =
+      Sh("qemu-img map --output=json --image-opts \"driver=qcow2,file.filename=" + delta +
+         ",backing=\" 2>/dev/null");
+  EXPECT_NE(map.output.find("\"start\": 65536, \"length\": 65536, \"depth\": 0, \"present\": true, "
+                            "\"zero\": false, \"data\": true"),
+            std::string::npos)
+      << map.output;
+  EXPECT_EQ(StreamCli(dir_ / "top.qcow2", "--backing-name x").status, 2);
+  EXPECT_EQ(
+      StreamCli(dir_ / "top.qcow2", "--scan-zeros --relative-to " + Quote(dir_ / "base.qcow2"))
+          .status,
+      2);
 }
 
 TEST_F(ChainRefusal, QcowSourceReadAsRawWhenAsked) {

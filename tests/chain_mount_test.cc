@@ -57,6 +57,29 @@ TEST_P(ChainMount, DeviceWithAllocationFromTheChain) {
 INSTANTIATE_TEST_SUITE_P(Chains, ChainMount, ::testing::ValuesIn(ChainRecipes()),
                          [](const auto& info) { return std::string(info.param.name); });
 
+// An incremental export through the mount: the delta over a middle layer of a ten-layer
+// chain, copied out with cp and rebased onto it, reads as the top.
+TEST(ChainMount, DeltaOverAMiddleLayer) {
+  TempDir dir;
+  const ChainRecipe* depth10 = nullptr;
+  for (const auto& r : ChainRecipes()) {
+    if (std::string(r.name) == "depth10") depth10 = &r;
+  }
+  ASSERT_NE(depth10, nullptr);
+  const std::string top = BuildChain(dir, *depth10);
+  const std::string base = dir / "l4.qcow2";
+  Mount m(dir / "mnt", "--export " + Quote(top) + " --relative-to " + Quote(base));
+  ASSERT_TRUE(m.ok()) << m.result().output;
+  const auto r =
+      Sh("cp " + Quote(m / "disk.qcow2") + " " + Quote(dir / "delta.qcow2") +
+         " && qemu-img check " + Quote(dir / "delta.qcow2") + " && " + Quote(QcowfsBinary()) +
+         " stream --source " + Quote(top) + " --relative-to " + Quote(base) +
+         " --destination - | cmp - " + Quote(dir / "delta.qcow2") + " && qemu-img rebase -u -b " +
+         Quote(base) + " -F qcow2 " + Quote(dir / "delta.qcow2") + " && qemu-img compare " +
+         Quote(top) + " " + Quote(dir / "delta.qcow2"));
+  EXPECT_EQ(r.status, 0) << r.output;
+}
+
 TEST(ChainMount, RefusedChainDoesNotMount) {
   TempDir dir;
   ASSERT_EQ(Sh("cd " + Quote(dir.path()) +

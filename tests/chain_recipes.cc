@@ -178,14 +178,16 @@ std::vector<std::pair<uint64_t, uint64_t>> MappedClusters(const std::string& ima
 }
 
 std::vector<std::pair<uint64_t, uint64_t>> ClustersOfMap(const std::string& json, uint32_t bits,
-                                                         bool data_only) {
+                                                         bool data_only, uint32_t below_depth,
+                                                         bool present_only) {
   static const std::regex entry(
-      "\"start\": ([0-9]+), \"length\": ([0-9]+),[^}]*\"zero\": (true|false), "
-      "\"data\": (true|false)");
+      "\"start\": ([0-9]+), \"length\": ([0-9]+), \"depth\": ([0-9]+), \"present\": "
+      "(true|false), \"zero\": (true|false), \"data\": (true|false)");
   qcow::ClusterMap::Builder b;
   for (std::sregex_iterator it(json.begin(), json.end(), entry), end; it != end; ++it) {
-    const bool zero = (*it)[3] == "true", data = (*it)[4] == "true";
-    if (data && !(data_only && zero)) {
+    const bool present = (*it)[4] == "true", zero = (*it)[5] == "true", data = (*it)[6] == "true";
+    if (std::stoul((*it)[3]) >= below_depth) continue;
+    if (present_only ? present : data && !(data_only && zero)) {
       b.AddBytes(std::stoull((*it)[1]), std::stoull((*it)[2]), bits);
     }
   }

@@ -33,8 +33,11 @@ std::string BuildChain(const TempDir& dir, const ChainRecipe& r);
 // in, as sorted (first, count) runs; with data_only, only entries that are not also zero.
 std::vector<std::pair<uint64_t, uint64_t>> MappedClusters(const std::string& image, uint32_t bits,
                                                           bool data_only);
-// The same, from the text qemu-img map printed.
+// The same, from the text qemu-img map printed, counting only entries of a depth below
+// `below_depth` (and with present_only, only those a layer defines, data or zero).
 std::vector<std::pair<uint64_t, uint64_t>> ClustersOfMap(const std::string& json, uint32_t bits,
-                                                         bool data_only);
+                                                         bool data_only,
+                                                         uint32_t below_depth = UINT32_MAX,
+                                                         bool present_only = false);
 
 }  // namespace qcowfs_test

@@ -82,3 +82,23 @@ TEST(ClusterMap, CoarsenGivesTheTablesTheRunsNeed) {
 }
 
 }  // namespace
+
+TEST(ClusterMap, UnionAndIntersection) {
+  auto make = [](std::initializer_list<std::pair<uint64_t, uint64_t>> runs) {
+    qcow::ClusterMap::Builder b;
+    for (auto [first, count] : runs) b.Add(first, count);
+    return b.Build();
+  };
+  auto runs = [](const qcow::ClusterMap& m) {
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    for (const auto& r : m.runs()) out.emplace_back(r.first, r.count);
+    return out;
+  };
+  const auto a = make({{0, 4}, {10, 5}, {100, 1}});
+  const auto b = make({{2, 10}, {14, 3}, {50, 2}});
+  using V = std::vector<std::pair<uint64_t, uint64_t>>;
+  EXPECT_EQ(runs(qcow::ClusterMap::Union(a, b)), (V{{0, 17}, {50, 2}, {100, 1}}));
+  EXPECT_EQ(runs(qcow::ClusterMap::Intersection(a, b)), (V{{2, 2}, {10, 2}, {14, 1}}));
+  EXPECT_EQ(qcow::ClusterMap::Intersection(a, qcow::ClusterMap()).size(), 0u);
+  EXPECT_EQ(runs(qcow::ClusterMap::Union(qcow::ClusterMap(), b)), runs(b));
+}

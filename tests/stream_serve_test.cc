@@ -272,12 +272,21 @@ TEST_F(StreamServe, XapiCommandLinesRunEndToEnd) {
     EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
   }
   // What cannot be honoured is refused with a clear line.
-  for (const std::string bad : {"--destination-format vhd", "--relative-to /dev/sm/parent",
-                                "--destination-protocol nbd", "--source-format vhd"}) {
+  for (const std::string bad :
+       {"--destination-format vhd", "--destination-protocol nbd", "--source-format vhd"}) {
     auto r = Sh(Q() + " stream --source " + Quote(dir_ / "src") + " --destination null: " + bad);
     EXPECT_EQ(r.status, 2) << bad << ": " << r.output;
     EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
   }
+  // A delta's base that is not there is named.
+  auto r = Sh(Q() + " stream --source " + Quote(dir_ / "src") +
+              " --destination null: --relative-to /dev/sm/parent");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("/dev/sm/parent: No such file"), std::string::npos) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  r = Sh(Q() + " serve --destination " + Quote(dir_ / "vdi") + " --relative-to /dev/sm/parent");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("serve imports whole images"), std::string::npos) << r.output;
 }
 
 TEST_F(StreamServe, InfoCheckAndMapAgreeWithQemuImg) {

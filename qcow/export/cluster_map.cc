@@ -91,4 +91,33 @@ ClusterMap ClusterMap::Coarsen(uint64_t divisor) const {
   return b.Build();
 }
 
+ClusterMap ClusterMap::Union(const ClusterMap& a, const ClusterMap& b) {
+  Builder out;
+  size_t i = 0, j = 0;
+  while (i < a.runs_.size() || j < b.runs_.size()) {
+    const bool take_a =
+        j == b.runs_.size() || (i < a.runs_.size() && a.runs_[i].first <= b.runs_[j].first);
+    const Run& r = take_a ? a.runs_[i++] : b.runs_[j++];
+    out.Add(r.first, r.count);
+  }
+  return out.Build();
+}
+
+ClusterMap ClusterMap::Intersection(const ClusterMap& a, const ClusterMap& b) {
+  Builder out;
+  size_t i = 0, j = 0;
+  while (i < a.runs_.size() && j < b.runs_.size()) {
+    const Run &x = a.runs_[i], &y = b.runs_[j];
+    const uint64_t lo = std::max(x.first, y.first);
+    const uint64_t hi = std::min(x.first + x.count, y.first + y.count);
+    if (lo < hi) out.Add(lo, hi - lo);
+    if (x.first + x.count < y.first + y.count) {
+      ++i;
+    } else {
+      ++j;
+    }
+  }
+  return out.Build();
+}
+
 }  // namespace qcow

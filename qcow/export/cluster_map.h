@@ -53,6 +53,9 @@ class ClusterMap {
   // Returns the map of indices i / divisor for every index i in this map (e.g. the L2 tables
   // that data clusters need). Costs one pass over the runs.
   ClusterMap Coarsen(uint64_t divisor) const;
+  // Returns the indices in a or b, and the indices in both. One pass over both.
+  static ClusterMap Union(const ClusterMap& a, const ClusterMap& b);
+  static ClusterMap Intersection(const ClusterMap& a, const ClusterMap& b);
 
  private:
   explicit ClusterMap(std::vector<Run> runs) : runs_(std::move(runs)) {}

@@ -50,14 +50,47 @@ struct Shape {
   uint64_t l1_size, l1_clusters, l2_clusters, refcount_blocks, refcount_tables;
 };
 
+// Returns the L1 indices whose L2 table has an entry: for data or zero clusters.
+ClusterMap TablesFor(const ClusterMap& data, const ClusterMap& zero, uint64_t per_table) {
+  if (zero.size() == 0) return data.Coarsen(per_table);
+  return ClusterMap::Union(data.Coarsen(per_table), zero.Coarsen(per_table));
+}
+
+// Returns the clusters of `map` below `limit` (and not in `without`, when given).
+ClusterMap Clip(const ClusterMap& map, uint64_t limit, const ClusterMap* without = nullptr) {
+  ClusterMap::Builder b;
+  for (const auto& r : map.runs()) {
+    if (r.first >= limit) break;
+    const uint64_t end = std::min(r.first + r.count, limit);
+    if (!without) {
+      b.Add(r.first, end - r.first);
+      continue;
+    }
+    for (uint64_t i = r.first; i < end;) {
+      // Skip the part in `without`, keep the part before its next run.
+      const size_t k = without->FirstRunEndingAfter(i);
+      if (k < without->runs().size() && without->runs()[k].first <= i) {
+        i = without->runs()[k].first + without->runs()[k].count;
+        continue;
+      }
+      const uint64_t next = k < without->runs().size() ? without->runs()[k].first : end;
+      const uint64_t stop = std::min(end, next);
+      b.Add(i, stop - i);
+      i = stop;
+    }
+  }
+  return b.Build();
+}
+
 // Returns the shape of an image of virtual_size bytes with 2^bits-byte clusters of which
-// `data` are allocated.
-Shape ShapeOf(uint64_t virtual_size, uint32_t bits, const ClusterMap& data) {
+// `data` are allocated and `zero` are zero clusters.
+Shape ShapeOf(uint64_t virtual_size, uint32_t bits, const ClusterMap& data,
+              const ClusterMap& zero) {
   const uint64_t cluster = uint64_t{1} << bits, per_table = cluster / kTableEntrySize;
   Shape s{};
   s.l1_size = DivRoundUp(DivRoundUp(virtual_size, cluster), per_table);
   s.l1_clusters = DivRoundUp(s.l1_size, per_table);
-  s.l2_clusters = data.Coarsen(per_table).size();
+  s.l2_clusters = TablesFor(data, zero, per_table).size();
   // Refcount blocks count every used cluster including themselves and the refcount table,
   // so iterate until the numbers stop growing.
   const uint64_t per_block = cluster * 8 / (1u << ExportLayout::kRefcountOrder);
@@ -89,7 +122,8 @@ std::string TooLarge(const Shape& s, uint32_t bits) {
 
 }  // namespace
 
-ExportLayout::ExportLayout(uint64_t source_size, uint32_t cluster_bits, ClusterMap data)
+ExportLayout::ExportLayout(uint64_t source_size, uint32_t cluster_bits, ClusterMap data,
+                           const DeltaOptions* delta)
     : source_size_(source_size), cluster_bits_(cluster_bits) {
   if (cluster_bits < kMinClusterBits || cluster_bits > kMaxClusterBits) {
     throw UsageError("cluster size is 2^" + std::to_string(cluster_bits) +
@@ -103,19 +137,19 @@ ExportLayout::ExportLayout(uint64_t source_size, uint32_t cluster_bits, ClusterM
   virtual_size_ = DivRoundUp(source_size, kSectorSize) * kSectorSize;
   const uint64_t guest_clusters = DivRoundUp(virtual_size_, cluster_size_);
   // Keep only clusters inside the virtual disk.
-  ClusterMap::Builder clipped;
-  for (const auto& r : data.runs()) {
-    if (r.first >= guest_clusters) break;
-    clipped.Add(r.first, std::min(r.count, guest_clusters - r.first));
+  data_ = Clip(data, guest_clusters);
+  if (delta) {
+    zero_ = Clip(delta->zero, guest_clusters, &data_);
+    backing_file_ = delta->backing_file;
   }
-  data_ = clipped.Build();
-  const Shape shape = ShapeOf(virtual_size_, cluster_bits, data_);
+  const Shape shape = ShapeOf(virtual_size_, cluster_bits, data_, zero_);
   if (const std::string why = TooLarge(shape, cluster_bits); !why.empty()) {
     // A larger cluster makes both tables smaller: name the smallest one QEMU can open.
     uint32_t bits = cluster_bits + 1;
     while (
         bits < kMaxClusterBits &&
-        !TooLarge(ShapeOf(virtual_size_, bits, data_.Coarsen(uint64_t{1} << (bits - cluster_bits))),
+        !TooLarge(ShapeOf(virtual_size_, bits, data_.Coarsen(uint64_t{1} << (bits - cluster_bits)),
+                          zero_.Coarsen(uint64_t{1} << (bits - cluster_bits))),
                   bits)
              .empty()) {
       ++bits;
@@ -125,7 +159,7 @@ ExportLayout::ExportLayout(uint64_t source_size, uint32_t cluster_bits, ClusterM
                      ": use a cluster size of at least " + SizeText(uint64_t{1} << bits));
   }
   l1_size_ = shape.l1_size;
-  l2_ = data_.Coarsen(entries_per_table_);
+  l2_ = TablesFor(data_, zero_, entries_per_table_);
   l1_clusters_ = shape.l1_clusters;
   const uint64_t tables = shape.refcount_tables, blocks = shape.refcount_blocks;
   refcount_table_clusters_ = tables;
@@ -147,7 +181,14 @@ ExportLayout::ExportLayout(uint64_t source_size, uint32_t cluster_bits, ClusterM
   header_.refcount_order = kRefcountOrder;
   header_.header_length = kV3HeaderLength;
   header_.compression_type = kCompressionDeflate;
-  header_bytes_ = EncodeHeader(header_);
+  HeaderExtras extras;
+  extras.cluster_size = cluster_size_;
+  if (delta) {
+    extras.backing_file = delta->backing_file;
+    extras.backing_format = delta->backing_format;
+  }
+  header_bytes_ = EncodeHeader(header_, extras);
+  header_ = DecodeHeader(header_bytes_);  // with the backing file's offset and size
 }
 
 uint64_t ExportLayout::L1Entry(uint64_t index) const {
@@ -157,7 +198,7 @@ uint64_t ExportLayout::L1Entry(uint64_t index) const {
 
 uint64_t ExportLayout::L2Entry(uint64_t l2_cluster, uint64_t index) const {
   uint64_t guest = l2_.Select(l2_cluster) * entries_per_table_ + index;
-  if (!data_.Contains(guest)) return 0;
+  if (!data_.Contains(guest)) return zero_.size() && zero_.Contains(guest) ? kOflagZero : 0;
   return ((data_start_ + data_.Rank(guest)) << cluster_bits_) | kOflagCopied;
 }
 

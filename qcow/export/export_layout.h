@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "qcow/export/cluster_map.h"
@@ -29,6 +30,15 @@ struct ExportSegment {
   uint64_t length;
 };
 
+// What a delta image adds to a full one.
+struct DeltaOptions {
+  // Guest clusters that read as zeros over the backing file: L2 entries with the zero flag
+  // (version 3), no data cluster. Clusters also in the data map are data.
+  ClusterMap zero;
+  std::string backing_file;    // written in cluster 0
+  std::string backing_format;  // the backing format extension ("raw", "qcow2")
+};
+
 class ExportLayout {
  public:
   // Refcount entries are 16 bits wide (qcow2.txt: refcount_order 4), the QEMU default.
@@ -37,8 +47,10 @@ class ExportLayout {
   // Plans an image of a source of `source_size` bytes whose allocated clusters (of
   // 2^cluster_bits bytes, indices into the source) are `data`. Indices past the virtual size
   // are ignored. Throws UsageError when cluster_bits is outside 9..21 or the disk needs an
-  // L1 table larger than QEMU's 32 MiB limit.
-  ExportLayout(uint64_t source_size, uint32_t cluster_bits, ClusterMap data);
+  // L1 table larger than QEMU's 32 MiB limit. With `delta`, the image names a backing
+  // file and what the data map does not hold reads from it, except the zero clusters.
+  ExportLayout(uint64_t source_size, uint32_t cluster_bits, ClusterMap data,
+               const DeltaOptions* delta = nullptr);
 
   // Returns the exact size of the image file in bytes.
   uint64_t image_size() const { return total_clusters_ * cluster_size_; }
@@ -51,6 +63,10 @@ class ExportLayout {
   const QcowHeader& header() const { return header_; }
   // Returns the allocated guest clusters, each exported as one data cluster.
   const ClusterMap& data_clusters() const { return data_; }
+  // Returns the guest clusters exported as zero clusters (deltas only).
+  const ClusterMap& zero_clusters() const { return zero_; }
+  // Returns the backing file the image names ("" for none).
+  const std::string& backing_file() const { return backing_file_; }
   // Returns the file offset of the first data cluster (= the size of all metadata).
   uint64_t data_offset() const { return data_start_ * cluster_size_; }
   // Returns the number of clusters of each region, in file order.
@@ -81,7 +97,9 @@ class ExportLayout {
   uint64_t entries_per_table_;  // 8-byte entries per cluster (L1, L2, refcount table)
   uint64_t l1_size_;
   ClusterMap data_;  // allocated guest clusters
+  ClusterMap zero_;  // zero clusters (deltas), none of them in data_
   ClusterMap l2_;    // L1 indices whose L2 table is non-empty
+  std::string backing_file_;
   uint64_t refcount_table_clusters_ = 0;
   uint64_t refcount_block_clusters_ = 0;
   uint64_t l1_clusters_ = 0;

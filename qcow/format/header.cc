@@ -1,5 +1,6 @@
 #include "qcow/format/header.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "qcow/format/byte_order.h"
@@ -28,16 +29,59 @@ const std::vector<FeatureName>& KnownFeatureNames() {
   return names;
 }
 
-std::vector<uint8_t> EncodeHeader(const QcowHeader& h) {
+std::vector<uint8_t> EncodeHeader(const QcowHeader& header, const HeaderExtras& extras) {
+  QcowHeader h = header;
   const uint32_t header_length = h.version == 2 ? kV2HeaderLength : h.header_length;
   if (h.version == 3 && (header_length < kV3MinHeaderLength || header_length % 8 != 0)) {
     throw UsageError("header_length is " + std::to_string(header_length) +
                      "; version 3 needs a multiple of 8 that is at least 104");
   }
+  if (extras.backing_file.size() > 1023) {
+    throw UsageError("the backing file name is " + std::to_string(extras.backing_file.size()) +
+                     " bytes; qcow2 allows at most 1023");
+  }
+  // Header extensions start right after the header (qcow2.txt, "Header extensions"), each
+  // padded to 8 bytes; the backing file name follows the end marker.
+  const auto padded = [](uint64_t n) { return (n + 7) / 8 * 8; };
+  const uint64_t format_ext =
+      extras.backing_format.empty() ? 0 : 8 + padded(extras.backing_format.size());
   const auto& names = KnownFeatureNames();
-  const size_t ext_len = names.size() * kFeatureNameEntrySize;
-  std::vector<uint8_t> out(header_length + 8 + ext_len + 8, 0);
+  const uint64_t names_len = names.size() * kFeatureNameEntrySize;
+  uint64_t size = header_length + format_ext + 8 + names_len + 8 + extras.backing_file.size();
+  const bool with_names = extras.cluster_size == 0 || size <= extras.cluster_size;
+  if (!with_names) size -= 8 + names_len;
+  if (extras.cluster_size != 0 && size > extras.cluster_size) {
+    throw UsageError("the header with a backing file name of " +
+                     std::to_string(extras.backing_file.size()) + " bytes does not fit a " +
+                     std::to_string(extras.cluster_size) + "-byte cluster");
+  }
+  std::vector<uint8_t> out(size, 0);
   uint8_t* p = out.data();
+  uint8_t* ext = p + header_length;
+  if (format_ext) {
+    StoreBe32(ext, kExtBackingFormat);
+    StoreBe32(ext + 4, static_cast<uint32_t>(extras.backing_format.size()));
+    std::memcpy(ext + 8, extras.backing_format.data(), extras.backing_format.size());
+    ext += format_ext;
+  }
+  if (with_names) {
+    StoreBe32(ext, kExtFeatureNameTable);
+    StoreBe32(ext + 4, static_cast<uint32_t>(names_len));
+    uint8_t* entry = ext + 8;
+    for (const auto& n : names) {
+      entry[0] = n.type;
+      entry[1] = n.bit;
+      std::memcpy(entry + 2, n.name.data(), std::min<size_t>(n.name.size(), kFeatureNameLength));
+      entry += kFeatureNameEntrySize;
+    }
+    ext = entry;
+  }
+  ext += 8;  // the end-of-extensions marker (type 0, length 0) is zeros already
+  if (!extras.backing_file.empty()) {
+    h.backing_file_offset = static_cast<uint64_t>(ext - p);
+    h.backing_file_size = static_cast<uint32_t>(extras.backing_file.size());
+    std::memcpy(ext, extras.backing_file.data(), extras.backing_file.size());
+  }
   StoreBe32(p + kOffMagic, h.magic);
   StoreBe32(p + kOffVersion, h.version);
   StoreBe64(p + kOffBackingFileOffset, h.backing_file_offset);
@@ -59,18 +103,6 @@ std::vector<uint8_t> EncodeHeader(const QcowHeader& h) {
     StoreBe32(p + kOffHeaderLength, header_length);
     if (header_length > kOffCompressionType) p[kOffCompressionType] = h.compression_type;
   }
-  // Header extensions start right after the header (qcow2.txt, "Header extensions").
-  uint8_t* ext = p + header_length;
-  StoreBe32(ext, kExtFeatureNameTable);
-  StoreBe32(ext + 4, static_cast<uint32_t>(ext_len));
-  uint8_t* entry = ext + 8;
-  for (const auto& n : names) {
-    entry[0] = n.type;
-    entry[1] = n.bit;
-    std::memcpy(entry + 2, n.name.data(), std::min<size_t>(n.name.size(), kFeatureNameLength));
-    entry += kFeatureNameEntrySize;
-  }
-  // The end-of-extensions marker (type 0, length 0) is the zero tail already in `out`.
   return out;
 }
 

@@ -44,10 +44,19 @@ struct FeatureName {
 // Returns the feature names qcowfs writes into images it produces (the bits QEMU 7.2 knows).
 const std::vector<FeatureName>& KnownFeatureNames();
 
-// Returns the encoded header: the fixed fields, a feature name table extension and the end
-// marker. The result is shorter than a cluster; the rest of cluster 0 is zero.
-// Throws UsageError if the fields do not fit (header_length not 72/104..).
-std::vector<uint8_t> EncodeHeader(const QcowHeader& header);
+// What cluster 0 holds beyond the fixed fields, for images with a backing file.
+struct HeaderExtras {
+  std::string backing_file;    // "" for none
+  std::string backing_format;  // the backing format extension ("" for none)
+  uint64_t cluster_size = 0;   // the room there is (0: no limit)
+};
+
+// Returns the encoded header: the fixed fields, the backing format extension, a feature
+// name table extension (left out when the cluster has no room for it), the end marker and
+// the backing file name, whose offset and size it sets in the fixed fields. The result is
+// shorter than a cluster; the rest of cluster 0 is zero. Throws UsageError if the fields do
+// not fit (header_length not 72/104.., a name longer than 1023 bytes or than the cluster).
+std::vector<uint8_t> EncodeHeader(const QcowHeader& header, const HeaderExtras& extras = {});
 
 // Returns the fixed fields decoded from the start of an image. Only checks what is needed to
 // decode (magic, version, that the bytes are long enough); throws FormatError otherwise.

@@ -16,6 +16,7 @@ class ChainSource : public Source {
   explicit ChainSource(ImageChain chain)
       : chain_(std::move(chain)), extents_(chain_.Extents()), id_(next_id_++) {}
 
+  const ImageChain& chain() const { return chain_; }
   uint64_t size() const override { return chain_.size(); }
   std::string name() const override { return top().path; }
   timespec mtime() const override { return top().st.st_mtim; }
@@ -134,6 +135,11 @@ class ChainSource : public Source {
 
 std::unique_ptr<Source> MakeChainSource(ImageChain chain) {
   return std::make_unique<ChainSource>(std::move(chain));
+}
+
+const ImageChain* ChainOf(const Source& source) {
+  const auto* chain = dynamic_cast<const ChainSource*>(&source);
+  return chain ? &chain->chain() : nullptr;
 }
 
 }  // namespace qcow

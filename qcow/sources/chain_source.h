@@ -14,4 +14,7 @@ namespace qcow {
 // requests.
 std::unique_ptr<Source> MakeChainSource(ImageChain chain);
 
+// Returns the chain a source made by MakeChainSource reads, or nullptr for other sources.
+const ImageChain* ChainOf(const Source& source);
+
 }  // namespace qcow
