@@ -96,6 +96,10 @@ void AddServeOptions(CLI::App* cmd, ServeArgs& a) {
                   "exactly this many, then finish");
   cmd->add_flag("--prezeroed", a.prezeroed,
                 "The target already reads as zeros: skip zeroing unallocated ranges");
+  cmd->add_flag("--delta", a.delta,
+                "The image may have a backing file whose disk the target holds already: "
+                "apply it (data written, zero clusters zeroed, unallocated ranges untouched; "
+                "--prezeroed is ignored)");
   cmd->add_flag("--direct", a.direct,
                 "xapi compatibility: accepted; the target is always fsynced before success");
   AddProgressOptions(cmd, a.progress);
@@ -134,6 +138,10 @@ void AddMountCommand(CLI::App& app, int* exit_code) {
                   "Kernel readahead for the mount in KiB (default: two read requests)");
   cmd->add_flag("--prezeroed", args->prezeroed,
                 "Import: the target already reads as zeros, so unallocated ranges are skipped");
+  cmd->add_flag("--delta", args->delta,
+                "Import: images may have a backing file whose disk the target holds already: "
+                "apply them (data written, zero clusters zeroed, unallocated ranges "
+                "untouched; --prezeroed is ignored)");
   AddSpoolOptions(cmd, args->spool);
   cmd->add_option("--threads", args->threads, "Maximum threads serving requests")
       ->check(CLI::Range(1u, 64u))

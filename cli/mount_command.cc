@@ -133,10 +133,12 @@ int RunMount(const MountArgs& a) {
   std::unique_ptr<qcow::ImportJob> job;
   if (!a.import_target.empty()) {
     qcow::TargetOptions target_options;
-    target_options.prezeroed = a.prezeroed;
+    // The target of a delta holds its base: nothing there reads as zeros by default.
+    target_options.prezeroed = a.prezeroed && !a.delta;
     target = std::make_unique<qcow::RawTarget>(a.import_target, target_options);
     qcow::ImportOptions options;
     options.spool = SpoolLimits(a.spool);
+    options.delta = a.delta;
     options.log = [](const std::string& line) {
       Log(line.rfind("import failed", 0) == 0 ? LOG_ERR : LOG_WARNING, "%s", line.c_str());
     };

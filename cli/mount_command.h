@@ -14,6 +14,7 @@ struct MountArgs {
   std::string export_source;
   std::string import_target;
   bool prezeroed = false;
+  bool delta = false;  // import: apply images with a backing file onto their base
   SpoolArgs spool;
   std::string mountpoint;
   std::string export_name = "disk.qcow2";

@@ -68,10 +68,12 @@ int RunServe(const ServeArgs& a) {
   std::optional<uint64_t> input_size;
   if (!a.destination_size.empty()) input_size = ParseSize(a.destination_size);
   qcow::TargetOptions target_options;
-  target_options.prezeroed = a.prezeroed;
+  // The target of a delta holds its base: nothing there reads as zeros by default.
+  target_options.prezeroed = a.prezeroed && !a.delta;
   qcow::RawTarget target(FilePath(a.destination), target_options);
   qcow::ImportOptions options;
   options.spool = SpoolLimits(a.spool);
+  options.delta = a.delta;
   options.log = [](const std::string& line) {
     if (line.rfind("import warning: ", 0) == 0) {
       std::fprintf(stderr, "qcowfs: warning: %s\n", line.c_str() + 16);

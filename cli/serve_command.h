@@ -17,6 +17,7 @@ struct ServeArgs {
   std::string destination;
   std::string destination_size;
   bool prezeroed = false;
+  bool delta = false;  // apply an image with a backing file onto its base
   bool direct = false;
   ProgressArgs progress;
   SpoolArgs spool;

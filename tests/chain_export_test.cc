@@ -185,6 +185,75 @@ TEST_P(ChainExport, DeltaOverEachBaseRebuildsTheTop) {
   }
 }
 
+// Restores: the raw disk of a base, with a delta imported onto it by serve --delta, holds
+// the top. The deltas are the layer files qemu-io wrote (extended L2, zero clusters,
+// compressed clusters, v2...) and the ones qcowfs exports.
+TEST_P(ChainExport, DeltaImportedOntoItsBaseGivesTheTop) {
+  TempDir dir;
+  const ChainRecipe& r = GetParam();
+  const std::string top = BuildChain(dir, r);
+  const std::string path = *r.search_dir.c_str() ? " --path " + Quote(dir / r.search_dir) : "";
+  const uint64_t top_size = ReadFile(dir / "reference.raw").size();
+  const std::string target = dir / "target.raw";
+  auto restore = [&](const std::string& base, const std::string& delta) {
+    // The target: the base's disk, as large as the top at least (bytes past the top are
+    // the base's and stay so).
+    ASSERT_EQ(Sh("qemu-img convert -O raw " + Quote(base) + " " + Quote(target) +
+                 " && test $(stat -c %s " + Quote(target) + ") -ge " + std::to_string(top_size) +
+                 " || truncate -s " + std::to_string(top_size) + " " + Quote(target))
+                  .status,
+              0);
+    const auto before = ReadFile(target);
+    const auto run = Sh(Qcowfs() + " serve --delta --prezeroed --source " + Quote(delta) +
+                        " --destination " + Quote(target));
+    ASSERT_EQ(run.status, 0) << run.output;
+    const auto after = ReadFile(target), want = ReadFile(dir / "reference.raw");
+    ASSERT_EQ(after.size(), before.size());
+    EXPECT_TRUE(std::equal(want.begin(), want.end(), after.begin())) << "guest bytes differ";
+    EXPECT_TRUE(std::equal(after.begin() + want.size(), after.end(), before.begin() + want.size()))
+        << "bytes past the top's size changed";
+  };
+  // The top layer itself, onto the layer below it (qemu-img reads layer files alone only
+  // where the chain is findable).
+  if (!r.bases.empty() && !*r.search_dir.c_str()) {
+    SCOPED_TRACE("the top layer file over " + r.bases[0]);
+    restore(dir / r.bases[0], top);
+  }
+  for (const std::string& b : r.bases) {
+    SCOPED_TRACE("exported delta over " + b);
+    const std::string delta = dir / "delta.qcow2";
+    const auto run = Sh(Qcowfs() + " stream --source " + Quote(top) + path + " --relative-to " +
+                        Quote(dir / b) + " --destination " + Quote(delta));
+    ASSERT_EQ(run.status, 0) << run.output;
+    restore(dir / b, delta);
+  }
+}
+
+TEST(ChainImport, BackingFileWithoutDeltaIsRefusedAndSaysSo) {
+  TempDir dir;
+  ASSERT_EQ(Sh("cd " + Quote(dir.path()) +
+               " && qemu-img create -q -f qcow2 base.qcow2 1M"
+               " && qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2"
+               " && qemu-io -c 'write -P 3 0 64k' top.qcow2 >/dev/null && truncate -s 1M t.raw")
+                .status,
+            0);
+  auto r = Sh(Qcowfs() + " serve --source " + Quote(dir / "top.qcow2") + " --destination " +
+              Quote(dir / "t.raw"));
+  EXPECT_EQ(r.status, 3) << r.output;
+  EXPECT_NE(r.output.find("backing file 'base.qcow2'; import it with --delta"), std::string::npos)
+      << r.output;
+  // With --delta an image without a backing file is a full import: unallocated is zeros.
+  ASSERT_EQ(Sh("cd " + Quote(dir.path()) +
+               " && qemu-img convert -O qcow2 top.qcow2 full.qcow2 && head -c 1M /dev/urandom > "
+               "t.raw")
+                .status,
+            0);
+  r = Sh(Qcowfs() + " serve --delta --source " + Quote(dir / "full.qcow2") + " --destination " +
+         Quote(dir / "t.raw") + " && qemu-img compare -f raw " + Quote(dir / "t.raw") + " " +
+         Quote(dir / "full.qcow2"));
+  EXPECT_EQ(r.status, 0) << r.output;
+}
+
 INSTANTIATE_TEST_SUITE_P(Chains, ChainExport, ::testing::ValuesIn(ChainRecipes()),
                          [](const auto& info) { return std::string(info.param.name); });
 

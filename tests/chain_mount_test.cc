@@ -54,7 +54,37 @@ TEST_P(ChainMount, DeviceWithAllocationFromTheChain) {
   }
 }
 
+// A restore through the mount: the delta over the layer below the top, written into
+// import.qcow2 of a --delta mount whose target holds that layer's disk, gives the top.
+class ChainDeltaMount : public ::testing::TestWithParam<ChainRecipe> {};
+
+TEST_P(ChainDeltaMount, DeltaImportThroughTheMount) {
+  TempDir dir;
+  const ChainRecipe& r = GetParam();
+  const std::string top = BuildChain(dir, r);
+  const std::string path = *r.search_dir.c_str() ? " --path " + Quote(dir / r.search_dir) : "";
+  const std::string base = dir / r.bases[0], target = dir / "target.raw";
+  const uint64_t top_size = ReadFile(dir / "reference.raw").size();
+  ASSERT_EQ(Sh(Quote(QcowfsBinary()) + " stream --source " + Quote(top) + path + " --relative-to " +
+               Quote(base) + " --destination " + Quote(dir / "delta.qcow2") +
+               " && qemu-img convert -O raw " + Quote(base) + " " + Quote(target) +
+               " && truncate -s " + std::to_string(top_size) + " " + Quote(target))
+                .status,
+            0);
+  Mount m(dir / "mnt", "--import " + Quote(target) + " --delta");
+  ASSERT_TRUE(m.ok()) << m.result().output;
+  const auto run = Sh("cat " + Quote(dir / "delta.qcow2") + " > " + Quote(m / "import.qcow2") +
+                      " && cat " + Quote(m / "import.status"));
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_NE(run.output.find("state: done\nmode: delta\n"), std::string::npos) << run.output;
+  ASSERT_TRUE(m.Unmount());
+  const auto cmp = Sh("cmp " + Quote(target) + " " + Quote(dir / "reference.raw"));
+  EXPECT_EQ(cmp.status, 0) << cmp.output;
+}
+
 INSTANTIATE_TEST_SUITE_P(Chains, ChainMount, ::testing::ValuesIn(ChainRecipes()),
+                         [](const auto& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(Chains, ChainDeltaMount, ::testing::ValuesIn(LayeredChainRecipes()),
                          [](const auto& info) { return std::string(info.param.name); });
 
 // An incremental export through the mount: the delta over a middle layer of a ten-layer

@@ -161,6 +161,17 @@ const std::vector<ChainRecipe>& ChainRecipes() {
   return recipes;
 }
 
+const std::vector<ChainRecipe>& LayeredChainRecipes() {
+  static const std::vector<ChainRecipe> recipes = [] {
+    std::vector<ChainRecipe> out;
+    for (const auto& r : ChainRecipes()) {
+      if (!r.bases.empty()) out.push_back(r);
+    }
+    return out;
+  }();
+  return recipes;
+}
+
 std::string BuildChain(const TempDir& dir, const ChainRecipe& r) {
   const auto built = Sh("cd " + Quote(dir.path()) + " && (" + r.commands +
                         ") && { test -f reference.raw || "

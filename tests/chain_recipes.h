@@ -23,6 +23,8 @@ struct ChainRecipe {
 
 // Every chain shape the chains issue lists.
 const std::vector<ChainRecipe>& ChainRecipes();
+// Those with at least one layer below the top.
+const std::vector<ChainRecipe>& LayeredChainRecipes();
 
 // Builds recipe `r` in dir, with "reference.raw" (the top's guest content as qemu-img reads
 // it) and "map.json" (qemu-img map --output=json of the top); returns the path of the top

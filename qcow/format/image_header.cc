@@ -233,7 +233,8 @@ ImageInfo ParseImageHeader(std::span<const uint8_t> c0,
 void RefuseBackingFile(const ImageInfo& info) {
   if (info.backing_file.empty()) return;
   Refuse("the image has a backing file '" + info.backing_file +
-         "'; qcowfs imports only standalone images (convert it with qemu-img convert first)");
+         "'; import it with --delta onto a disk that holds that backing file's disk, or make "
+         "it standalone with qemu-img convert first");
 }
 
 }  // namespace qcow

@@ -38,7 +38,7 @@ void StreamDecoder::TryParseHeader() {
 
 void StreamDecoder::ParseHeader(std::span<const uint8_t> head) {
   ImageInfo info = ParseImageHeader(head, options_.warn);
-  RefuseBackingFile(info);
+  if (!options_.delta) RefuseBackingFile(info);
   if (info.virtual_size > options_.target_size) {
     throw TooLargeError("the image's virtual size is " + std::to_string(info.virtual_size) +
                         " bytes; the target holds only " + std::to_string(options_.target_size));
@@ -148,7 +148,7 @@ void StreamDecoder::ParseL1(std::span<const uint8_t> bytes) {
     }
     const uint64_t off = e & kL1OffsetMask;
     if (off == 0) {
-      ZeroGuest(guest, std::min(span, v - guest));
+      Unallocated(guest, std::min(span, v - guest));
     } else if (off % c != 0) {
       Refuse("L1 entry " + std::to_string(i) + " points to an L2 table at " + Hex(off) +
              ", not aligned to the " + std::to_string(c) + "-byte cluster size");
@@ -243,8 +243,10 @@ void StreamDecoder::ParseL2(std::span<const uint8_t> bytes, uint64_t l1_index,
       if (zero_flag && in.header.version == 2) {
         Refuse(where() + " has the zero bit set, which version 2 does not allow");
       }
-      if (zero_flag || off == 0) {
+      if (zero_flag) {
         ZeroGuest(guest, std::min(c, v - guest));
+      } else if (off == 0) {
+        Unallocated(guest, std::min(c, v - guest));
       } else {
         AddRun(off, guest, c);
       }
@@ -264,8 +266,10 @@ void StreamDecoder::ParseL2(std::span<const uint8_t> bytes, uint64_t l1_index,
       if (g >= v) break;
       if (alloc & (1u << k)) {
         AddRun(off + k * sc, g, sc);
+      } else if (zeros & (1u << k)) {
+        ZeroGuest(g, std::min(sc, v - g));
       } else {
-        ZeroGuest(g, std::min(sc, v - g));  // zero or unallocated: no backing file, zeros
+        Unallocated(g, std::min(sc, v - g));
       }
     }
   }

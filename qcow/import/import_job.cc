@@ -29,6 +29,7 @@ int ImportJob::Begin(uint64_t* handle) {
   DecoderOptions d;
   d.target_size = target_.size();
   d.spool = options_.spool;
+  d.delta = options_.delta;
   d.warn = [this](const std::string& w) {
     warning_ = w;
     if (options_.log) options_.log("import warning: " + w);
@@ -218,6 +219,7 @@ std::string ImportJob::StatusText() const {
   static const char* kNames[] = {"idle", "receiving", "done", "failed"};
   std::ostringstream s;
   s << "state: " << kNames[static_cast<int>(state_)] << "\n"
+    << "mode: " << (options_.delta ? "delta" : "full") << "\n"
     << "bytes-received: " << received_ << "\n"
     << "bytes-written: " << written_ << "\n"
     << "virtual-size: " << virtual_size_ << "\n"

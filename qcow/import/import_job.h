@@ -20,6 +20,7 @@ namespace qcow {
 struct ImportOptions {
   Spool::Limits spool;
   std::function<void(const std::string&)> log;  // one line per warning or failure
+  bool delta = false;                            // see DecoderOptions::delta
 };
 
 class ImportJob {
@@ -66,8 +67,8 @@ class ImportJob {
   bool Abort(const std::string& why);
 
   State state() const;
-  // Returns the status report: one "key: value" line each for state, bytes-received,
-  // bytes-written, virtual-size, and error (empty unless failed).
+  // Returns the status report: one "key: value" line each for state, mode (full or delta),
+  // bytes-received, bytes-written, virtual-size, and error (empty unless failed).
   std::string StatusText() const;
   // Returns the failure's message (empty unless failed) and whether the image itself was
   // at fault (bad or too large) rather than I/O.

@@ -323,6 +323,12 @@ void StreamDecoder::ZeroGuest(uint64_t guest, uint64_t n) {
   zero_length_ = n;
 }
 
+void StreamDecoder::Unallocated(uint64_t guest, uint64_t n) {
+  // What the backing file holds there is on the target already.
+  if (options_.delta && !info_->backing_file.empty()) return;
+  ZeroGuest(guest, n);
+}
+
 void StreamDecoder::FlushZeros() {
   if (zero_length_) sink_.Zero(zero_start_, zero_length_);
   zero_length_ = 0;

@@ -60,6 +60,11 @@ struct DecoderOptions {
   // Called once the header is validated, before anything is written (e.g. to size or
   // check the target). May throw to refuse the image.
   std::function<void(const ImageInfo&)> on_header;
+  // Delta import: an image with a backing file is applied onto a target that holds the
+  // backing file's disk already: ranges it leaves unallocated are not touched (its zero
+  // clusters are zeroed). Without it such an image is refused; an image without a backing
+  // file is imported whole either way.
+  bool delta = false;
   // When set, reads image bytes back from the image itself (a file being checked) instead
   // of from the sink.
   std::function<void(uint64_t offset, uint8_t* out, uint64_t n)> reread;
@@ -129,6 +134,8 @@ class StreamDecoder {
   void UpdateMemory();
   void WriteGuest(uint64_t guest, const uint8_t* data, uint64_t n);
   void ZeroGuest(uint64_t guest, uint64_t n);
+  // A range the image leaves unallocated: zeros, or untouched in a delta import.
+  void Unallocated(uint64_t guest, uint64_t n);
   void FlushZeros();
 
   // Structures (decoder_tables.cc).
