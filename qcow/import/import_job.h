@@ -20,7 +20,7 @@ namespace qcow {
 struct ImportOptions {
   Spool::Limits spool;
   std::function<void(const std::string&)> log;  // one line per warning or failure
-  bool delta = false;                            // see DecoderOptions::delta
+  bool delta = false;                           // see DecoderOptions::delta
 };
 
 class ImportJob {
