@@ -210,8 +210,11 @@ void AddInspectCommands(CLI::App& app, int* exit_code) {
       "check",
       "Run the import decoder's checks over a qcow2 image without writing anything; "
       "exit 0 if it would import");
+  auto check_delta = std::make_shared<bool>(false);
   check->add_option("image", *check_path, "qcow2 image file")->required();
-  check->callback([=] { *exit_code = RunCheck(*check_path); });
+  check->add_flag("--delta", *check_delta,
+                  "Check it as an import with --delta would take it (a backing file allowed)");
+  check->callback([=] { *exit_code = RunCheck(*check_path, *check_delta); });
 
   auto map_source = std::make_shared<std::string>();
   auto map_json = std::make_shared<bool>(false);

@@ -44,7 +44,7 @@ qcow::ProgressFn ScanProgress(const std::string& source) {
   return Progress("scanning " + source + " for zero clusters: ");
 }
 
-qcow::SourceOptions SourceOptionsFor(const ExportArgs& a) {
+qcow::SourceOptions OptionsFor(const ExportArgs& a) {
   qcow::SourceOptions o;
   if (a.source_format == "raw") {
     o.format = qcow::SourceFormat::kRaw;
@@ -93,10 +93,12 @@ qcow::DeltaPlan PlanDelta(const qcow::Source& source, const std::string& allocat
 
 }  // namespace
 
+qcow::SourceOptions SourceOptionsFor(const ExportArgs& args) { return OptionsFor(args); }
+
 PlannedExport PlanExport(const std::string& path, const ExportArgs& a) {
   const uint32_t bits = ClusterBits(a.cluster_size);
   PlannedExport p;
-  const qcow::SourceOptions options = SourceOptionsFor(a);
+  const qcow::SourceOptions options = OptionsFor(a);
   std::string disk = path, allocation = a.allocation_from;
   if (a.source_format == "hybrid") {
     // vhd-tool's spelling: --source DEVICE:METADATA.

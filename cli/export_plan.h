@@ -6,6 +6,7 @@
 
 #include "qcow/export/export_layout.h"
 #include "qcow/export/source.h"
+#include "qcow/sources/open_source.h"
 
 namespace qcowfs {
 
@@ -24,6 +25,10 @@ struct PlannedExport {
   std::unique_ptr<qcow::Source> source;
   std::unique_ptr<qcow::ExportLayout> layout;
 };
+
+// Returns the library's options for opening the source (format, search path, warnings on
+// stderr). Throws UsageError for an unknown --source-format.
+qcow::SourceOptions SourceOptionsFor(const ExportArgs& args);
 
 // Opens the source read-only, maps its clusters (from --allocation-from when given,
 // scanning for zeros if asked, with progress on stderr) and plans the image. Throws

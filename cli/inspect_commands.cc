@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -11,6 +12,9 @@
 #include "cli/size_arg.h"
 #include "qcow/format/format.h"
 #include "qcow/import/image_check.h"
+#include "qcow/sources/chain_source.h"
+#include "qcow/sources/image_chain.h"
+#include "qcow/sources/qemu_map.h"
 
 namespace qcowfs {
 namespace {
@@ -73,7 +77,7 @@ std::string TextList(const std::vector<std::string>& v) {
 }  // namespace
 
 int RunInfo(const std::string& path, bool json) {
-  const qcow::ImageReport r = qcow::InspectImage(path);
+  qcow::ImageReport r = qcow::InspectImage(path);
   if (!r.header) {
     std::fprintf(stderr, "qcowfs: error: %s: %s\n", path.c_str(), r.problem.c_str());
     return kExitFormat;
@@ -87,6 +91,29 @@ int RunInfo(const std::string& path, bool json) {
   const auto autoclear = FeatureNames(h.autoclear_features, 2);
   const uint32_t refcount_bits = 1u << (h.refcount_order < 31 ? h.refcount_order : 0);
   const char* compression = h.compression_type == qcow::kCompressionZstd ? "zstd" : "zlib";
+  // The backing chain, each layer as opened; a chain that cannot be opened is a warning.
+  std::vector<qcow::Layer> chain;
+  std::optional<qcow::ImageChain> opened;
+  if (!r.backing_file.empty()) {
+    try {
+      opened = qcow::ImageChain::Open(path, {});
+    } catch (const std::exception& e) {
+      r.warnings.push_back(std::string("backing chain: ") + e.what());
+    }
+  }
+  std::string chain_json = "[", chain_text;
+  if (opened) {
+    for (size_t i = 1; i < opened->layers().size(); ++i) {
+      const qcow::Layer& l = opened->layers()[i];
+      const char* format = qcow::LayerFormatName(l.format);
+      chain_json += std::string(i > 1 ? ", " : "") + "{\"backing-filename\": " + Json(l.named_as) +
+                    ", \"filename\": " + Json(l.path) + ", \"format\": \"" + format +
+                    "\", \"virtual-size\": " + std::to_string(l.virtual_size) + "}";
+      chain_text += "  " + std::to_string(i) + ": " + l.path + " (" + format + ", " +
+                    std::to_string(l.virtual_size) + " bytes)\n";
+    }
+  }
+  chain_json += "]";
   std::ostringstream o;
   if (json) {
     o << "{\n"
@@ -106,6 +133,7 @@ int RunInfo(const std::string& path, bool json) {
       << "    \"autoclear-features\": " << JsonList(autoclear) << ",\n"
       << "    \"backing-file\": " << (r.backing_file.empty() ? "null" : Json(r.backing_file))
       << ",\n"
+      << "    \"backing-chain\": " << chain_json << ",\n"
       << "    \"warnings\": " << JsonList(r.warnings) << ",\n"
       << "    \"problems\": " << JsonList(problems) << ",\n"
       << "    \"importable\": " << (problems.empty() ? "true" : "false") << "\n"
@@ -124,6 +152,7 @@ int RunInfo(const std::string& path, bool json) {
       << "compatible features: " << TextList(compatible) << "\n"
       << "autoclear features: " << TextList(autoclear) << "\n"
       << "backing file: " << (r.backing_file.empty() ? "none" : r.backing_file) << "\n";
+    if (!chain_text.empty()) o << "backing chain:\n" << chain_text;
     for (const auto& w : r.warnings) o << "warning: " << w << "\n";
     o << "problems: " << (problems.empty() ? "none" : problems[0]) << "\n";
   }
@@ -131,8 +160,8 @@ int RunInfo(const std::string& path, bool json) {
   return kExitOk;
 }
 
-int RunCheck(const std::string& path) {
-  const qcow::ImageReport r = qcow::CheckImage(path);
+int RunCheck(const std::string& path, bool delta) {
+  const qcow::ImageReport r = qcow::CheckImage(path, delta);
   for (const auto& w : r.warnings) std::fprintf(stderr, "qcowfs: warning: %s\n", w.c_str());
   if (!r.problem.empty()) {
     std::fprintf(stderr, "qcowfs: error: %s: %s\n", path.c_str(), r.problem.c_str());
@@ -146,43 +175,37 @@ int RunCheck(const std::string& path) {
 
 int RunMap(const std::string& source, const ExportArgs& args, bool json) {
   PlannedExport plan = PlanExport(source, args);
-  const qcow::ExportLayout& l = *plan.layout;
-  const uint64_t c = l.cluster_size(), v = l.virtual_size();
-  struct Extent {
-    uint64_t start, length;
-    bool data;
-    uint64_t offset;
-  };
-  std::vector<Extent> extents;
-  uint64_t pos = 0;
-  for (const auto& run : l.data_clusters().runs()) {
-    const uint64_t start = run.first * c;
-    if (start > pos) extents.push_back({pos, start - pos, false, 0});
-    const uint64_t end = std::min(v, (run.first + run.count) * c);
-    extents.push_back({start, end - start, true, l.data_offset() + run.rank * c});
-    pos = end;
-  }
-  if (pos < v) extents.push_back({pos, v - pos, false, 0});
-  if (json) std::printf("[");
-  for (size_t i = 0; i < extents.size(); ++i) {
-    const Extent& e = extents[i];
-    if (json) {
-      std::printf(
-          "%s{ \"start\": %llu, \"length\": %llu, \"depth\": 0, \"present\": %s, "
-          "\"zero\": %s, \"data\": %s",
-          i ? ",\n" : "", static_cast<unsigned long long>(e.start),
-          static_cast<unsigned long long>(e.length), e.data ? "true" : "false",
-          e.data ? "false" : "true", e.data ? "true" : "false");
-      if (e.data) std::printf(", \"offset\": %llu", static_cast<unsigned long long>(e.offset));
-      std::printf("}");
-    } else {
-      std::printf("%-20llu %-20llu %s\n", static_cast<unsigned long long>(e.start),
-                  static_cast<unsigned long long>(e.length),
-                  e.data ? ("data at image offset " + std::to_string(e.offset)).c_str()
-                         : "zero (not exported)");
+  // What qemu-img map prints: for a qcow2 source without a delta, of the source itself
+  // (its chain); otherwise of the exported image, over the delta's base chain if any.
+  std::vector<std::unique_ptr<qcow::MapLayer>> layers;
+  std::optional<qcow::ImageChain> base;
+  const qcow::ImageChain* chain = qcow::ChainOf(*plan.source);
+  if (chain && args.relative_to.empty()) {
+    layers = qcow::ChainMapLayers(*chain);
+  } else {
+    layers.push_back(qcow::ExportMapLayer(*plan.layout));
+    if (!args.relative_to.empty()) {
+      qcow::ChainOptions o;
+      o.search_path = SourceOptionsFor(args).search_path;
+      base = qcow::ImageChain::Open(args.relative_to, o);
+      for (auto& l : qcow::ChainMapLayers(*base)) layers.push_back(std::move(l));
     }
   }
-  if (json) std::printf("]\n");
+  std::vector<const qcow::MapLayer*> view;
+  for (const auto& l : layers) view.push_back(l.get());
+  const std::vector<qcow::MapEntry> entries = qcow::QemuMap(view);
+  if (json) {
+    std::fputs(qcow::QemuMapJson(entries).c_str(), stdout);
+    return kExitOk;
+  }
+  for (const qcow::MapEntry& e : entries) {
+    std::string what = !e.present ? "unallocated (reads zeros)"
+                       : e.data   ? (e.zero ? "data, a hole in its file (reads zeros)" : "data")
+                                  : "zero";
+    if (e.has_offset) what += " at offset " + std::to_string(e.offset);
+    std::printf("%-20llu %-20llu depth %-3u %s\n", static_cast<unsigned long long>(e.start),
+                static_cast<unsigned long long>(e.length), e.depth, what.c_str());
+  }
   return kExitOk;
 }
 

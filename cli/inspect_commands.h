@@ -10,8 +10,9 @@ namespace qcowfs {
 // Prints an image's header, features and sizes (text or JSON), reading only its tables.
 int RunInfo(const std::string& path, bool json);
 
-// Runs the import decoder's checks over an image without writing anything.
-int RunCheck(const std::string& path);
+// Runs the import decoder's checks over an image without writing anything (as an import
+// with --delta would, with `delta`).
+int RunCheck(const std::string& path, bool delta);
 
 // Lists the extents an export of the source would hold.
 int RunMap(const std::string& source, const ExportArgs& args, bool json);

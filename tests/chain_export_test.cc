@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <random>
+#include <regex>
 
 #include "chain_recipes.h"
 #include "qcow/export/export_layout.h"
@@ -242,6 +243,11 @@ TEST(ChainImport, BackingFileWithoutDeltaIsRefusedAndSaysSo) {
   EXPECT_EQ(r.status, 3) << r.output;
   EXPECT_NE(r.output.find("backing file 'base.qcow2'; import it with --delta"), std::string::npos)
       << r.output;
+  // check says the same, and with --delta checks it as a delta import would take it.
+  EXPECT_EQ(Sh(Qcowfs() + " check " + Quote(dir / "top.qcow2")).status, 3);
+  r = Sh(Qcowfs() + " check --delta " + Quote(dir / "top.qcow2"));
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("65536 bytes of data"), std::string::npos) << r.output;
   // With --delta an image without a backing file is a full import: unallocated is zeros.
   ASSERT_EQ(Sh("cd " + Quote(dir.path()) +
                " && qemu-img convert -O qcow2 top.qcow2 full.qcow2 && head -c 1M /dev/urandom > "
@@ -252,6 +258,84 @@ TEST(ChainImport, BackingFileWithoutDeltaIsRefusedAndSaysSo) {
          Quote(dir / "t.raw") + " && qemu-img compare -f raw " + Quote(dir / "t.raw") + " " +
          Quote(dir / "full.qcow2"));
   EXPECT_EQ(r.status, 0) << r.output;
+}
+
+// `qcowfs map --json` of each layer of the chain prints what qemu-img map prints of it, byte
+// for byte (depth, offsets, holes of preallocated images). Copies made sparse by cp (which
+// switch on QEMU's check of the image file's holes) too.
+TEST_P(ChainExport, MapJsonIsQemuImgMapByteForByte) {
+  TempDir dir;
+  const ChainRecipe& r = GetParam();
+  const std::string top = BuildChain(dir, r);
+  std::vector<std::string> images = {top};
+  for (const auto& b : r.bases) {
+    // (`map` of a raw disk is the map of its export, not of the file.)
+    if (!b.ends_with(".raw")) images.push_back(dir / b);
+  }
+  int compared = 0;
+  for (const std::string& image : images) {
+    const auto want = Sh("qemu-img map --output=json " + Quote(image) + " 2>/dev/null");
+    if (want.status != 0) continue;  // a chain only --path finds
+    const auto got = Sh(Qcowfs() + " map --json " + Quote(image));
+    EXPECT_EQ(got.output, want.output) << image;
+    ++compared;
+  }
+  EXPECT_GE(compared, *r.search_dir.c_str() ? 1 : static_cast<int>(images.size()));
+  // A sparse copy of the top (same backing names: same directory).
+  const std::string copy = dir / "copy.qcow2";
+  if (Sh("cp --sparse=always " + Quote(top) + " " + Quote(copy)).status == 0) {
+    const auto want = Sh("qemu-img map --output=json " + Quote(copy) + " 2>/dev/null");
+    if (want.status == 0) {
+      EXPECT_EQ(Sh(Qcowfs() + " map --json " + Quote(copy)).output, want.output);
+    }
+  }
+}
+
+// The map of a delta export, over its base's chain, is what qemu-img map says of the image
+// once its backing name leads to the base.
+TEST_P(ChainExport, MapOfADeltaIsQemuImgMapOfIt) {
+  TempDir dir;
+  const ChainRecipe& r = GetParam();
+  const std::string top = BuildChain(dir, r);
+  const std::string path = *r.search_dir.c_str() ? " --path " + Quote(dir / r.search_dir) : "";
+  for (const auto& b : r.bases) {
+    const std::string base = dir / b, delta = dir / "delta.qcow2";
+    const std::string args = " --source " + Quote(top) + path + " --relative-to " + Quote(base) +
+                             " --backing-name " + Quote(base);
+    ASSERT_EQ(Sh(Qcowfs() + " stream" + args + " --destination " + Quote(delta)).status, 0);
+    const auto want = Sh("qemu-img map --output=json " + Quote(delta));
+    if (want.status != 0) continue;  // a base whose own chain only --path finds
+    const auto got = Sh(Qcowfs() + " map --json" + args.substr(std::string(" --source").size()));
+    EXPECT_EQ(got.output, want.output) << "over " << b;
+  }
+}
+
+// `info` lists the chain below the image as qemu-img info --backing-chain does.
+TEST_P(ChainExport, InfoShowsTheChain) {
+  TempDir dir;
+  const ChainRecipe& r = GetParam();
+  const std::string top = BuildChain(dir, r);
+  const auto info = Sh(Qcowfs() + " info --json " + Quote(top));
+  ASSERT_EQ(info.status, 0) << info.output;
+  if (*r.search_dir.c_str()) {
+    EXPECT_NE(info.output.find("backing chain: "), std::string::npos) << info.output;
+    return;
+  }
+  const auto want = Sh("qemu-img info --backing-chain --output=json " + Quote(top));
+  ASSERT_EQ(want.status, 0) << want.output;
+  const std::regex size("\"virtual-size\": ([0-9]+)"), format("\"format\": \"([a-z0-9]+)\"");
+  auto all = [](const std::string& text, const std::regex& re) {
+    std::vector<std::string> out;
+    for (std::sregex_iterator it(text.begin(), text.end(), re), end; it != end; ++it) {
+      out.push_back((*it)[1]);
+    }
+    return out;
+  };
+  // qemu-img lists the top too; qcowfs prints the top's own fields first, then the chain.
+  EXPECT_EQ(all(info.output, size), all(want.output, size)) << info.output;
+  const auto got = all(info.output, format);
+  EXPECT_EQ(got, all(want.output, format)) << info.output;
+  EXPECT_EQ(r.bases.size() + 1, got.size());
 }
 
 INSTANTIATE_TEST_SUITE_P(Chains, ChainExport, ::testing::ValuesIn(ChainRecipes()),

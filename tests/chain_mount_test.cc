@@ -110,6 +110,27 @@ TEST(ChainMount, DeltaOverAMiddleLayer) {
   EXPECT_EQ(r.status, 0) << r.output;
 }
 
+// qemu-img map of a mounted delta (its backing name leading to the base) is what
+// `qcowfs map` says of the same export.
+TEST(ChainMount, MapOfAMountedDelta) {
+  TempDir dir;
+  for (const auto& r : ChainRecipes()) {
+    if (std::string(r.name) != "extended_l2") continue;
+    const std::string top = BuildChain(dir, r), base = dir / r.bases[0];
+    const std::string args = "--export " + Quote(top) + " --relative-to " + Quote(base) +
+                             " --backing-name " + Quote(base);
+    Mount m(dir / "mnt", args);
+    ASSERT_TRUE(m.ok()) << m.result().output;
+    const auto want = Sh("qemu-img map --output=json " + Quote(m / "disk.qcow2"));
+    ASSERT_EQ(want.status, 0) << want.output;
+    const auto got = Sh(Quote(QcowfsBinary()) + " map --json " + Quote(top) + " --relative-to " +
+                        Quote(base) + " --backing-name " + Quote(base));
+    EXPECT_EQ(got.output, want.output);
+    return;
+  }
+  FAIL() << "no extended_l2 recipe";
+}
+
 TEST(ChainMount, RefusedChainDoesNotMount) {
   TempDir dir;
   ASSERT_EQ(Sh("cd " + Quote(dir.path()) +

@@ -20,14 +20,12 @@ void Add(L2Pieces& out, L2Piece::Kind kind, uint64_t offset, uint64_t length, ui
     L2Piece& last = out.piece[out.count - 1];
     const bool contiguous_host =
         (last.host == 0 && host == 0) || (last.host != 0 && last.host + last.length == host);
-    if (last.kind == kind && last.offset + last.length == offset &&
-        (kind == L2Piece::Kind::kUnallocated || contiguous_host)) {
+    if (last.kind == kind && last.offset + last.length == offset && contiguous_host) {
       last.length += length;
       return;
     }
   }
-  out.piece[out.count++] = {kind, offset, length, kind == L2Piece::Kind::kUnallocated ? 0 : host,
-                            0};
+  out.piece[out.count++] = {kind, offset, length, host, 0};
 }
 
 }  // namespace

@@ -21,9 +21,9 @@ struct L2Piece {
   Kind kind;
   uint64_t offset;  // from the start of the guest cluster
   uint64_t length;
-  // Data: the host offset of the piece's first byte. Zero: the same when the cluster has a
-  // host cluster (a preallocated zero cluster), else 0. Compressed: the first byte of the
-  // compressed data.
+  // Data: the host offset of the piece's first byte. Zero and unallocated: the same when
+  // the cluster has a host cluster (a preallocated zero cluster, a partly allocated
+  // extended-L2 cluster), else 0. Compressed: the first byte of the compressed data.
   uint64_t host;
   uint64_t host_end;  // compressed: the end of the sectors the descriptor names
 };

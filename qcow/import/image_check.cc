@@ -32,7 +32,7 @@ class CountingSink : public ImageSink {
 
 }  // namespace
 
-ImageReport CheckImage(const std::string& path) {
+ImageReport CheckImage(const std::string& path, bool delta) {
   ImageReport report;
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) ThrowErrno("opening " + path);
@@ -43,6 +43,7 @@ ImageReport CheckImage(const std::string& path) {
 
   CountingSink sink;
   DecoderOptions options;
+  options.delta = delta;
   options.warn = [&](const std::string& w) { report.warnings.push_back(w); };
   options.on_header = [&](const ImageInfo& info) { report.info = info; };
   // Bytes the import would read back from its target are in the file itself; past its end

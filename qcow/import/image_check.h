@@ -23,9 +23,10 @@ struct ImageReport {
   std::string problem;                // why it would not import; empty if it would
 };
 
-// Reads the file at path and decodes it completely into nowhere. Throws std::system_error
-// only when the file cannot be read; problems with the image go into the report.
-ImageReport CheckImage(const std::string& path);
+// Reads the file at path and decodes it completely into nowhere (as a delta import would
+// with `delta`). Throws std::system_error only when the file cannot be read; problems with
+// the image go into the report.
+ImageReport CheckImage(const std::string& path, bool delta = false);
 
 // Reads cluster 0 and the L1 and L2 tables of the file at path with pread, without decoding
 // data: the header, data_bytes, and as `problem` anything the header or the tables show

@@ -120,6 +120,7 @@ std::vector<ChainExtent> FillGaps(const std::vector<ChainExtent>& base,
     while (f < fill.size() && fill[f].guest + fill[f].length <= lo) ++f;
     for (size_t i = f; i < fill.size() && fill[i].guest < hi; ++i) {
       ChainExtent e = fill[i];
+      if (e.kind == ChainExtent::Kind::kUnallocated && e.has_host) continue;  // not defined
       const uint64_t a = std::max(lo, e.guest), b = std::min(hi, e.guest + e.length);
       if (e.kind != ChainExtent::Kind::kCompressed && e.has_host) e.host += a - e.guest;
       e.guest = a;

@@ -91,7 +91,9 @@ class ImageChain {
 };
 
 // Returns the extents layer `depth` of `layers` defines, in guest order, clipped to its
-// virtual size; ranges it leaves to its backing file are absent.
+// virtual size; ranges it leaves to its backing file are absent, except those inside a
+// host cluster (unallocated subclusters of extended L2 entries), which are kUnallocated
+// with has_host.
 std::vector<ChainExtent> LayerExtents(const std::vector<Layer>& layers, uint32_t depth);
 
 }  // namespace qcow

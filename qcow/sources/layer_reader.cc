@@ -88,7 +88,12 @@ std::vector<ChainExtent> Qcow2Extents(const Layer& layer, uint32_t depth) {
         e.host = piece.host;
         switch (piece.kind) {
           case L2Piece::Kind::kUnallocated:
-            continue;
+            // Reads from the backing file; kept only when it has a host cluster, which
+            // qemu-img map shows (ImageChain::Extents skips these).
+            if (piece.host == 0) continue;
+            e.kind = Kind::kUnallocated;
+            e.has_host = true;
+            break;
           case L2Piece::Kind::kData:
             e.kind = Kind::kData;
             e.has_host = true;
