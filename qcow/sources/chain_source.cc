@@ -14,7 +14,7 @@ using Kind = ChainExtent::Kind;
 class ChainSource : public Source {
  public:
   explicit ChainSource(ImageChain chain)
-      : chain_(std::move(chain)), extents_(chain_.Extents()), id_(next_id_++) {}
+      : chain_(std::move(chain)), extents_(chain_.Extents(UINT32_MAX, false)), id_(next_id_++) {}
 
   const ImageChain& chain() const { return chain_; }
   uint64_t size() const override { return chain_.size(); }
@@ -34,59 +34,34 @@ class ChainSource : public Source {
       }
       out.push_back({at, len, fd, position, f});
     };
-    const uint64_t end = offset + n;
-    for (size_t i = First(offset); offset < end; ++i) {
-      if (i >= extents_.size()) {  // past the disk: zeros
-        add(offset, end - offset, -1, offset, nullptr);
-        break;
-      }
-      const ChainExtent& e = extents_[i];
-      const uint64_t len = std::min(end, e.guest + e.length) - offset;
-      if (e.kind == Kind::kData) {
-        const Layer& layer = chain_.layers()[e.depth];
-        const uint64_t host = e.host + (offset - e.guest);
-        // Bytes past the end of the layer's file read as zeros.
-        const uint64_t in_file = host < layer.file_size ? std::min(len, layer.file_size - host) : 0;
-        add(offset, in_file, layer.fd, host, &layer.path);
-        add(offset + in_file, len - in_file, -1, offset + in_file, nullptr);
-      } else {
-        add(offset, len, -1, offset, nullptr);
-      }
-      offset += len;
-    }
+    Walk(offset, n, [&](const ChainExtent* e, uint64_t at, uint64_t len) {
+      if (!e || e->kind != Kind::kData) return add(at, len, -1, at, nullptr);
+      const Layer& layer = chain_.layers()[e->depth];
+      const uint64_t host = e->host + (at - e->guest);
+      // Bytes past the end of the layer's file read as zeros.
+      const uint64_t in_file = host < layer.file_size ? std::min(len, layer.file_size - host) : 0;
+      add(at, in_file, layer.fd, host, &layer.path);
+      add(at + in_file, len - in_file, -1, at + in_file, nullptr);
+    });
   }
 
   void ReadAt(uint64_t offset, uint8_t* out, uint64_t n) const override {
-    const uint64_t end = offset + n;
-    for (size_t i = First(offset); offset < end; ++i) {
-      if (i >= extents_.size()) {
-        std::memset(out, 0, end - offset);
+    Walk(offset, n, [&](const ChainExtent* e, uint64_t at, uint64_t len) {
+      uint8_t* to = out + (at - offset);
+      if (!e || e->kind == Kind::kZero || e->kind == Kind::kUnallocated) {
+        std::memset(to, 0, len);
         return;
       }
-      const ChainExtent& e = extents_[i];
-      const uint64_t len = std::min(end, e.guest + e.length) - offset;
-      const Layer& layer = chain_.layers()[e.depth];
-      switch (e.kind) {
-        case Kind::kData: {
-          const uint64_t got =
-              PreadUpTo(layer.fd, layer.path, e.host + (offset - e.guest), out, len);
-          std::memset(out + got, 0, len - got);
-          break;
-        }
-        case Kind::kCompressed: {
-          const std::vector<uint8_t>& cluster = Decompressed(e);
-          const uint64_t cluster_start = offset & ~(layer.info->cluster_size - 1);
-          std::memcpy(out, cluster.data() + (offset - cluster_start), len);
-          break;
-        }
-        case Kind::kZero:
-        case Kind::kUnallocated:
-          std::memset(out, 0, len);
-          break;
+      const Layer& layer = chain_.layers()[e->depth];
+      if (e->kind == Kind::kData) {
+        const uint64_t got = PreadUpTo(layer.fd, layer.path, e->host + (at - e->guest), to, len);
+        std::memset(to + got, 0, len - got);
+        return;
       }
-      out += len;
-      offset += len;
-    }
+      const std::vector<uint8_t>& cluster = Decompressed(*e);
+      const uint64_t cluster_start = at & ~(layer.info->cluster_size - 1);
+      std::memcpy(to, cluster.data() + (at - cluster_start), len);
+    });
   }
 
   ClusterMap Allocation(uint32_t cluster_bits) const override {
@@ -102,11 +77,29 @@ class ChainSource : public Source {
  private:
   const Layer& top() const { return chain_.layers().front(); }
 
-  // Returns the index of the extent holding offset (extents_.size() past the disk).
-  size_t First(uint64_t offset) const {
-    auto it = std::upper_bound(extents_.begin(), extents_.end(), offset,
-                               [](uint64_t v, const ChainExtent& e) { return v < e.guest; });
-    return it == extents_.begin() ? 0 : static_cast<size_t>(it - extents_.begin()) - 1;
+  // Calls fn(extent, offset, length) for the pieces of [offset, offset + n) in order, with
+  // a null extent for ranges no layer defines (zeros).
+  template <typename Fn>
+  void Walk(uint64_t offset, uint64_t n, Fn fn) const {
+    const uint64_t end = offset + n;
+    // The first extent that ends after offset.
+    auto it =
+        std::upper_bound(extents_.begin(), extents_.end(), offset,
+                         [](uint64_t v, const ChainExtent& e) { return v < e.guest + e.length; });
+    while (offset < end) {
+      if (it == extents_.end() || it->guest >= end) {
+        fn(nullptr, offset, end - offset);
+        return;
+      }
+      if (it->guest > offset) {
+        fn(nullptr, offset, it->guest - offset);
+        offset = it->guest;
+      }
+      const uint64_t len = std::min(end, it->guest + it->length) - offset;
+      fn(&*it, offset, len);
+      offset += len;
+      ++it;
+    }
   }
 
   // Returns the decompressed cluster of e, from this thread's cache when it was the last.

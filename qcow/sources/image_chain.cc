@@ -196,17 +196,27 @@ ImageChain::~ImageChain() {
   for (const Layer& l : layers_) ::close(l.fd);
 }
 
-std::vector<ChainExtent> ImageChain::Extents(uint32_t depth) const {
+std::vector<ChainExtent> ImageChain::Extents(uint32_t depth, bool unallocated) const {
   const uint32_t n = static_cast<uint32_t>(std::min<size_t>(depth, layers_.size()));
   std::vector<ChainExtent> out;
   uint64_t limit = size();
   for (uint32_t d = 0; d < n; ++d) {
-    out = FillGaps(out, LayerExtents(layers_, d), limit);
+    std::vector<ChainExtent> layer = LayerExtents(layers_, d);
+    if (d == 0) {
+      // The top, clipped to its own size already: taken as it is (no copy), but for what
+      // it says about the unallocated subclusters of its clusters.
+      std::erase_if(layer, [](const ChainExtent& e) {
+        return e.kind == ChainExtent::Kind::kUnallocated && e.has_host;
+      });
+      out = std::move(layer);
+    } else {
+      out = FillGaps(out, layer, limit);
+    }
     // What this layer leaves to its backing file reads as zeros past the backing file's
     // end, and past the last layer asked for.
     const uint64_t next_limit =
         d + 1 < layers_.size() && d + 1 < n ? std::min(limit, layers_[d + 1].virtual_size) : 0;
-    if (next_limit < limit) {
+    if (next_limit < limit && unallocated) {
       ChainExtent rest;
       rest.guest = next_limit;
       rest.length = limit - next_limit;
@@ -215,6 +225,7 @@ std::vector<ChainExtent> ImageChain::Extents(uint32_t depth) const {
     }
     limit = next_limit;
   }
+  out.shrink_to_fit();
   return out;
 }
 

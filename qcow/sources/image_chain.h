@@ -82,8 +82,9 @@ class ImageChain {
   uint64_t size() const { return layers_.front().virtual_size; }
   // Returns the guest view of the layers above `depth` (all layers by default) as extents
   // covering [0, size()) in order. Ranges that those layers leave to the ones below are
-  // kUnallocated, with depth the lowest of them that covers the range.
-  std::vector<ChainExtent> Extents(uint32_t depth = UINT32_MAX) const;
+  // kUnallocated, with depth the lowest of them that covers the range; without
+  // `unallocated` they are left out (gaps), which saves memory where they read as zeros.
+  std::vector<ChainExtent> Extents(uint32_t depth = UINT32_MAX, bool unallocated = true) const;
 
  private:
   ImageChain() = default;
