@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <random>
 #include <regex>
 
@@ -419,6 +420,31 @@ TEST_F(ChainRefusal, UnknownIncompatibleFeature) {
   Put("top.qcow2", 72, 1ull << 9, 8);
   ExpectRefused(StreamCli(dir_ / "top.qcow2"),
                 "top.qcow2: incompatible_features has unknown bit 9");
+}
+
+// A backing file whose format the image does not name is probed as QEMU probes it: one of
+// another format is refused, not read as raw bytes.
+TEST_F(ChainRefusal, BackingOfAnotherFormatIsProbedNotTakenForRaw) {
+  Make(
+      "qemu-img create -q -f vpc base.vhd 8M && "
+      "qemu-img create -q -f qcow2 -b base.vhd -F vpc top.qcow2 8M");
+  // Rename the backing format extension (0xe2792aca) to a type QEMU skips.
+  auto head = ReadFile(dir_ / "top.qcow2");
+  const uint8_t ext[] = {0xe2, 0x79, 0x2a, 0xca};
+  const auto at = std::search(head.begin(), head.begin() + 65536, ext, ext + 4) - head.begin();
+  ASSERT_LT(at, 65536);
+  WriteAt(dir_ / "top.qcow2", at, {0x12, 0x34, 0x56, 0x78});
+  const auto probed = Sh("qemu-img info --backing-chain " + Quote(dir_ / "top.qcow2"));
+  ASSERT_NE(probed.output.find("file format: vpc"), std::string::npos) << probed.output;
+  ExpectRefused(StreamCli(dir_ / "top.qcow2"),
+                "its backing file 'base.vhd' (" + dir_ / "base.vhd" + ") is a vpc image");
+}
+
+TEST_F(ChainRefusal, BackingFileThatIsADirectory) {
+  Make(std::string(kChain) + " && rm base.qcow2 && mkdir base.qcow2");
+  ExpectRefused(StreamCli(dir_ / "top.qcow2"),
+                "top.qcow2: its backing file 'base.qcow2' (" + dir_ / "base.qcow2" +
+                    ") is neither a regular file nor a block device");
 }
 
 TEST_F(ChainRefusal, DirtyBitOnlyWarns) {

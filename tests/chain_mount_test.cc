@@ -131,6 +131,31 @@ TEST(ChainMount, MapOfAMountedDelta) {
   FAIL() << "no extended_l2 recipe";
 }
 
+// Layers on block devices: map agrees with qemu-img (which cannot look for holes there).
+TEST(ChainMount, MapOfLayersOnBlockDevices) {
+  TempDir dir;
+  ASSERT_EQ(Sh("cd " + Quote(dir.path()) +
+               " && qemu-img create -q -f qcow2 img.qcow2 8M && qemu-io -c 'write -P 1 0 1M' "
+               "-c 'write -z 2M 64k' img.qcow2 >/dev/null && truncate -s 16M dev.img && "
+               "dd if=img.qcow2 of=dev.img conv=notrunc status=none")
+                .status,
+            0);
+  LoopDevice loop(dir / "dev.img");
+  ASSERT_FALSE(loop.device().empty()) << loop.output();
+  ASSERT_EQ(
+      Sh("cd " + Quote(dir.path()) + " && qemu-img create -q -f qcow2 -b " + Quote(loop.device()) +
+         " -F qcow2 top.qcow2 8M && qemu-io -c 'write -P 2 4M 64k' "
+         "top.qcow2 >/dev/null")
+          .status,
+      0);
+  for (const std::string& image : {loop.device(), dir / "top.qcow2"}) {
+    const auto want = Sh("qemu-img map --output=json " + Quote(image));
+    ASSERT_EQ(want.status, 0) << want.output;
+    const auto got = Sh(Quote(QcowfsBinary()) + " map --json " + Quote(image));
+    EXPECT_EQ(got.output, want.output) << image;
+  }
+}
+
 TEST(ChainMount, RefusedChainDoesNotMount) {
   TempDir dir;
   ASSERT_EQ(Sh("cd " + Quote(dir.path()) +

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <span>
+#include <string_view>
 #include <system_error>
 
 #include "qcow/format/byte_order.h"
@@ -51,9 +53,28 @@ std::string ResolveBackingName(const std::string& name, const std::string& paren
   return direct;
 }
 
+// Returns the format QEMU would probe from the first bytes of a file when it is neither
+// raw nor qcow2 ("" when none of them matches: raw), from each format's magic.
+std::string OtherFormat(std::span<const uint8_t> head) {
+  const auto at = [&](size_t offset, std::string_view magic) {
+    return head.size() >= offset + magic.size() &&
+           std::equal(magic.begin(), magic.end(), head.begin() + offset);
+  };
+  if (at(0, "conectix")) return "vpc";
+  if (at(0, "vhdxfile")) return "vhdx";
+  if (at(0, std::string_view("QED\0", 4))) return "qed";
+  if (at(0, "KDMV") || at(0, "COWD") || at(0, "# Disk DescriptorFile")) return "vmdk";
+  if (at(0, "LUKS\xba\xbe")) return "luks";
+  if (at(64, "\x7f\x10\xda\xbe")) return "vdi";
+  if (at(0, "Bochs Virtual HD Image")) return "bochs";
+  if (at(0, "WithoutFreeSpace") || at(0, "WithouFreSpacExt")) return "parallels";
+  if (at(0, "#!/bin/sh\n#V2.0 Format\nmodprobe cloop")) return "cloop";
+  return "";
+}
+
 // Opens `path` read-only as a layer; the format is probed when not given.
 Layer OpenLayer(const std::string& path, const std::string& named_as,
-                std::optional<LayerFormat> format, const ChainOptions& options) {
+                std::optional<LayerFormat> format, const ChainOptions& options, bool named_as_top) {
   Layer layer;
   layer.path = path;
   layer.named_as = named_as;
@@ -70,8 +91,15 @@ Layer OpenLayer(const std::string& path, const std::string& named_as,
     } else {
       throw UsageError(path + " is neither a regular file nor a block device");
     }
-    std::vector<uint8_t> head(kV3MinHeaderLength);
+    std::vector<uint8_t> head(512);
     head.resize(PreadUpTo(layer.fd, path, 0, head.data(), head.size()));
+    if (!format && !named_as_top) {
+      // QEMU probes a backing file whose format the image does not name: one of another
+      // format must not pass for raw.
+      if (const std::string other = OtherFormat(head); !other.empty()) {
+        throw UsageError("is a " + other + " image (probed; the image names no backing format)");
+      }
+    }
     if (!format) {
       format = head.size() >= 4 && LoadBe32(head.data()) == kQcowMagic ? LayerFormat::kQcow2
                                                                        : LayerFormat::kRaw;
@@ -146,7 +174,7 @@ const char* LayerFormatName(LayerFormat format) {
 
 ImageChain ImageChain::Open(const std::string& path, const ChainOptions& options) {
   ImageChain chain;
-  chain.layers_.push_back(OpenLayer(path, path, options.top_format, options));
+  chain.layers_.push_back(OpenLayer(path, path, options.top_format, options, true));
   for (;;) {
     const Layer& layer = chain.layers_.back();
     if (layer.format != LayerFormat::kQcow2 || layer.info->backing_file.empty()) break;
@@ -166,10 +194,17 @@ ImageChain ImageChain::Open(const std::string& path, const ChainOptions& options
     const std::optional<LayerFormat> format = BackingFormat(layer);
     Layer next;
     try {
-      next = OpenLayer(resolved, name, format, options);
+      next = OpenLayer(resolved, name, format, options, false);
     } catch (const std::system_error& e) {
       throw FormatError(layer.path + ": its backing file '" + name + "' cannot be opened (" +
                         resolved + ": " + std::strerror(e.code().value()) + ")");
+    } catch (const UsageError& e) {
+      // Not a file or device, or of another format: the image is at fault.
+      throw FormatError(layer.path + ": its backing file '" + name + "' (" + resolved + ") " +
+                        (std::string(e.what()).rfind(resolved, 0) == 0
+                             ? std::string(e.what()).substr(resolved.size() + 1)
+                             : std::string(e.what())) +
+                        "; qcowfs reads raw and qcow2 backing files");
     }
     for (const Layer& above : chain.layers_) {
       if (above.st.st_dev == next.st.st_dev && above.st.st_ino == next.st.st_ino) {

@@ -17,12 +17,18 @@ using Kind = ChainExtent::Kind;
 
 uint64_t RoundUp512(uint64_t n) { return (n + kSectorSize - 1) / kSectorSize * kSectorSize; }
 
-// SEEK_DATA/SEEK_HOLE from pos: sets *data (UINT64_MAX when none) and *hole.
+// SEEK_DATA/SEEK_HOLE from pos: sets *data (UINT64_MAX when none) and *hole. As QEMU's
+// file-posix: where the file cannot tell (a block device), everything is data.
 void FindAllocation(const Layer& layer, uint64_t pos, uint64_t* data, uint64_t* hole) {
-  const off_t d = ::lseek(layer.fd, static_cast<off_t>(pos), SEEK_DATA);
+  const off_t d = S_ISREG(layer.st.st_mode) ? ::lseek(layer.fd, static_cast<off_t>(pos), SEEK_DATA)
+                                            : static_cast<off_t>(-1);
   if (d < 0) {
-    if (errno != ENXIO) ThrowErrno("finding data in " + layer.path + " (SEEK_DATA)");
-    *data = *hole = UINT64_MAX;
+    if (S_ISREG(layer.st.st_mode) && errno == ENXIO) {
+      *data = *hole = UINT64_MAX;
+    } else {
+      *data = pos;
+      *hole = UINT64_MAX;
+    }
     return;
   }
   *data = static_cast<uint64_t>(d);
