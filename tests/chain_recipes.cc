@@ -2,8 +2,6 @@
 
 #include <gtest/gtest.h>
 
-#include <regex>
-
 #include "qcow/export/cluster_map.h"
 
 namespace qcowfs_test {
@@ -191,15 +189,21 @@ std::vector<std::pair<uint64_t, uint64_t>> MappedClusters(const std::string& ima
 std::vector<std::pair<uint64_t, uint64_t>> ClustersOfMap(const std::string& json, uint32_t bits,
                                                          bool data_only, uint32_t below_depth,
                                                          bool present_only) {
-  static const std::regex entry(
-      "\"start\": ([0-9]+), \"length\": ([0-9]+), \"depth\": ([0-9]+), \"present\": "
-      "(true|false), \"zero\": (true|false), \"data\": (true|false)");
+  const auto start = JsonValues(json, "start"), length = JsonValues(json, "length"),
+             depth = JsonValues(json, "depth"), present = JsonValues(json, "present"),
+             zero = JsonValues(json, "zero"), data = JsonValues(json, "data");
+  EXPECT_TRUE(length.size() == start.size() && depth.size() == start.size() &&
+              present.size() == start.size() && zero.size() == start.size() &&
+              data.size() == start.size())
+      << json;
   qcow::ClusterMap::Builder b;
-  for (std::sregex_iterator it(json.begin(), json.end(), entry), end; it != end; ++it) {
-    const bool present = (*it)[4] == "true", zero = (*it)[5] == "true", data = (*it)[6] == "true";
-    if (std::stoul((*it)[3]) >= below_depth) continue;
-    if (present_only ? present : data && !(data_only && zero)) {
-      b.AddBytes(std::stoull((*it)[1]), std::stoull((*it)[2]), bits);
+  for (size_t i = 0; i < std::min({start.size(), length.size(), depth.size(), present.size(),
+                                   zero.size(), data.size()});
+       ++i) {
+    if (std::stoul(depth[i]) >= below_depth) continue;
+    const bool is_data = data[i] == "true", is_zero = zero[i] == "true";
+    if (present_only ? present[i] == "true" : is_data && !(data_only && is_zero)) {
+      b.AddBytes(std::stoull(start[i]), std::stoull(length[i]), bits);
     }
   }
   const qcow::ClusterMap clusters = b.Build();

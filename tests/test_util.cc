@@ -47,6 +47,25 @@ CommandResult Sh(const std::string& command) {
   return {status, out};
 }
 
+std::vector<std::string> JsonValues(const std::string& text, const std::string& key) {
+  std::vector<std::string> out;
+  const std::string needle = "\"" + key + "\": ";
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) {
+    size_t from = at + needle.size(), to = from;
+    if (from < text.size() && text[from] == '"') {
+      to = ++from;
+      while (to < text.size() && text[to] != '"') to += text[to] == '\\' ? 2 : 1;
+    } else {
+      while (to < text.size() && text[to] != ',' && text[to] != '}' && text[to] != ']' &&
+             text[to] != '\n') {
+        ++to;
+      }
+    }
+    out.push_back(text.substr(from, std::min(to, text.size()) - from));
+  }
+  return out;
+}
+
 std::vector<uint8_t> ReadFile(const std::string& path) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw std::runtime_error("cannot open " + path);

@@ -36,6 +36,11 @@ CommandResult Sh(const std::string& command);
 // Quotes s for /bin/sh.
 std::string Quote(const std::string& s);
 
+// Returns the value of every `"key": value` in JSON text, in order: numbers and booleans
+// as written, strings without their quotes (escapes kept). No std::regex: its headers warn
+// under the sanitizer build.
+std::vector<std::string> JsonValues(const std::string& text, const std::string& key);
+
 // Returns the whole file (throws on error).
 std::vector<uint8_t> ReadFile(const std::string& path);
 

@@ -1,8 +1,6 @@
 // The VHD footer and dynamic disk header decoders, on VHDs written by qemu-img.
 #include <gtest/gtest.h>
 
-#include <regex>
-
 #include "qcow/format/errors.h"
 #include "qcow/format/vhd.h"
 #include "test_util.h"
@@ -16,10 +14,9 @@ using qcowfs_test::TempDir;
 
 uint64_t QemuVirtualSize(const std::string& image) {
   const auto info = Sh("qemu-img info --output=json " + Quote(image));
-  std::smatch m;
-  EXPECT_TRUE(std::regex_search(info.output, m, std::regex("\"virtual-size\": ([0-9]+)")))
-      << info.output;
-  return m.empty() ? 0 : std::stoull(m[1]);
+  const auto sizes = qcowfs_test::JsonValues(info.output, "virtual-size");
+  EXPECT_EQ(sizes.size(), 1u) << info.output;
+  return sizes.empty() ? 0 : std::stoull(sizes[0]);
 }
 
 TEST(VhdFormat, DynamicVhdFromQemuImg) {
