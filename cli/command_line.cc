@@ -64,12 +64,13 @@ void AddExportOptions(CLI::App* cmd, ExportArgs& a) {
                 "Read a raw disk with O_DIRECT, bypassing the page cache (qcow2 layers are "
                 "read through it)");
   cmd->add_option("--source-format", a.source_format,
-                  "raw, qcow2, or hybrid with --source DEVICE:METADATA (default: qcow2 when "
-                  "the disk starts with the qcow2 magic)");
+                  "raw, qcow2, vhd, or hybrid with --source DEVICE:METADATA (default: qcow2 "
+                  "when the disk starts with the qcow2 magic, vhd when it ends with a VHD "
+                  "footer or starts with its copy, else raw)");
   cmd->add_option("--allocation-from", a.allocation_from,
-                  "Export only the clusters this metadata says hold data (a qcow2 image with "
-                  "its chain, or qemu-img map --output=json in a file or fd:N), reading them "
-                  "from the disk");
+                  "Export only the clusters this metadata says hold data (a qcow2 image or a "
+                  "VHD with its chain, or qemu-img map --output=json in a file or fd:N), "
+                  "reading them from the disk");
   cmd->add_option("--relative-to", a.relative_to,
                   "Export a delta over this disk: a layer of the source's chain (only what the "
                   "layers above it changed), or any disk of the same size (contents compared "
@@ -78,8 +79,9 @@ void AddExportOptions(CLI::App* cmd, ExportArgs& a) {
                   "With --relative-to: the backing file name the delta writes (default: the "
                   "chain's own name for the base, or the path given)");
   cmd->add_option("--path", a.search_path,
-                  "Directories (colon-separated) searched for backing files that are not "
-                  "where the image's backing name points");
+                  "Directories (colon-separated) searched, by file name, for backing files and "
+                  "VHD parents that are not where the image's backing name or parent locators "
+                  "point");
 }
 
 void AddProgressOptions(CLI::App* cmd, ProgressArgs& a) {
@@ -156,7 +158,7 @@ void AddStreamCommand(CLI::App& app, int* exit_code) {
       "Write a disk as a qcow2 image (the bytes the mount's disk.qcow2 shows) to a "
       "socket, pipe, file or descriptor");
   cmd->add_option("--source", a->source,
-                  "Disk to export (raw regular file or block device, or a qcow2 image with "
+                  "Disk to export (raw regular file or block device, or a qcow2 image or VHD with "
                   "its backing chain)")
       ->required();
   cmd->add_option("--destination", a->destination,
@@ -200,10 +202,14 @@ void AddInspectCommands(CLI::App& app, int* exit_code) {
   CLI::App* info = app.add_subcommand(
       "info",
       "Show a qcow2 image's header, features, sizes and any problem that would stop "
-      "its import");
-  info->add_option("image", *info_path, "qcow2 image file")->required();
+      "its import, or a VHD's type, sizes, allocation and parent chain");
+  auto info_search = std::make_shared<std::string>();
+  info->add_option("image", *info_path, "qcow2 image or VHD file")->required();
   info->add_flag("--json", *info_json, "Print JSON");
-  info->callback([=] { *exit_code = RunInfo(*info_path, *info_json); });
+  info->add_option("--path", *info_search,
+                   "Directories (colon-separated) searched, by file name, for backing files "
+                   "and VHD parents");
+  info->callback([=] { *exit_code = RunInfo(*info_path, *info_search, *info_json); });
 
   auto check_path = std::make_shared<std::string>();
   CLI::App* check = app.add_subcommand(
@@ -224,7 +230,7 @@ void AddInspectCommands(CLI::App& app, int* exit_code) {
       "List the extents qcowfs would export from a disk, like qemu-img map of the "
       "exported image");
   map->add_option("source", *map_source,
-                  "Disk (raw regular file or block device, or a qcow2 image with its chain)")
+                  "Disk (raw regular file or block device, or a qcow2 image or VHD with its chain)")
       ->required();
   map->add_flag("--json", *map_json, "Print JSON in the style of qemu-img map --output=json");
   AddExportOptions(map, *map_args);

@@ -50,9 +50,11 @@ qcow::SourceOptions OptionsFor(const ExportArgs& a) {
     o.format = qcow::SourceFormat::kRaw;
   } else if (a.source_format == "qcow2") {
     o.format = qcow::SourceFormat::kQcow2;
+  } else if (a.source_format == "vhd" || a.source_format == "vpc") {
+    o.format = qcow::SourceFormat::kVhd;
   } else if (!a.source_format.empty() && a.source_format != "hybrid") {
     throw qcow::UsageError("--source-format is '" + a.source_format +
-                           "'; qcowfs exports from 'raw', 'qcow2' or 'hybrid' sources");
+                           "'; qcowfs exports from 'raw', 'qcow2', 'vhd' or 'hybrid' sources");
   }
   o.direct = a.direct;
   for (size_t from = 0; from < a.search_path.size();) {
@@ -75,7 +77,7 @@ qcow::DeltaPlan PlanDelta(const qcow::Source& source, const std::string& allocat
     qcow::ChainOptions o{
         .search_path = options.search_path, .top_format = std::nullopt, .warn = options.warn};
     metadata = qcow::ImageChain::Open(allocation, o);
-    if (metadata->layers().front().format == qcow::LayerFormat::kQcow2) chain = &*metadata;
+    if (metadata->layers().front().format != qcow::LayerFormat::kRaw) chain = &*metadata;
   }
   if (chain) {
     if (const auto depth = qcow::FindLayer(*chain, a.relative_to)) {
@@ -87,7 +89,9 @@ qcow::DeltaPlan PlanDelta(const qcow::Source& source, const std::string& allocat
       qcow::ComparedDelta(source, *base, bits,
                           Progress("comparing " + source.name() + " with " + a.relative_to + ": "));
   plan.delta.backing_file = a.relative_to;
-  plan.delta.backing_format = qcow::ChainOf(*base) ? "qcow2" : "raw";
+  const qcow::ImageChain* base_chain = qcow::ChainOf(*base);
+  plan.delta.backing_format =
+      base_chain ? qcow::LayerFormatName(base_chain->layers().front().format) : "raw";
   return plan;
 }
 

@@ -10,11 +10,13 @@
 #include "cli/exit_codes.h"
 #include "cli/export_plan.h"
 #include "cli/size_arg.h"
+#include "qcow/format/errors.h"
 #include "qcow/format/format.h"
 #include "qcow/import/image_check.h"
 #include "qcow/sources/chain_source.h"
 #include "qcow/sources/image_chain.h"
 #include "qcow/sources/qemu_map.h"
+#include "qcow/sources/vhd_layer.h"
 
 namespace qcowfs {
 namespace {
@@ -74,11 +76,101 @@ std::string TextList(const std::vector<std::string>& v) {
   return out.empty() ? "none" : out;
 }
 
+// `info` of a VHD: its footer and header, its chain of parents, what it allocates.
+int RunVhdInfo(const std::string& path, const std::vector<std::string>& search_path, bool json) {
+  std::vector<std::string> warnings;
+  std::optional<qcow::ImageChain> chain;
+  qcow::ChainOptions o;
+  o.search_path = search_path;
+  o.top_format = qcow::LayerFormat::kVhd;
+  try {
+    chain = qcow::ImageChain::Open(path, o);
+  } catch (const qcow::FormatError& e) {
+    o.top_only = true;
+    chain = qcow::ImageChain::Open(path, o);  // the top alone, or its own error
+    warnings.push_back(std::string("parent chain: ") + e.what());
+  }
+  const qcow::Layer& top = chain->layers().front();
+  const qcow::VhdMetadata& m = *top.vhd;
+  const bool differencing = m.footer.disk_type == qcow::kVhdDifferencing;
+  uint64_t allocated = 0;
+  for (const qcow::ChainExtent& e : qcow::LayerExtents(chain->layers(), 0)) {
+    if (e.kind == qcow::ChainExtent::Kind::kData) allocated += e.length;
+  }
+  const std::string type = qcow::VhdDiskTypeName(m.footer.disk_type);
+  const std::string creator = m.footer.creator_application.substr(
+      0, m.footer.creator_application.find_last_not_of(std::string(" \0", 2)) + 1);
+  std::string chain_json = "[", chain_text;
+  for (size_t i = 1; i < chain->layers().size(); ++i) {
+    const qcow::Layer& l = chain->layers()[i];
+    const std::string t = qcow::VhdDiskTypeName(l.vhd->footer.disk_type);
+    chain_json += std::string(i > 1 ? ", " : "") + "{\"backing-filename\": " + Json(l.named_as) +
+                  ", \"filename\": " + Json(l.path) + ", \"format\": \"vpc\", \"disk-type\": \"" +
+                  t + "\", \"virtual-size\": " + std::to_string(l.virtual_size) +
+                  ", \"unique-id\": \"" + qcow::UuidText(l.vhd->footer.unique_id) + "\"}";
+    chain_text += "  " + std::to_string(i) + ": " + l.path + " (vpc " + t + ", " +
+                  std::to_string(l.virtual_size) + " bytes)\n";
+  }
+  chain_json += "]";
+  const std::string parent_id = qcow::UuidText(m.header.parent_unique_id);
+  const std::string problem = "a VHD: qcowfs exports VHDs and imports qcow2 images";
+  std::ostringstream out;
+  if (json) {
+    out << "{\n"
+        << "    \"filename\": " << Json(path) << ",\n"
+        << "    \"format\": \"vpc\",\n"
+        << "    \"disk-type\": \"" << type << "\",\n"
+        << "    \"virtual-size\": " << top.virtual_size << ",\n"
+        << "    \"current-size\": " << m.footer.current_size << ",\n"
+        << "    \"block-size\": "
+        << (m.footer.disk_type == qcow::kVhdFixed ? 0 : m.header.block_size) << ",\n"
+        << "    \"file-size\": " << top.file_size << ",\n"
+        << "    \"allocated-bytes\": " << allocated << ",\n"
+        << "    \"creator\": " << Json(creator) << ",\n"
+        << "    \"unique-id\": \"" << qcow::UuidText(m.footer.unique_id) << "\",\n"
+        << "    \"parent-unique-id\": " << (differencing ? "\"" + parent_id + "\"" : "null")
+        << ",\n"
+        << "    \"parent-name\": "
+        << (differencing ? Json(m.header.parent_unicode_name) : std::string("null")) << ",\n"
+        << "    \"backing-chain\": " << chain_json << ",\n"
+        << "    \"warnings\": " << JsonList(warnings) << ",\n"
+        << "    \"problems\": " << JsonList({problem}) << ",\n"
+        << "    \"importable\": false\n"
+        << "}\n";
+  } else {
+    out << "image: " << path << "\n"
+        << "format: vpc (VHD) " << type << "\n"
+        << "virtual size: " << HumanSize(top.virtual_size) << " (" << top.virtual_size
+        << " bytes)\n";
+    if (m.footer.disk_type != qcow::kVhdFixed) out << "block size: " << m.header.block_size << "\n";
+    out << "file size: " << top.file_size << "\n"
+        << "allocated bytes: " << allocated << "\n"
+        << "creator: " << creator << "\n"
+        << "unique id: " << qcow::UuidText(m.footer.unique_id) << "\n";
+    if (differencing) {
+      out << "parent: " << m.header.parent_unicode_name << " (" << parent_id << ")\n";
+    }
+    if (!chain_text.empty()) out << "parent chain:\n" << chain_text;
+    for (const auto& w : warnings) out << "warning: " << w << "\n";
+    out << "problems: " << problem << "\n";
+  }
+  std::fputs(out.str().c_str(), stdout);
+  return kExitOk;
+}
+
 }  // namespace
 
-int RunInfo(const std::string& path, bool json) {
+int RunInfo(const std::string& path, const std::string& search_path, bool json) {
   qcow::ImageReport r = qcow::InspectImage(path);
   if (!r.header) {
+    ExportArgs a;
+    a.search_path = search_path;
+    const qcow::SourceOptions options = SourceOptionsFor(a);
+    qcow::ChainOptions probe;
+    probe.top_only = true;
+    if (qcow::ImageChain::Open(path, probe).layers().front().format == qcow::LayerFormat::kVhd) {
+      return RunVhdInfo(path, options.search_path, json);
+    }
     std::fprintf(stderr, "qcowfs: error: %s: %s\n", path.c_str(), r.problem.c_str());
     return kExitFormat;
   }

@@ -7,8 +7,9 @@
 
 namespace qcowfs {
 
-// Prints an image's header, features and sizes (text or JSON), reading only its tables.
-int RunInfo(const std::string& path, bool json);
+// Prints a qcow2 image's header, features and sizes, or a VHD's footer, header, allocation
+// and parent chain (text or JSON), reading only their tables. `search_path` is --path.
+int RunInfo(const std::string& path, const std::string& search_path, bool json);
 
 // Runs the import decoder's checks over an image without writing anything (as an import
 // with --delta would, with `delta`).

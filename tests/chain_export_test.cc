@@ -420,20 +420,44 @@ TEST_F(ChainRefusal, UnknownIncompatibleFeature) {
 
 // A backing file whose format the image does not name is probed as QEMU probes it: one of
 // another format is refused, not read as raw bytes.
-TEST_F(ChainRefusal, BackingOfAnotherFormatIsProbedNotTakenForRaw) {
-  Make(
-      "qemu-img create -q -f vpc base.vhd 8M && "
-      "qemu-img create -q -f qcow2 -b base.vhd -F vpc top.qcow2 8M");
-  // Rename the backing format extension (0xe2792aca) to a type QEMU skips.
-  auto head = ReadFile(dir_ / "top.qcow2");
+// Renames the backing format extension (0xe2792aca) of dir/top.qcow2 to a type QEMU
+// skips, so that the backing file's format is probed.
+void DropBackingFormat(const TempDir& dir) {
+  auto head = ReadFile(dir / "top.qcow2");
   const uint8_t ext[] = {0xe2, 0x79, 0x2a, 0xca};
   const auto at = std::search(head.begin(), head.begin() + 65536, ext, ext + 4) - head.begin();
   ASSERT_LT(at, 65536);
-  WriteAt(dir_ / "top.qcow2", at, {0x12, 0x34, 0x56, 0x78});
+  WriteAt(dir / "top.qcow2", at, {0x12, 0x34, 0x56, 0x78});
+}
+
+TEST_F(ChainRefusal, BackingOfAnotherFormatIsProbedNotTakenForRaw) {
+  Make(
+      "qemu-img create -q -f vhdx base.vhdx 8M && "
+      "qemu-img create -q -f qcow2 -b base.vhdx -F vhdx top.qcow2 8M");
+  DropBackingFormat(dir_);
   const auto probed = Sh("qemu-img info --backing-chain " + Quote(dir_ / "top.qcow2"));
-  ASSERT_NE(probed.output.find("file format: vpc"), std::string::npos) << probed.output;
+  ASSERT_NE(probed.output.find("file format: vhdx"), std::string::npos) << probed.output;
   ExpectRefused(StreamCli(dir_ / "top.qcow2"),
-                "its backing file 'base.vhd' (" + dir_ / "base.vhd" + ") is a vpc image");
+                "its backing file 'base.vhdx' (" + dir_ / "base.vhdx" + ") is a vhdx image");
+}
+
+// A dynamic VHD under a qcow2 image, named or probed, is read as QEMU reads it.
+TEST_F(ChainRefusal, VhdBackingIsReadNamedOrProbed) {
+  for (const bool probe : {false, true}) {
+    SCOPED_TRACE(probe ? "probed" : "named vpc");
+    Make(
+        "rm -f base.vhd top.qcow2 out.qcow2 && "
+        "qemu-img create -q -f vpc -o subformat=dynamic base.vhd 8M && "
+        "qemu-io -f vpc -c 'write -P 0x5a 1M 3M' base.vhd >/dev/null && "
+        "qemu-img create -q -f qcow2 -b base.vhd -F vpc top.qcow2 8M && "
+        "qemu-io -c 'write -P 0x6b 2M 64k' top.qcow2 >/dev/null");
+    if (probe) DropBackingFormat(dir_);
+    const auto r = Sh(std::string(QCOWFS_BIN) + " stream --source " + Quote(dir_ / "top.qcow2") +
+                      " --destination " + Quote(dir_ / "out.qcow2") + " && qemu-img compare " +
+                      Quote(dir_ / "top.qcow2") + " " + Quote(dir_ / "out.qcow2"));
+    EXPECT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("Images are identical"), std::string::npos) << r.output;
+  }
 }
 
 TEST_F(ChainRefusal, BackingFileThatIsADirectory) {

@@ -273,7 +273,7 @@ TEST_F(StreamServe, XapiCommandLinesRunEndToEnd) {
   }
   // What cannot be honoured is refused with a clear line.
   for (const std::string bad :
-       {"--destination-format vhd", "--destination-protocol nbd", "--source-format vhd"}) {
+       {"--destination-format vhd", "--destination-protocol nbd", "--source-format vmdk"}) {
     auto r = Sh(Q() + " stream --source " + Quote(dir_ / "src") + " --destination null: " + bad);
     EXPECT_EQ(r.status, 2) << bad << ": " << r.output;
     EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;

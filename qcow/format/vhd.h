@@ -59,6 +59,17 @@ struct VhdDynamicHeader {
   std::array<VhdParentLocator, 8> parent_locators{};
 };
 
+// What a reader keeps of a VHD: its footer, its dynamic disk header (dynamic and
+// differencing disks), and where things are in its file.
+struct VhdMetadata {
+  VhdFooter footer;
+  VhdDynamicHeader header;     // dynamic and differencing disks
+  uint64_t footer_offset = 0;  // the footer used: the file's last sector, or 0 (the copy)
+  uint64_t data_end = 0;       // blocks must end here: the footer at the end, or the file's end
+  uint32_t bitmap_bytes = 0;   // a block's sector bitmap, whole sectors
+  uint64_t guest_size = 0;     // the disk's size as QEMU reads it
+};
+
 // Returns the one's complement of the sum of the bytes of `structure`, the bytes of the
 // checksum field at `checksum_offset` taken as zero ("Checksum" in both structures).
 uint32_t VhdChecksum(std::span<const uint8_t> structure, size_t checksum_offset);

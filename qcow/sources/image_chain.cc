@@ -16,6 +16,8 @@
 #include "qcow/format/errors.h"
 #include "qcow/format/format.h"
 #include "qcow/sources/layer_reader.h"
+#include "qcow/sources/paths.h"
+#include "qcow/sources/vhd_layer.h"
 
 namespace qcow {
 namespace {
@@ -23,17 +25,6 @@ namespace {
 // A chain deeper than this is surely a mistake (QEMU has no fixed limit; loops are caught
 // apart from it).
 constexpr size_t kMaxDepth = 1024;
-
-std::string DirName(const std::string& path) {
-  const auto slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
-std::string BaseName(const std::string& path) {
-  const auto slash = path.rfind('/');
-  return slash == std::string::npos ? path : path.substr(slash + 1);
-}
 
 bool Exists(const std::string& path) {
   struct stat st;
@@ -95,18 +86,39 @@ Layer OpenLayer(const std::string& path, const std::string& named_as,
     head.resize(PreadUpTo(layer.fd, path, 0, head.data(), head.size()));
     if (!format && !named_as_top) {
       // QEMU probes a backing file whose format the image does not name: one of another
-      // format must not pass for raw.
-      if (const std::string other = OtherFormat(head); !other.empty()) {
+      // format must not pass for raw. A VHD probes as one by the footer copy at its start
+      // (QEMU takes a fixed VHD, which has none, for raw).
+      if (const std::string other = OtherFormat(head); other == "vpc") {
+        format = LayerFormat::kVhd;
+      } else if (!other.empty()) {
         throw UsageError("is a " + other + " image (probed; the image names no backing format)");
       }
     }
-    if (!format) {
-      format = head.size() >= 4 && LoadBe32(head.data()) == kQcowMagic ? LayerFormat::kQcow2
-                                                                       : LayerFormat::kRaw;
+    if (!format && head.size() >= 4 && LoadBe32(head.data()) == kQcowMagic) {
+      format = LayerFormat::kQcow2;
+    } else if ((!format && named_as_top) || format == LayerFormat::kVhd) {
+      // The top is a VHD when it ends with a footer (or starts with the copy of one).
+      try {
+        layer.vhd = ReadVhdMetadata(layer.fd, path, layer.file_size, head, true);
+      } catch (const FormatError& e) {
+        if (format) throw;
+        throw FormatError(std::string(e.what()) +
+                          " (if the disk is raw, say so with --source-format raw)");
+      }
+      if (!layer.vhd && format) {
+        Refuse(path + " is not a VHD: neither its last sector nor its first is a VHD footer");
+      }
+      format = layer.vhd ? LayerFormat::kVhd : LayerFormat::kRaw;
+    } else if (!format) {
+      format = LayerFormat::kRaw;
     }
     layer.format = *format;
     if (layer.format == LayerFormat::kRaw) {
       layer.virtual_size = layer.file_size;
+      return layer;
+    }
+    if (layer.format == LayerFormat::kVhd) {
+      layer.virtual_size = layer.vhd->guest_size;
       return layer;
     }
     const uint64_t need = HeaderBytesNeeded(head);
@@ -127,13 +139,54 @@ Layer OpenLayer(const std::string& path, const std::string& named_as,
   }
 }
 
+// Opens the parent of the differencing VHD `child`: the first place its locators or the
+// search path name that holds a VHD with the unique id the child names.
+Layer OpenVhdParent(const Layer& child, const ChainOptions& options) {
+  const std::vector<VhdParentCandidate> candidates =
+      VhdParentCandidates(child, options.search_path);
+  const auto& want = child.vhd->header.parent_unique_id;
+  std::string mismatch, unreadable, looked;
+  for (const VhdParentCandidate& c : candidates) {
+    if (looked.size() < 400) looked += (looked.empty() ? "" : ", ") + c.path;
+    if (!Exists(c.path)) continue;
+    Layer parent;
+    try {
+      parent = OpenLayer(c.path, c.named_as, LayerFormat::kVhd, options, false);
+    } catch (const std::system_error& e) {
+      unreadable = c.path + ": " + std::strerror(e.code().value());
+      continue;
+    } catch (const std::exception& e) {  // not a VHD, or a damaged one
+      unreadable = e.what();
+      continue;
+    }
+    if (parent.vhd->footer.unique_id == want) return parent;
+    mismatch = c.path + " has unique id " + UuidText(parent.vhd->footer.unique_id);
+    ::close(parent.fd);
+  }
+  const std::string expected = "parent " + UuidText(want) +
+                               (child.vhd->header.parent_unicode_name.empty()
+                                    ? std::string()
+                                    : " ('" + child.vhd->header.parent_unicode_name + "')");
+  if (!mismatch.empty()) {
+    Refuse(child.path + ": its " + expected + " is not found: " + mismatch +
+           " (not the parent, or the chain was changed)");
+  }
+  if (!unreadable.empty()) {
+    Refuse(child.path + ": its " + expected + " cannot be read: " + unreadable);
+  }
+  Refuse(child.path + ": its " + expected + " is not found (looked at " +
+         (looked.empty() ? std::string("nothing: no parent locator names a file") : looked) +
+         "); name its directory with --path");
+}
+
 std::optional<LayerFormat> BackingFormat(const Layer& layer) {
   const std::string& f = layer.info->backing_format;
   if (f.empty()) return std::nullopt;
   if (f == "raw") return LayerFormat::kRaw;
   if (f == "qcow2") return LayerFormat::kQcow2;
+  if (f == "vpc") return LayerFormat::kVhd;
   Refuse(layer.path + ": its backing file '" + layer.info->backing_file + "' has format '" + f +
-         "'; qcowfs reads raw and qcow2 backing files");
+         "'; qcowfs reads raw, qcow2 and vpc (VHD) backing files");
 }
 
 // Appends to `out` the parts of `fill` that lie in the gaps between the extents of `base`
@@ -169,14 +222,36 @@ std::vector<ChainExtent> FillGaps(const std::vector<ChainExtent>& base,
 }  // namespace
 
 const char* LayerFormatName(LayerFormat format) {
-  return format == LayerFormat::kQcow2 ? "qcow2" : "raw";
+  switch (format) {
+    case LayerFormat::kQcow2:
+      return "qcow2";
+    case LayerFormat::kVhd:
+      return "vpc";
+    default:
+      return "raw";
+  }
 }
 
 ImageChain ImageChain::Open(const std::string& path, const ChainOptions& options) {
   ImageChain chain;
   chain.layers_.push_back(OpenLayer(path, path, options.top_format, options, true));
-  for (;;) {
+  while (!options.top_only) {
     const Layer& layer = chain.layers_.back();
+    if (layer.format == LayerFormat::kVhd && layer.vhd->footer.disk_type == kVhdDifferencing) {
+      if (chain.layers_.size() >= kMaxDepth) {
+        Refuse(path + ": the VHD chain is deeper than " + std::to_string(kMaxDepth) + " layers");
+      }
+      Layer next = OpenVhdParent(layer, options);
+      for (const Layer& above : chain.layers_) {
+        if (above.st.st_dev == next.st.st_dev && above.st.st_ino == next.st.st_ino) {
+          ::close(next.fd);
+          Refuse(layer.path + ": the VHD chain loops: its parent is " + above.path +
+                 ", already in the chain");
+        }
+      }
+      chain.layers_.push_back(std::move(next));
+      continue;
+    }
     if (layer.format != LayerFormat::kQcow2 || layer.info->backing_file.empty()) break;
     const std::string& name = layer.info->backing_file;
     if (name.find(':') != std::string::npos && name.front() != '/' && name.front() != '.') {
@@ -204,7 +279,7 @@ ImageChain ImageChain::Open(const std::string& path, const ChainOptions& options
                         (std::string(e.what()).rfind(resolved, 0) == 0
                              ? std::string(e.what()).substr(resolved.size() + 1)
                              : std::string(e.what())) +
-                        "; qcowfs reads raw and qcow2 backing files");
+                        "; qcowfs reads raw, qcow2 and vpc (VHD) backing files");
     }
     for (const Layer& above : chain.layers_) {
       if (above.st.st_dev == next.st.st_dev && above.st.st_ino == next.st.st_ino) {

@@ -1,8 +1,9 @@
-// A disk image and its backing chain, opened read-only: each layer a qcow2 image or a raw
-// file or block device, and the guest view of the top as a list of extents saying which
-// layer defines each byte range and how. The extents are read once from the L1 and L2
-// tables that exist (and SEEK_DATA/SEEK_HOLE of raw layers), so memory and time grow with
-// what the chain allocates, never with its virtual size.
+// A disk image and its backing chain, opened read-only: each layer a qcow2 image, a VHD
+// (fixed, dynamic, or differencing with its parents) or a raw file or block device, and the guest
+// view of the top as a list of extents saying which layer defines each byte range and how. The
+// extents are read once from the L1 and L2 tables that exist (a VHD's BAT and sector bitmaps,
+// SEEK_DATA/SEEK_HOLE of raw layers), so memory and time grow with what the chain allocates, never
+// with its virtual size.
 #pragma once
 
 #include <sys/stat.h>
@@ -14,12 +15,13 @@
 #include <vector>
 
 #include "qcow/format/image_header.h"
+#include "qcow/format/vhd.h"
 
 namespace qcow {
 
-enum class LayerFormat { kRaw, kQcow2 };
+enum class LayerFormat { kRaw, kQcow2, kVhd };
 
-// Returns "raw" or "qcow2".
+// Returns QEMU's name of the format: "raw", "qcow2" or "vpc".
 const char* LayerFormatName(LayerFormat format);
 
 // One file of a chain, open read-only for the chain's lifetime.
@@ -31,7 +33,8 @@ struct Layer {
   uint64_t file_size = 0;     // reads past it give zeros
   int fd = -1;
   struct stat st {};
-  std::optional<ImageInfo> info;  // qcow2 layers
+  std::optional<ImageInfo> info;   // qcow2 layers
+  std::optional<VhdMetadata> vhd;  // VHD layers
 };
 
 // What a guest byte range of the chain reads as.
@@ -56,20 +59,25 @@ struct ChainExtent {
 struct ChainOptions {
   // Directories searched for a backing file that is not found where its name points.
   std::vector<std::string> search_path;
-  // The top's format; probed from its first bytes when not set.
+  // The top's format; probed when not set: qcow2 by its magic, a VHD by its footer (at its
+  // end, or the copy at its start), raw otherwise.
   std::optional<LayerFormat> top_format;
   // Called with each warning (a dirty bit), prefixed with the file's path.
   std::function<void(const std::string&)> warn;
+  // Opens the top only (to describe it when its chain cannot be opened).
+  bool top_only = false;
 };
 
 class ImageChain {
  public:
   // Opens the image at path and every backing file below it. Backing names are resolved as
   // QEMU does (relative to the directory of the image that writes them), then in each
-  // search path directory. Throws FormatError naming the file and the reason (encryption,
-  // an external data file, the corrupt bit, an unknown incompatible feature, a damaged
-  // table, a loop in the chain, a backing file that is missing or of an unknown format)
-  // and std::system_error when a file cannot be read.
+  // search path directory; the parent of a differencing VHD is found through its parent
+  // locators the same way, and must carry the unique id the child names. Throws FormatError naming
+  // the file and the reason (encryption, an external data file, the corrupt bit, an unknown
+  // incompatible feature, a damaged table, a damaged VHD footer or header, a loop in the chain, a
+  // backing file that is missing or of an unknown format, a VHD parent whose unique id is not the
+  // one expected) and std::system_error when a file cannot be read.
   static ImageChain Open(const std::string& path, const ChainOptions& options);
 
   ImageChain(ImageChain&&) noexcept;

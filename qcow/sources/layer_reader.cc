@@ -12,6 +12,7 @@
 #include "qcow/format/errors.h"
 #include "qcow/format/format.h"
 #include "qcow/format/l2_entry.h"
+#include "qcow/sources/vhd_layer.h"
 
 namespace qcow {
 namespace {
@@ -189,8 +190,16 @@ void ReadCompressedCluster(const Layer& layer, uint64_t host, uint64_t host_end,
 
 std::vector<ChainExtent> LayerExtents(const std::vector<Layer>& layers, uint32_t depth) {
   const Layer& layer = layers.at(depth);
-  return layer.format == LayerFormat::kQcow2 ? Qcow2Extents(layer, depth)
-                                             : RawExtents(layer, depth);
+  switch (layer.format) {
+    case LayerFormat::kQcow2:
+      return Qcow2Extents(layer, depth);
+    case LayerFormat::kVhd:
+      // A fixed VHD is its guest bytes followed by the footer: raw, cut at the guest size.
+      if (layer.vhd->footer.disk_type != kVhdFixed) return VhdBlockExtents(layer, depth);
+      [[fallthrough]];
+    default:
+      return RawExtents(layer, depth);
+  }
 }
 
 }  // namespace qcow

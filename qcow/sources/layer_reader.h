@@ -1,5 +1,5 @@
-// Reading one layer of a chain: its extents from the L1/L2 tables (qcow2) or from
-// SEEK_DATA/SEEK_HOLE (raw), and its bytes.
+// Reading one layer of a chain: its extents from the L1/L2 tables (qcow2), the BAT and
+// sector bitmaps (VHD) or SEEK_DATA/SEEK_HOLE (raw, fixed VHD), and its bytes.
 #pragma once
 
 #include <cstdint>

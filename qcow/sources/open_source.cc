@@ -1,7 +1,5 @@
 #include "qcow/sources/open_source.h"
 
-#include "qcow/format/byte_order.h"
-#include "qcow/format/format.h"
 #include "qcow/sources/chain_source.h"
 #include "qcow/sources/raw_source.h"
 
@@ -9,18 +7,22 @@ namespace qcow {
 
 std::unique_ptr<Source> OpenSource(const std::string& path, const SourceOptions& options) {
   ChainOptions chain{
-      .search_path = options.search_path, .top_format = LayerFormat::kQcow2, .warn = options.warn};
-  if (options.format == SourceFormat::kQcow2) return MakeChainSource(ImageChain::Open(path, chain));
-  std::unique_ptr<Source> raw = OpenRawSource(path, options.direct);
-  if (options.format == SourceFormat::kAuto && raw->size() >= 4) {
-    uint8_t magic[4];
-    raw->ReadAt(0, magic, sizeof magic);
-    if (LoadBe32(magic) == kQcowMagic) {
-      raw.reset();
+      .search_path = options.search_path, .top_format = std::nullopt, .warn = options.warn};
+  switch (options.format) {
+    case SourceFormat::kRaw:
+      return OpenRawSource(path, options.direct);
+    case SourceFormat::kQcow2:
+      chain.top_format = LayerFormat::kQcow2;
       return MakeChainSource(ImageChain::Open(path, chain));
-    }
+    case SourceFormat::kVhd:
+      chain.top_format = LayerFormat::kVhd;
+      return MakeChainSource(ImageChain::Open(path, chain));
+    case SourceFormat::kAuto:
+      break;
   }
-  return raw;
+  ImageChain image = ImageChain::Open(path, chain);
+  if (image.layers().front().format != LayerFormat::kRaw) return MakeChainSource(std::move(image));
+  return OpenRawSource(path, options.direct);
 }
 
 }  // namespace qcow

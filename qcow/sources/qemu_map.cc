@@ -78,12 +78,15 @@ bool LooksPreallocated(const Layer& layer) {
   return CountReferenced(layer, (file_len + c - 1) / c, threshold) >= threshold;
 }
 
-class Qcow2MapLayer : public MapLayer {
+// A layer whose extents say what it defines: qcow2 (with QEMU's look at the file's holes
+// when it seems preallocated), and VHD, at sector granularity (qemu-img reports whole
+// blocks of dynamic VHDs and cannot read differencing ones; qcowfs reports what it exports).
+class ExtentMapLayer : public MapLayer {
  public:
-  Qcow2MapLayer(const std::vector<Layer>& layers, uint32_t depth)
+  ExtentMapLayer(const std::vector<Layer>& layers, uint32_t depth)
       : layer_(layers[depth]),
         extents_(LayerExtents(layers, depth)),
-        preallocated_(LooksPreallocated(layer_)) {}
+        preallocated_(layer_.format == LayerFormat::kQcow2 && LooksPreallocated(layer_)) {}
 
   uint64_t length() const override { return layer_.virtual_size; }
 
@@ -228,8 +231,8 @@ std::vector<std::unique_ptr<MapLayer>> ChainMapLayers(const ImageChain& chain, u
   std::vector<std::unique_ptr<MapLayer>> out;
   for (uint32_t d = depth; d < chain.layers().size(); ++d) {
     const Layer& l = chain.layers()[d];
-    if (l.format == LayerFormat::kQcow2) {
-      out.push_back(std::make_unique<Qcow2MapLayer>(chain.layers(), d));
+    if (l.format != LayerFormat::kRaw) {
+      out.push_back(std::make_unique<ExtentMapLayer>(chain.layers(), d));
     } else {
       out.push_back(std::make_unique<RawMapLayer>(l));
     }
