@@ -16,7 +16,8 @@ cd "$(dirname "$0")"
 BUILD_DIR=${BUILD_DIR:-build}
 
 PACKAGES=(build-essential cmake pkg-config libfuse3-dev fuse3 libcli11-dev libgtest-dev
-  zlib1g-dev libzstd-dev qemu-utils util-linux groff-base bc python3 procps curl)
+  zlib1g-dev libzstd-dev qemu-utils util-linux groff-base bc python3 procps curl
+  libvhdi-utils python3-libvhdi)
 
 install_deps() {
   local missing=()
@@ -60,7 +61,8 @@ run_tests() {
   # Every executable with unit or interop tests must be listed: one left out would show
   # up as a failing *_NOT_BUILT test.
   sanitized 'unit|interop' qcowfs unit_tests export_interop_tests import_interop_tests \
-    fuzz_replay_tests crafted_import_tests chain_export_tests vhd_format_tests
+    fuzz_replay_tests crafted_import_tests chain_export_tests vhd_format_tests vhd_writer_tests \
+    vhd_export_tests
 }
 
 fuzz() {

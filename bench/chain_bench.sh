@@ -10,23 +10,8 @@
 # Usage: bench/chain_bench.sh [path/to/qcowfs]     (run as root; needs qemu-img, fuse3)
 set -euo pipefail
 
-QCOWFS=$(realpath "${1:-build/cli/qcowfs}")
-RUNS=${RUNS:-3}
-work=$(mktemp -d /var/tmp/qcowfs-chain-bench.XXXXXX)
-shm=$(mktemp -d /dev/shm/qcowfs-chain-bench.XXXXXX)
-mnt="$work/mnt"
-mkdir -p "$mnt"
-
-cleanup() {
-  mountpoint -q "$mnt" && fusermount3 -u "$mnt"
-  rm -rf --one-file-system "$work" "$shm"
-}
-trap cleanup EXIT
-
-now() { date +%s.%N; }
-elapsed() { echo "$(now) - $1" | bc -l; }
-min() { printf '%s\n' "$@" | sort -g | head -1; }
-ratio() { echo "scale=2; $1 / $2" | bc -l; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 # Writes `count` 4 MiB pieces of pattern `pattern` at distinct random 4 MiB slots below
 # `slots` * 4 MiB (seeded by `seed`) into a qcow2 image.
@@ -86,12 +71,7 @@ import random
 for c in random.Random(6).sample(range(1 << 28), 100000):
     print("write -P %d %d 64k" % (1 + c % 200, c << 16))' | qemu-io big.qcow2 > /dev/null
 cat big.qcow2 > /dev/null
-t=$(now); "$QCOWFS" mount --export "$work/big.qcow2" "$mnt"; stat "$mnt/disk.qcow2" > /dev/null
-mount_time=$(elapsed "$t")
-pid=$(pgrep -n -x qcowfs)
-cat "$mnt/disk.qcow2" > /dev/null
-hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
-fusermount3 -u "$mnt"
+measure_mount "$work/big.qcow2"
 echo "16 TiB qcow2, 100,000 scattered 64 KiB clusters ($(du -m big.qcow2 | cut -f1) MiB file):"
 printf '  mount usable after %.3f s (target < 1 s)\n' "$mount_time"
 echo "  daemon peak RSS after reading the whole export: $((hwm / 1024)) MiB ($hwm KiB; target < 32 MiB)"

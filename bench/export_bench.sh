@@ -5,23 +5,8 @@
 # Usage: bench/export_bench.sh [path/to/qcowfs]     (run as root; needs qemu-img, fuse3)
 set -euo pipefail
 
-QCOWFS=$(realpath "${1:-build/cli/qcowfs}")
-RUNS=${RUNS:-3}
-work=$(mktemp -d /var/tmp/qcowfs-bench.XXXXXX)
-shm=$(mktemp -d /dev/shm/qcowfs-bench.XXXXXX)
-mnt="$work/mnt"
-mkdir -p "$mnt"
-
-cleanup() {
-  mountpoint -q "$mnt" && fusermount3 -u "$mnt"
-  rm -rf --one-file-system "$work" "$shm"
-}
-trap cleanup EXIT
-
-now() { date +%s.%N; }
-elapsed() { echo "$(now) - $1" | bc -l; }
-min() { printf '%s\n' "$@" | sort -g | head -1; }
-ratio() { echo "scale=2; $1 / $2" | bc -l; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 # 4 GiB sparse source with 1 GiB of random data in 256 pieces of 4 MiB at random slots.
 src="$work/src.raw"

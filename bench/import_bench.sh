@@ -12,21 +12,8 @@
 # Usage: bench/import_bench.sh [path/to/qcowfs]     (run as root; needs qemu-img, fuse3)
 set -euo pipefail
 
-QCOWFS=$(realpath "${1:-build/cli/qcowfs}")
-RUNS=${RUNS:-3}
-work=$(mktemp -d /var/tmp/qcowfs-bench.XXXXXX)
-mnt="$work/mnt"
-mkdir -p "$mnt"
-cleanup() {
-  mountpoint -q "$mnt" && fusermount3 -u "$mnt"
-  rm -rf --one-file-system "$work"
-}
-trap cleanup EXIT
-
-now() { date +%s.%N; }
-elapsed() { echo "$(now) - $1" | bc -l; }
-min() { printf '%s\n' "$@" | sort -g | head -1; }
-ratio() { echo "scale=2; $1 / $2" | bc -l; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 # 4 GiB disk with 1 GiB of data in 256 pieces of 4 MiB; random data for the plain image,
 # base64 text (compressible) for the compressed one.

@@ -181,7 +181,9 @@ std::vector<VhdParentCandidate> VhdParentCandidates(const Layer& child,
     out.push_back({path, named_as});
   };
   for (const std::string& n : names) {
-    add(n.front() == '/' ? n : DirName(child.path) + "/" + n, n);
+    std::string relative = n;  // "./parent.vhd", as blktap writes it, is "parent.vhd"
+    while (relative.rfind("./", 0) == 0) relative.erase(0, 2);
+    add(n.front() == '/' ? n : DirName(child.path) + "/" + relative, n);
   }
   if (!d.parent_unicode_name.empty()) names.push_back(d.parent_unicode_name);
   for (const std::string& dir : search_path) {
