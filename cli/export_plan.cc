@@ -66,32 +66,32 @@ qcow::SourceOptions OptionsFor(const ExportArgs& a) {
   return o;
 }
 
-// Plans the delta of the source over a.relative_to: from the chain's metadata when the base
+// Plans the delta of p.source over a.relative_to: from the chain's metadata when the base
 // is one of its layers (the source's own chain, or the --allocation-from chain of a hybrid
-// source), else by comparing contents.
-qcow::DeltaPlan PlanDelta(const qcow::Source& source, const std::string& allocation,
-                          const ExportArgs& a, const qcow::SourceOptions& options, uint32_t bits) {
-  std::optional<qcow::ImageChain> metadata;
+// source), else by comparing contents. Keeps the base in p.
+qcow::DeltaPlan PlanDelta(PlannedExport& p, const ExportArgs& a, const qcow::SourceOptions& options,
+                          uint32_t bits) {
+  const qcow::Source& source = *p.source;
   const qcow::ImageChain* chain = qcow::ChainOf(source);
-  if (!chain && !allocation.empty() && allocation.rfind("fd:", 0) != 0) {
-    qcow::ChainOptions o{
-        .search_path = options.search_path, .top_format = std::nullopt, .warn = options.warn};
-    metadata = qcow::ImageChain::Open(allocation, o);
-    if (metadata->layers().front().format != qcow::LayerFormat::kRaw) chain = &*metadata;
-  }
+  if (!chain) chain = p.metadata.get();
   if (chain) {
     if (const auto depth = qcow::FindLayer(*chain, a.relative_to)) {
+      p.base_chain = chain;
+      p.base_depth = *depth;
       return qcow::ChainDelta(*chain, *depth, bits);
     }
   }
-  const std::unique_ptr<qcow::Source> base = qcow::OpenSource(a.relative_to, options);
+  p.base = qcow::OpenSource(a.relative_to, options);
   qcow::DeltaPlan plan =
-      qcow::ComparedDelta(source, *base, bits,
+      qcow::ComparedDelta(source, *p.base, bits,
                           Progress("comparing " + source.name() + " with " + a.relative_to + ": "));
   plan.delta.backing_file = a.relative_to;
-  const qcow::ImageChain* base_chain = qcow::ChainOf(*base);
-  plan.delta.backing_format =
-      base_chain ? qcow::LayerFormatName(base_chain->layers().front().format) : "raw";
+  if (const qcow::ImageChain* base_chain = qcow::ChainOf(*p.base)) {
+    p.base_chain = base_chain;
+    plan.delta.backing_format = qcow::LayerFormatName(base_chain->layers().front().format);
+  } else {
+    plan.delta.backing_format = "raw";
+  }
   return plan;
 }
 
@@ -122,8 +122,18 @@ PlannedExport PlanExport(const std::string& path, const ExportArgs& a) {
   if (allocation.empty()) {
     p.source = qcow::OpenSource(disk, options);
   } else {
-    // The device is the guest view already: read raw, whatever its first bytes are.
-    qcow::DataRanges data = qcow::ReadDataRanges(allocation, options);
+    // The device is the guest view already: read raw, whatever its first bytes are. A chain
+    // named as metadata is kept for a delta over one of its layers.
+    qcow::DataRanges data;
+    if (allocation.rfind("fd:", 0) == 0) {
+      data = qcow::ReadDataRanges(allocation, options);
+    } else {
+      qcow::ChainOptions o{
+          .search_path = options.search_path, .top_format = std::nullopt, .warn = options.warn};
+      auto chain = std::make_unique<qcow::ImageChain>(qcow::ImageChain::Open(allocation, o));
+      data = qcow::ReadDataRanges(*chain, allocation);
+      if (chain->layers().front().format != qcow::LayerFormat::kRaw) p.metadata = std::move(chain);
+    }
     p.source =
         qcow::WithAllocation(qcow::OpenRawSource(disk, a.direct), std::move(data), allocation);
   }
@@ -133,7 +143,7 @@ PlannedExport PlanExport(const std::string& path, const ExportArgs& a) {
           "--scan-zeros and --relative-to do not go together: a delta "
           "compares or reads metadata already");
     }
-    qcow::DeltaPlan plan = PlanDelta(*p.source, allocation, a, options, bits);
+    qcow::DeltaPlan plan = PlanDelta(p, a, options, bits);
     if (!a.backing_name.empty()) plan.delta.backing_file = a.backing_name;
     p.layout = std::make_unique<qcow::ExportLayout>(p.source->size(), bits, std::move(plan.data),
                                                     &plan.delta);

@@ -6,6 +6,7 @@
 
 #include "qcow/export/export_layout.h"
 #include "qcow/export/source.h"
+#include "qcow/sources/image_chain.h"
 #include "qcow/sources/open_source.h"
 
 namespace qcowfs {
@@ -14,9 +15,9 @@ struct ExportArgs {
   std::string cluster_size = "64K";
   bool scan_zeros = false;
   bool direct = false;
-  std::string source_format;    // "", "raw", "qcow2" or "hybrid" (path is DEVICE:METADATA)
+  std::string source_format;    // "", "raw", "qcow2", "vhd" or "hybrid" (DEVICE:METADATA)
   std::string search_path;      // --path: directories separated by ':'
-  std::string allocation_from;  // qcow2 chain or qemu-img map JSON (path or fd:N)
+  std::string allocation_from;  // qcow2/VHD chain or qemu-img map JSON (path or fd:N)
   std::string relative_to;      // a delta over this disk
   std::string backing_name;     // the delta's backing file name ("": the chain's own)
 };
@@ -24,6 +25,13 @@ struct ExportArgs {
 struct PlannedExport {
   std::unique_ptr<qcow::Source> source;
   std::unique_ptr<qcow::ExportLayout> layout;
+  // The chain --allocation-from names (a raw source's metadata), when it is one.
+  std::unique_ptr<qcow::ImageChain> metadata;
+  // The delta's base: layers of the source's chain or of `metadata` from base_depth down
+  // (base_chain), or a disk opened to compare with (base).
+  const qcow::ImageChain* base_chain = nullptr;
+  uint32_t base_depth = 0;
+  std::unique_ptr<qcow::Source> base;
 };
 
 // Returns the library's options for opening the source (format, search path, warnings on

@@ -21,9 +21,29 @@
 namespace qcowfs {
 namespace {
 
+// Returns the length of the valid UTF-8 sequence at s[i], or 0 when there is none.
+size_t Utf8Length(const std::string& s, size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  const size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; ++k) {
+    if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return 0;
+  }
+  return n;
+}
+
+// Returns s as a JSON string; bytes that are not UTF-8 (a file name may hold any) become
+// U+FFFD.
 std::string Json(const std::string& s) {
   std::string out = "\"";
-  for (unsigned char c : s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x80) {
+      const size_t n = Utf8Length(s, i);
+      out += n ? s.substr(i, n) : "\\ufffd";
+      i += n ? n - 1 : 0;
+      continue;
+    }
     switch (c) {
       case '"':
         out += "\\\"";
@@ -270,17 +290,20 @@ int RunMap(const std::string& source, const ExportArgs& args, bool json) {
   // What qemu-img map prints: for a qcow2 source without a delta, of the source itself
   // (its chain); otherwise of the exported image, over the delta's base chain if any.
   std::vector<std::unique_ptr<qcow::MapLayer>> layers;
-  std::optional<qcow::ImageChain> base;
+  std::optional<qcow::ImageChain> raw_base;
   const qcow::ImageChain* chain = qcow::ChainOf(*plan.source);
   if (chain && args.relative_to.empty()) {
     layers = qcow::ChainMapLayers(*chain);
   } else {
     layers.push_back(qcow::ExportMapLayer(*plan.layout));
     if (!args.relative_to.empty()) {
-      qcow::ChainOptions o;
-      o.search_path = SourceOptionsFor(args).search_path;
-      base = qcow::ImageChain::Open(args.relative_to, o);
-      for (auto& l : qcow::ChainMapLayers(*base)) layers.push_back(std::move(l));
+      const qcow::ImageChain* base = plan.base_chain;
+      if (!base) {  // a raw disk compared with: one raw layer
+        qcow::ChainOptions o;
+        o.top_format = qcow::LayerFormat::kRaw;
+        base = &raw_base.emplace(qcow::ImageChain::Open(args.relative_to, o));
+      }
+      for (auto& l : qcow::ChainMapLayers(*base, plan.base_depth)) layers.push_back(std::move(l));
     }
   }
   std::vector<const qcow::MapLayer*> view;

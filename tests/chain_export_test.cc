@@ -494,7 +494,7 @@ TEST_F(ChainRefusal, AllocationOfAnotherSize) {
 TEST_F(ChainRefusal, AllocationFromSomethingElse) {
   Make("truncate -s 8M disk.raw && echo '[{ \"start\": 0, \"length\": 4096}]' > bad.json");
   ExpectRefused(StreamCli(dir_ / "disk.raw", "--allocation-from /etc/passwd"),
-                "neither a qcow2 image nor the JSON of qemu-img map");
+                "is neither a qcow2 image, nor a VHD, nor the JSON of qemu-img map");
   ExpectRefused(StreamCli(dir_ / "disk.raw", "--allocation-from " + Quote(dir_ / "bad.json")),
                 "an entry without start, length, data and zero");
   EXPECT_EQ(StreamCli(dir_ / "disk.raw", "--allocation-from fd:x").status, 2);

@@ -2,6 +2,7 @@
 // written by qemu-img, judged by qemu-img (compare, check, map); damaged VHDs refused with
 // one line naming what is wrong.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include "chain_recipes.h"
 #include "qcow/format/byte_order.h"
 #include "test_util.h"
+#include "vhd_writer.h"
 
 namespace {
 
@@ -208,6 +210,82 @@ TEST_F(VhdRefusal, DamagedFooterCopyIsIgnored) {
                     Quote(dir_ / "out.qcow2") + " && qemu-img compare -f raw " +
                     Quote(dir_ / "src.raw") + " " + Quote(dir_ / "out.qcow2"));
   EXPECT_EQ(r.status, 0) << r.output;
+}
+
+TEST_F(VhdRefusal, BatTooSmallForTheSize) {
+  Put(512 + 28, 1, 4);  // max table entries: one 2 MiB block for an 8 MiB disk
+  FixChecksum(512, 1024, 36);
+  ExpectRefused("Block Allocation Table has 1 entries of 2097152 bytes, too few");
+}
+
+TEST_F(VhdRefusal, PastTheVhdSizeLimit) {
+  for (const uint64_t footer : {uint64_t{0}, size_ - 512}) {
+    Put(footer + 48, (uint64_t{2040} << 30) + 512, 8);
+    FixChecksum(footer, 512, 64);
+  }
+  ExpectRefused("past the VHD limit of 2040 GiB");
+}
+
+TEST_F(VhdRefusal, BlocksSmallerThan4096Bytes) {
+  qcowfs_test::VhdImage img = qcowfs_test::VhdImage::Dynamic(1 << 20, 2048);
+  img.Write(0, std::vector<uint8_t>(4096, 0x33));
+  img.Save(dir_ / "d.vhd");
+  ExpectRefused("the VHD block size is 2048 bytes");
+}
+
+// A differencing VHD whose parent locator names a FIFO: refused at once, not waited on.
+TEST_F(VhdRefusal, ParentThatIsAFifo) {
+  ASSERT_EQ(mkfifo((dir_ / "fifo.vhd").c_str(), 0600), 0);
+  const qcowfs_test::VhdImage base = qcowfs_test::VhdImage::Dynamic(1 << 20);
+  qcowfs_test::VhdImage::Differencing(base, "fifo.vhd").Save(dir_ / "d.vhd");
+  const auto r = Sh("timeout 20 " + Qcowfs() + " stream --source " + Quote(dir_ / "d.vhd") +
+                    " --destination " + Quote(dir_ / "out.qcow2"));
+  EXPECT_EQ(r.status, 3) << r.output;
+  EXPECT_NE(r.output.find("fifo.vhd is neither a regular file nor a block device"),
+            std::string::npos)
+      << r.output;
+}
+
+// The creator decides whether the footer's current size or its geometry sizes the disk, as
+// QEMU decides; a current size that is not whole sectors counts whole sectors.
+TEST_F(VhdRefusal, SizeAsQemuReadsIt) {
+  const std::string creators[] = {std::string("tap\0", 4), "vbox", "tap ", "win ", "vpc "};
+  for (const std::string& creator : creators) {
+    SCOPED_TRACE(creator);
+    for (const uint64_t footer : {uint64_t{0}, size_ - 512}) {
+      WriteAt(dir_ / "d.vhd", footer + 28, std::vector<uint8_t>(creator.begin(), creator.end()));
+      Put(footer + 48, (8 << 20) - 100, 8);  // current size
+      FixChecksum(footer, 512, 64);
+    }
+    const auto r = Sh(Qcowfs() + " stream --source " + Quote(dir_ / "d.vhd") + " --destination " +
+                      Quote(dir_ / "out.qcow2") + " && qemu-img info --output=json -f vpc " +
+                      Quote(dir_ / "d.vhd") + " && qemu-img info --output=json " +
+                      Quote(dir_ / "out.qcow2") + " && qemu-img compare -f vpc -F qcow2 " +
+                      Quote(dir_ / "d.vhd") + " " + Quote(dir_ / "out.qcow2"));
+    EXPECT_EQ(r.status, 0) << r.output;
+    const auto sizes = qcowfs_test::JsonValues(r.output, "virtual-size");
+    ASSERT_EQ(sizes.size(), 2u) << r.output;
+    EXPECT_EQ(sizes[0], sizes[1]);
+    unlink((dir_ / "out.qcow2").c_str());
+  }
+}
+
+// A raw disk whose last sector happens to be a fixed VHD's footer is read as that VHD, with
+// a warning naming the way out.
+TEST(VhdDetection, FixedFooterAtTheEndOfARawDiskWarns) {
+  TempDir dir;
+  const auto made = Sh("cd " + Quote(dir.path()) +
+                       " && qemu-img create -q -f vpc -o subformat=fixed,force_size=on f.vhd 1M "
+                       "&& truncate -s 3M disk.raw && cat f.vhd >> disk.raw");
+  ASSERT_EQ(made.status, 0) << made.output;
+  const auto r =
+      Sh(Qcowfs() + " stream --source " + Quote(dir / "disk.raw") + " --destination null:");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("warning: " + dir / "disk.raw" +
+                          ": read as a fixed VHD, its last sector being a VHD footer "
+                          "(--source-format raw reads it as a raw disk)"),
+            std::string::npos)
+      << r.output;
 }
 
 // --source-format vhd on a file that is not one.

@@ -11,35 +11,17 @@
 #include "qcow/format/errors.h"
 #include "qcow/format/format.h"
 #include "qcow/import/image_check.h"
+#include "qcow/io/file_io.h"
 
 namespace qcow {
-namespace {
-
-// Reads up to n bytes at off; returns how many the file had.
-uint64_t ReadUpTo(int fd, const std::string& path, uint64_t off, uint8_t* out, uint64_t n) {
-  uint64_t got = 0;
-  while (got < n) {
-    ssize_t r = ::pread(fd, out + got, n - got, static_cast<off_t>(off + got));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) ThrowErrno("reading " + path);
-    if (r == 0) break;
-    got += static_cast<uint64_t>(r);
-  }
-  return got;
-}
-
-}  // namespace
-
 ImageReport InspectImage(const std::string& path) {
   ImageReport report;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) ThrowErrno("opening " + path);
-  std::unique_ptr<int, void (*)(int*)> closer(&fd, [](int* f) { ::close(*f); });
   struct stat st;
-  if (::fstat(fd, &st) != 0) ThrowErrno("stat " + path);
-  const uint64_t file_size = report.file_size = static_cast<uint64_t>(st.st_size);
+  int fd = OpenDisk(path, 0, &st, &report.file_size);
+  std::unique_ptr<int, void (*)(int*)> closer(&fd, [](int* f) { ::close(*f); });
+  const uint64_t file_size = report.file_size;
   std::vector<uint8_t> c0(kV3MinHeaderLength);
-  c0.resize(ReadUpTo(fd, path, 0, c0.data(), c0.size()));
+  c0.resize(PreadUpTo(fd, path, 0, c0.data(), c0.size()));
   try {
     report.header = DecodeHeader(c0);
   } catch (const FormatError& e) {
@@ -48,7 +30,7 @@ ImageReport InspectImage(const std::string& path) {
   }
   const uint64_t need = HeaderBytesNeeded(c0);
   c0.resize(need);
-  c0.resize(ReadUpTo(fd, path, 0, c0.data(), need));
+  c0.resize(PreadUpTo(fd, path, 0, c0.data(), need));
   report.backing_file = BackingFileName(*report.header, c0);
   try {
     report.info = ParseImageHeader(c0, [&](const std::string& w) { report.warnings.push_back(w); });
@@ -71,14 +53,14 @@ ImageReport InspectImage(const std::string& path) {
     return report;
   }
   std::vector<uint8_t> l1(l1_bytes), l2(c);
-  ReadUpTo(fd, path, in.header.l1_table_offset, l1.data(), l1_bytes);
+  PreadUpTo(fd, path, in.header.l1_table_offset, l1.data(), l1_bytes);
   const uint64_t span = c * in.l2_entries;
   const unsigned x = 62 - (in.header.cluster_bits - 8);
   for (uint64_t i = 0; i < in.header.l1_size && i * span < v; ++i) {
     const uint64_t l2_off = LoadBe64(&l1[i * kTableEntrySize]) & kL1OffsetMask;
     if (l2_off == 0) continue;
     if (past_end("the L2 table of L1 entry " + std::to_string(i), l2_off, c)) return report;
-    ReadUpTo(fd, path, l2_off, l2.data(), c);
+    PreadUpTo(fd, path, l2_off, l2.data(), c);
     for (uint64_t j = 0; j < in.l2_entries; ++j) {
       const uint64_t guest = i * span + j * c;
       if (guest >= v) break;

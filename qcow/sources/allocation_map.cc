@@ -184,13 +184,18 @@ DataRanges ReadDataRanges(const std::string& spec, const SourceOptions& options)
   }
   ChainOptions chain{
       .search_path = options.search_path, .top_format = std::nullopt, .warn = options.warn};
-  ImageChain image = ImageChain::Open(spec, chain);
+  return ReadDataRanges(ImageChain::Open(spec, chain), spec);
+}
+
+DataRanges ReadDataRanges(const ImageChain& image, const std::string& spec) {
   if (image.layers().front().format == LayerFormat::kRaw) {
     // Not qcow2: the JSON qemu-img map printed, or nothing we know.
     const std::string text = ReadAll(image.layers().front().fd, spec);
     const size_t first = text.find_first_not_of(" \t\r\n");
     if (first == std::string::npos || text[first] != '[') {
-      Refuse(spec + " is neither a qcow2 image nor the JSON of qemu-img map --output=json");
+      Refuse(spec +
+             " is neither a qcow2 image, nor a VHD, nor the JSON of qemu-img map "
+             "--output=json");
     }
     return ParseQemuImgMap(text, spec);
   }

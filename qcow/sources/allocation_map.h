@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "qcow/export/source.h"
+#include "qcow/sources/image_chain.h"
 #include "qcow/sources/open_source.h"
 
 namespace qcow {
@@ -25,10 +26,14 @@ struct DataRanges {
 // naming `name` and the byte where the text stops being such JSON.
 DataRanges ParseQemuImgMap(std::string_view json, const std::string& name);
 
-// Reads the allocation that `spec` describes: a qcow2 image with its chain (data and
+// Reads the allocation that `spec` describes: a qcow2 image or VHD with its chain (data and
 // compressed clusters of any layer), or qemu-img map JSON in a file or, as "fd:N", on an
 // open descriptor (read to its end). Throws FormatError/UsageError/std::system_error.
 DataRanges ReadDataRanges(const std::string& spec, const SourceOptions& options);
+
+// The same for `spec` opened as `image` already: the chain's allocation, or, when its top is
+// raw, the qemu-img map JSON the file holds.
+DataRanges ReadDataRanges(const ImageChain& image, const std::string& spec);
 
 // Returns `disk` with its allocation replaced by `data` (at cluster granularity). Throws
 // UsageError when the sizes differ.

@@ -63,25 +63,20 @@ std::string OtherFormat(std::span<const uint8_t> head) {
   return "";
 }
 
+// Whether e says the process, not the file, is at fault (descriptors or memory run out).
+bool OutOfResources(const std::system_error& e) {
+  const int err = e.code().value();
+  return err == EMFILE || err == ENFILE || err == ENOMEM;
+}
+
 // Opens `path` read-only as a layer; the format is probed when not given.
 Layer OpenLayer(const std::string& path, const std::string& named_as,
                 std::optional<LayerFormat> format, const ChainOptions& options, bool named_as_top) {
   Layer layer;
   layer.path = path;
   layer.named_as = named_as;
-  layer.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (layer.fd < 0) ThrowErrno("opening " + path);
+  layer.fd = OpenDisk(path, 0, &layer.st, &layer.file_size);
   try {
-    if (::fstat(layer.fd, &layer.st) != 0) ThrowErrno("stat " + path);
-    if (S_ISREG(layer.st.st_mode)) {
-      layer.file_size = static_cast<uint64_t>(layer.st.st_size);
-    } else if (S_ISBLK(layer.st.st_mode)) {
-      if (::ioctl(layer.fd, BLKGETSIZE64, &layer.file_size) != 0) {
-        ThrowErrno("BLKGETSIZE64 on " + path);
-      }
-    } else {
-      throw UsageError(path + " is neither a regular file nor a block device");
-    }
     std::vector<uint8_t> head(512);
     head.resize(PreadUpTo(layer.fd, path, 0, head.data(), head.size()));
     if (!format && !named_as_top) {
@@ -107,6 +102,11 @@ Layer OpenLayer(const std::string& path, const std::string& named_as,
       }
       if (!layer.vhd && format) {
         Refuse(path + " is not a VHD: neither its last sector nor its first is a VHD footer");
+      }
+      if (layer.vhd && !format && layer.vhd->footer.disk_type == kVhdFixed && options.warn) {
+        options.warn(path +
+                     ": read as a fixed VHD, its last sector being a VHD footer "
+                     "(--source-format raw reads it as a raw disk)");
       }
       format = layer.vhd ? LayerFormat::kVhd : LayerFormat::kRaw;
     } else if (!format) {
@@ -153,6 +153,7 @@ Layer OpenVhdParent(const Layer& child, const ChainOptions& options) {
     try {
       parent = OpenLayer(c.path, c.named_as, LayerFormat::kVhd, options, false);
     } catch (const std::system_error& e) {
+      if (OutOfResources(e)) throw;
       unreadable = c.path + ": " + std::strerror(e.code().value());
       continue;
     } catch (const std::exception& e) {  // not a VHD, or a damaged one
@@ -271,6 +272,7 @@ ImageChain ImageChain::Open(const std::string& path, const ChainOptions& options
     try {
       next = OpenLayer(resolved, name, format, options, false);
     } catch (const std::system_error& e) {
+      if (OutOfResources(e)) throw;
       throw FormatError(layer.path + ": its backing file '" + name + "' cannot be opened (" +
                         resolved + ": " + std::strerror(e.code().value()) + ")");
     } catch (const UsageError& e) {

@@ -12,6 +12,7 @@
 #include "qcow/format/errors.h"
 #include "qcow/format/format.h"
 #include "qcow/format/l2_entry.h"
+#include "qcow/io/file_io.h"
 #include "qcow/sources/vhd_layer.h"
 
 namespace qcow {
@@ -140,38 +141,16 @@ std::vector<ChainExtent> RawExtents(const Layer& layer, uint32_t depth) {
     return out;
   }
   uint64_t pos = 0;
-  while (pos < size) {
-    const off_t data = ::lseek(layer.fd, static_cast<off_t>(pos), SEEK_DATA);
-    if (data < 0) {
-      if (errno == ENXIO) break;  // no data after pos
-      ThrowErrno("finding data in " + layer.path + " (SEEK_DATA)");
-    }
-    const off_t hole = ::lseek(layer.fd, data, SEEK_HOLE);
-    if (hole < 0) ThrowErrno("finding holes in " + layer.path + " (SEEK_HOLE)");
-    const uint64_t a = std::min<uint64_t>(static_cast<uint64_t>(data), size);
-    const uint64_t b = std::min<uint64_t>(static_cast<uint64_t>(hole), size);
+  ForEachDataRange(layer.fd, layer.path, size, [&](uint64_t a, uint64_t b) {
     add(Kind::kZero, pos, a);
     add(Kind::kData, a, b);
     pos = b;
-  }
+  });
   add(Kind::kZero, pos, size);
   return out;
 }
 
 }  // namespace
-
-uint64_t PreadUpTo(int fd, const std::string& path, uint64_t offset, uint8_t* out, uint64_t n) {
-  uint64_t got = 0;
-  while (got < n) {
-    const ssize_t r = ::pread(fd, out + got, std::min<uint64_t>(n - got, 1u << 30),
-                              static_cast<off_t>(offset + got));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) ThrowErrno("reading " + path + " at offset " + std::to_string(offset + got));
-    if (r == 0) break;
-    got += static_cast<uint64_t>(r);
-  }
-  return got;
-}
 
 void ReadCompressedCluster(const Layer& layer, uint64_t host, uint64_t host_end,
                            std::vector<uint8_t>& out) {

@@ -6,13 +6,10 @@
 #include <string>
 #include <vector>
 
+#include "qcow/io/file_io.h"
 #include "qcow/sources/image_chain.h"
 
 namespace qcow {
-
-// Reads up to n bytes at offset; returns how many the file had (short only at its end).
-// Throws std::system_error naming `path`.
-uint64_t PreadUpTo(int fd, const std::string& path, uint64_t offset, uint8_t* out, uint64_t n);
 
 // Decompresses the compressed cluster of `layer` at [host, host_end) (the span may run past
 // the end of the file: the rest reads as zeros, as QEMU reads it) into `out` (one cluster).

@@ -20,21 +20,12 @@ uint64_t RoundUp512(uint64_t n) { return (n + kSectorSize - 1) / kSectorSize * k
 // SEEK_DATA/SEEK_HOLE from pos: sets *data (UINT64_MAX when none) and *hole. As QEMU's
 // file-posix: where the file cannot tell (a block device), everything is data.
 void FindAllocation(const Layer& layer, uint64_t pos, uint64_t* data, uint64_t* hole) {
-  const off_t d = S_ISREG(layer.st.st_mode) ? ::lseek(layer.fd, static_cast<off_t>(pos), SEEK_DATA)
-                                            : static_cast<off_t>(-1);
-  if (d < 0) {
-    if (S_ISREG(layer.st.st_mode) && errno == ENXIO) {
-      *data = *hole = UINT64_MAX;
-    } else {
-      *data = pos;
-      *hole = UINT64_MAX;
-    }
-    return;
+  if (!S_ISREG(layer.st.st_mode)) {
+    *data = pos;
+    *hole = UINT64_MAX;
+  } else if (!NextDataRange(layer.fd, layer.path, pos, data, hole)) {
+    *data = *hole = UINT64_MAX;
   }
-  *data = static_cast<uint64_t>(d);
-  const off_t h = ::lseek(layer.fd, d, SEEK_HOLE);
-  if (h < 0) ThrowErrno("finding holes in " + layer.path + " (SEEK_HOLE)");
-  *hole = static_cast<uint64_t>(h);
 }
 
 // Counts the clusters below `limit` whose refcount is not zero, stopping at `enough`.

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "qcow/format/errors.h"
+#include "qcow/io/file_io.h"
 
 namespace qcow {
 namespace {
@@ -115,18 +116,8 @@ class FileSource : public FdSource {
 
   ClusterMap Allocation(uint32_t cluster_bits) const override {
     ClusterMap::Builder b;
-    uint64_t pos = 0;
-    while (pos < size_) {
-      off_t data = ::lseek(fd_, static_cast<off_t>(pos), SEEK_DATA);
-      if (data < 0) {
-        if (errno == ENXIO) break;  // no data after pos
-        ThrowErrno("finding data in " + path_ + " (SEEK_DATA)");
-      }
-      off_t hole = ::lseek(fd_, data, SEEK_HOLE);
-      if (hole < 0) ThrowErrno("finding holes in " + path_ + " (SEEK_HOLE)");
-      b.AddBytes(static_cast<uint64_t>(data), static_cast<uint64_t>(hole - data), cluster_bits);
-      pos = static_cast<uint64_t>(hole);
-    }
+    ForEachDataRange(fd_, path_, size_,
+                     [&](uint64_t a, uint64_t end) { b.AddBytes(a, end - a, cluster_bits); });
     return b.Build();
   }
 };
@@ -145,38 +136,11 @@ class BlockDeviceSource : public FdSource {
 }  // namespace
 
 std::unique_ptr<Source> OpenRawSource(const std::string& path, bool direct) {
-  int flags = O_RDONLY | O_CLOEXEC | (direct ? O_DIRECT : 0);
-  int fd = ::open(path.c_str(), flags);
-  if (fd < 0) {
-    int err = errno;
-    if (err == EINVAL && direct) {
-      throw std::system_error(err, std::generic_category(),
-                              "opening " + path +
-                                  " with O_DIRECT (--direct): the file system "
-                                  "does not support direct I/O");
-    }
-    throw std::system_error(err, std::generic_category(), "opening " + path);
-  }
   struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    int err = errno;
-    ::close(fd);
-    throw std::system_error(err, std::generic_category(), "stat " + path);
-  }
-  if (S_ISREG(st.st_mode)) {
-    return std::make_unique<FileSource>(fd, path, st, static_cast<uint64_t>(st.st_size), direct);
-  }
-  if (S_ISBLK(st.st_mode)) {
-    uint64_t size = 0;
-    if (::ioctl(fd, BLKGETSIZE64, &size) != 0) {
-      int err = errno;
-      ::close(fd);
-      throw std::system_error(err, std::generic_category(), "BLKGETSIZE64 on " + path);
-    }
-    return std::make_unique<BlockDeviceSource>(fd, path, st, size, direct);
-  }
-  ::close(fd);
-  throw UsageError(path + " is neither a regular file nor a block device");
+  uint64_t size = 0;
+  const int fd = OpenDisk(path, direct ? O_DIRECT : 0, &st, &size);
+  if (S_ISREG(st.st_mode)) return std::make_unique<FileSource>(fd, path, st, size, direct);
+  return std::make_unique<BlockDeviceSource>(fd, path, st, size, direct);
 }
 
 }  // namespace qcow

@@ -30,6 +30,10 @@ VhdFooter Footer(std::span<const uint8_t> s, const std::string& path, uint64_t a
 
 // The parent locator data longer than this is not a path.
 constexpr uint32_t kMaxLocatorBytes = 64 * 1024;
+// The largest VHD: 2040 GiB (QEMU's and blktap's limit).
+constexpr uint64_t kVhdMaxSize = uint64_t{2040} << 30;
+// The smallest block size read (see ReadVhdMetadata).
+constexpr uint32_t kMinBlockSize = 4096;
 
 // Returns the path a locator's data names, with '/' separators; "" when it names none.
 // Windows paths lose their drive letter (an absolute W2ku path is found by its name).
@@ -50,12 +54,16 @@ std::string LocatorPath(uint32_t code, std::span<const uint8_t> data) {
 }  // namespace
 
 uint64_t VhdGuestSize(const VhdFooter& f) {
-  const bool chs_sized = f.creator_application == "vpc " || f.creator_application == "qemu";
+  // Hyper-V, QEMU's "qem2", Disk2vhd, XenConverter and XenServer's tapdisk size the disk
+  // by the current size; every other creator (Virtual PC, older QEMU, ...) by the geometry.
+  const std::string& app = f.creator_application;
+  const bool current = app == "win " || app == "qem2" || app == "d2v " || app == "CTXS" ||
+                       app == std::string("tap\0", 4);
   const bool max_chs = f.cylinders == 65535 && f.heads == 16 && f.sectors_per_track == 255;
-  if (chs_sized && !max_chs) {
+  if (!current && !max_chs) {
     return uint64_t{f.cylinders} * f.heads * f.sectors_per_track * kSectorSize;
   }
-  return f.current_size;
+  return f.current_size / kSectorSize * kSectorSize;  // whole sectors, as QEMU reads it
 }
 
 const char* VhdDiskTypeName(uint32_t disk_type) {
@@ -119,6 +127,10 @@ std::optional<VhdMetadata> ReadVhdMetadata(int fd, const std::string& path, uint
     m.data_end = file_size;  // a VHD in a larger logical volume: its end is not known
   }
   m.guest_size = VhdGuestSize(m.footer);
+  if (m.guest_size > kVhdMaxSize) {
+    Refuse(path + ": the VHD's size is " + std::to_string(m.guest_size) +
+           " bytes, past the VHD limit of 2040 GiB: the footer is damaged");
+  }
   if (m.footer.disk_type == kVhdFixed) {
     if (m.guest_size > m.data_end) {
       Refuse(path + ": the fixed VHD's footer says " + std::to_string(m.guest_size) +
@@ -141,6 +153,18 @@ std::optional<VhdMetadata> ReadVhdMetadata(int fd, const std::string& path, uint
     Refuse(path + ": " + e.what());
   }
   const VhdDynamicHeader& d = m.header;
+  if (d.block_size < kMinBlockSize) {
+    // The specification gives such blocks a one-sector bitmap, QEMU none: the readers
+    // disagree about every byte, so neither reading can be trusted.
+    Refuse(path + ": the VHD block size is " + std::to_string(d.block_size) +
+           " bytes; qcowfs reads blocks of 4096 bytes and more (readers disagree about the "
+           "sector bitmap of smaller ones)");
+  }
+  if (uint64_t{d.max_table_entries} * d.block_size < m.guest_size) {
+    Refuse(path + ": the VHD's Block Allocation Table has " + std::to_string(d.max_table_entries) +
+           " entries of " + std::to_string(d.block_size) + " bytes, too few for its " +
+           std::to_string(m.guest_size) + " bytes");
+  }
   const uint64_t bat = d.table_offset, bat_bytes = uint64_t{d.max_table_entries} * 4;
   if (bat > m.data_end || bat_bytes > m.data_end - bat) {
     Refuse(path + ": the VHD's Block Allocation Table (" + std::to_string(d.max_table_entries) +
@@ -161,7 +185,11 @@ std::vector<VhdParentCandidate> VhdParentCandidates(const Layer& child,
       continue;
     }
     if (l.platform_data_length == 0) continue;
-    if (l.platform_data_length > kMaxLocatorBytes || l.platform_data_offset > child.file_size ||
+    if (l.platform_data_length > kMaxLocatorBytes) {
+      Refuse(child.path + ": a parent locator's data is " + std::to_string(l.platform_data_length) +
+             " bytes long, too long for a path");
+    }
+    if (l.platform_data_offset > child.file_size ||
         l.platform_data_length > child.file_size - l.platform_data_offset) {
       Refuse(child.path + ": a parent locator's data (" + std::to_string(l.platform_data_length) +
              " bytes at " + std::to_string(l.platform_data_offset) +

@@ -1,0 +1,80 @@
+#include "qcow/io/file_io.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "qcow/format/errors.h"
+
+namespace qcow {
+
+int OpenDisk(const std::string& path, int extra_flags, struct stat* st, uint64_t* size) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | extra_flags);
+  if (fd < 0) {
+    if (errno == EINVAL && (extra_flags & O_DIRECT)) {
+      ThrowErrno("opening " + path +
+                 " with O_DIRECT (--direct): the file system does not support direct I/O");
+    }
+    ThrowErrno("opening " + path);
+  }
+  try {
+    if (::fstat(fd, st) != 0) ThrowErrno("stat " + path);
+    if (S_ISREG(st->st_mode)) {
+      *size = static_cast<uint64_t>(st->st_size);
+    } else if (S_ISBLK(st->st_mode)) {
+      if (::ioctl(fd, BLKGETSIZE64, size) != 0) ThrowErrno("BLKGETSIZE64 on " + path);
+    } else {
+      throw UsageError(path + " is neither a regular file nor a block device");
+    }
+    // Reads of files and block devices do not block anyway; the flag only kept open() from
+    // waiting on a FIFO.
+    if (::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+      ThrowErrno("fcntl on " + path);
+    }
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  return fd;
+}
+
+uint64_t PreadUpTo(int fd, const std::string& path, uint64_t offset, uint8_t* out, uint64_t n) {
+  uint64_t got = 0;
+  while (got < n) {
+    const ssize_t r = ::pread(fd, out + got, std::min<uint64_t>(n - got, 1u << 30),
+                              static_cast<off_t>(offset + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) ThrowErrno("reading " + path + " at offset " + std::to_string(offset + got));
+    if (r == 0) break;
+    got += static_cast<uint64_t>(r);
+  }
+  return got;
+}
+
+bool NextDataRange(int fd, const std::string& path, uint64_t pos, uint64_t* data, uint64_t* hole) {
+  const off_t d = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
+  if (d < 0) {
+    if (errno == ENXIO) return false;  // no data after pos
+    ThrowErrno("finding data in " + path + " (SEEK_DATA)");
+  }
+  const off_t h = ::lseek(fd, d, SEEK_HOLE);
+  if (h < 0) ThrowErrno("finding holes in " + path + " (SEEK_HOLE)");
+  *data = static_cast<uint64_t>(d);
+  *hole = static_cast<uint64_t>(h);
+  return true;
+}
+
+void ForEachDataRange(int fd, const std::string& path, uint64_t size,
+                      const std::function<void(uint64_t, uint64_t)>& fn) {
+  uint64_t pos = 0, data = 0, hole = 0;
+  while (pos < size && NextDataRange(fd, path, pos, &data, &hole) && data < size) {
+    fn(data, std::min(hole, size));
+    pos = hole;
+  }
+}
+
+}  // namespace qcow

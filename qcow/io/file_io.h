@@ -1,0 +1,33 @@
+// File I/O the library's readers share: whole reads that stop only at the end of a file,
+// and the data ranges of sparse files (SEEK_DATA/SEEK_HOLE).
+#pragma once
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace qcow {
+
+// Opens the disk at path read-only (with extra_flags such as O_DIRECT) without blocking on
+// a FIFO or a device that waits, and returns its descriptor, its stat in *st and its size
+// in *size (BLKGETSIZE64 for a block device). Throws UsageError when it is neither a regular
+// file nor a block device, std::system_error when it cannot be opened.
+int OpenDisk(const std::string& path, int extra_flags, struct stat* st, uint64_t* size);
+
+// Reads up to n bytes at offset; returns how many the file had (short only at its end).
+// Throws std::system_error naming `path` and the offset.
+uint64_t PreadUpTo(int fd, const std::string& path, uint64_t offset, uint8_t* out, uint64_t n);
+
+// Finds the first data range of the regular file open on fd at or after pos: sets *data to
+// its start and *hole to its end and returns true, or returns false when only holes follow.
+// Throws std::system_error naming `path`.
+bool NextDataRange(int fd, const std::string& path, uint64_t pos, uint64_t* data, uint64_t* hole);
+
+// Calls fn(start, end) for each data range of the regular file open on fd below `size`
+// (clipped to it), in order.
+void ForEachDataRange(int fd, const std::string& path, uint64_t size,
+                      const std::function<void(uint64_t, uint64_t)>& fn);
+
+}  // namespace qcow
