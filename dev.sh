@@ -59,10 +59,9 @@ run_tests() {
   # The library's own suites (decoder, planner, fuzz regressions) again under the
   # sanitizers; the FUSE suites run the same library through the daemon.
   # Every executable with unit or interop tests must be listed: one left out would show
-  # up as a failing *_NOT_BUILT test.
+  # up as a failing *_NOT_BUILT test. (Tests labelled "tools" check the tests' own tools.)
   sanitized 'unit|interop' qcowfs unit_tests export_interop_tests import_interop_tests \
-    fuzz_replay_tests crafted_import_tests chain_export_tests vhd_format_tests vhd_writer_tests \
-    vhd_export_tests
+    fuzz_replay_tests crafted_import_tests chain_export_tests vhd_format_tests vhd_export_tests
 }
 
 fuzz() {
@@ -76,10 +75,11 @@ fuzz() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQCOWFS_FUZZ=ON >/dev/null
-  cmake --build build-fuzz -j "$(nproc)" --target header_fuzz decoder_fuzz
+  cmake --build build-fuzz -j "$(nproc)" --target header_fuzz decoder_fuzz vhd_fuzz
   tests/fuzz/make_corpus.sh build-fuzz/seeds
-  mkdir -p build-fuzz/corpus/header build-fuzz/corpus/decoder build-fuzz/artifacts
-  for target in header decoder; do
+  mkdir -p build-fuzz/corpus/header build-fuzz/corpus/decoder build-fuzz/corpus/vhd \
+    build-fuzz/artifacts tests/fuzz/regressions/vhd
+  for target in header decoder vhd; do
     echo "dev.sh: fuzzing $target for $seconds s" >&2
     build-fuzz/tests/${target}_fuzz -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 \
       -artifact_prefix="build-fuzz/artifacts/$target-" \

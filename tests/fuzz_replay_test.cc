@@ -12,6 +12,7 @@
 
 extern "C" int FuzzHeader(const uint8_t* data, size_t size);
 extern "C" int FuzzDecoder(const uint8_t* data, size_t size);
+extern "C" int FuzzVhd(const uint8_t* data, size_t size);
 
 namespace {
 
@@ -52,6 +53,14 @@ TEST(FuzzSeeds, QemuImgImagesPassBothTargets) {
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_GT(Replay(dir / "header", FuzzHeader), 10u);
   EXPECT_GT(Replay(dir / "decoder", FuzzDecoder), 20u);
+}
+
+TEST(FuzzSeeds, VhdSeedsAndQcow2ImagesPassTheVhdTarget) {
+  TempDir dir;
+  auto r = Sh(std::string(FUZZ_DIR) + "/make_corpus.sh " + Quote(dir.path()));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_GE(Replay(dir / "vhd", FuzzVhd), 5u);
+  EXPECT_GT(Replay(dir / "header", FuzzVhd), 10u);  // not VHDs: refused, no more
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Seed corpora for the fuzz targets, made by qemu-img and qemu-io: small images of every
-# layout the decoder knows (small clusters, so that each run of a target stays fast). Usage: make_corpus.sh DIR (fills DIR/header and DIR/decoder).
+# layout the decoder knows (small clusters, so that each run of a target stays fast), and
+# small VHDs (make_vhd_seeds.py). Usage: make_corpus.sh DIR (fills DIR/header, DIR/decoder
+# and DIR/vhd).
 set -euo pipefail
 out=$(realpath -m "$1")
 mkdir -p "$out/header" "$out/decoder"
@@ -46,4 +48,8 @@ qemu-io -c 'write -P 6 900K 1K' img.qcow2 > /dev/null
 add resized
 qemu-img create -q -f qcow2 -o cluster_size=1K,preallocation=metadata img.qcow2 32K && add prealloc
 qemu-img create -q -f qcow2 -o cluster_size=512 img.qcow2 0 && add empty
-echo "seeds: $(ls "$out/header" | wc -l) header, $(ls "$out/decoder" | wc -l) decoder in $out"
+/usr/bin/python3 "$(dirname "$(realpath "$0")")/make_vhd_seeds.py" "$out/vhd"
+qemu-img create -q -f vpc -o subformat=dynamic img.vhd 64K && cp img.vhd "$out/vhd/qemu-dynamic"
+qemu-img create -q -f vpc -o subformat=fixed img.vhd 64K && cp img.vhd "$out/vhd/qemu-fixed"
+echo "seeds: $(ls "$out/header" | wc -l) header, $(ls "$out/decoder" | wc -l) decoder," \
+  "$(ls "$out/vhd" | wc -l) vhd in $out"
