@@ -124,7 +124,8 @@ void AddMountCommand(CLI::App& app, int* exit_code) {
       "Unmount with fusermount3 -u MOUNTPOINT. Exit status: 0 mounted, 1 failure, 2 usage.");
   cmd->add_option("--export", args->export_source,
                   "Disk to present as MOUNTPOINT/disk.qcow2 (raw regular file or block "
-                  "device, or a qcow2 image with its backing chain), opened read-only");
+                  "device, a qcow2 image with its backing chain, or a VHD with its parents), "
+                  "opened read-only");
   cmd->add_option("--import", args->import_target,
                   "Disk to decode images written to MOUNTPOINT/import.qcow2 into (raw regular "
                   "file or block device, at least the image's virtual size)");

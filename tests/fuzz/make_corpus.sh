@@ -5,6 +5,7 @@
 # and DIR/vhd).
 set -euo pipefail
 out=$(realpath -m "$1")
+here=$(dirname "$(realpath "$0")")
 mkdir -p "$out/header" "$out/decoder"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -48,7 +49,7 @@ qemu-io -c 'write -P 6 900K 1K' img.qcow2 > /dev/null
 add resized
 qemu-img create -q -f qcow2 -o cluster_size=1K,preallocation=metadata img.qcow2 32K && add prealloc
 qemu-img create -q -f qcow2 -o cluster_size=512 img.qcow2 0 && add empty
-/usr/bin/python3 "$(dirname "$(realpath "$0")")/make_vhd_seeds.py" "$out/vhd"
+/usr/bin/python3 "$here/make_vhd_seeds.py" "$out/vhd"
 qemu-img create -q -f vpc -o subformat=dynamic img.vhd 64K && cp img.vhd "$out/vhd/qemu-dynamic"
 qemu-img create -q -f vpc -o subformat=fixed img.vhd 64K && cp img.vhd "$out/vhd/qemu-fixed"
 echo "seeds: $(ls "$out/header" | wc -l) header, $(ls "$out/decoder" | wc -l) decoder," \
