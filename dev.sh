@@ -48,10 +48,11 @@ sanitized_build() {
   cmake --build build-asan -j "$(nproc)" "${targets[@]}"
 }
 
-# Runs the suites of build-asan/ with labels matching $1 (a ctest -L regex).
+# Runs the suites of build-asan/ with labels matching $1 (a ctest -L regex), one more at
+# a time than there are cores: most of them wait on qemu-img and qcowfs processes.
 sanitized_run() {
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    ctest --test-dir build-asan --output-on-failure -j "$(nproc)" -L "$1"
+    ctest --test-dir build-asan --output-on-failure -j "$(($(nproc) + 1))" -L "$1"
 }
 
 # The library's own suites (decoder, planner, readers, fuzz regressions) again under the
