@@ -212,6 +212,18 @@ void AddInspectCommands(CLI::App& app, int* exit_code) {
                    "and VHD parents");
   info->callback([=] { *exit_code = RunInfo(*info_path, *info_search, *info_json); });
 
+  auto rh_path = std::make_shared<std::string>();
+  auto rh_search = std::make_shared<std::string>();
+  CLI::App* rh = app.add_subcommand(
+      "read_headers",
+      "Print the JSON xapi's qcow-stream-tool read_headers prints for a qcow2 image: "
+      "{\"virtual_size\", \"cluster_bits\", \"data_clusters\": [guest cluster indices "
+      "holding data in the image or its backing chain]}");
+  rh->add_option("image", *rh_path, "qcow2 image file")->required();
+  rh->add_option("--path", *rh_search,
+                 "Directories (colon-separated) searched, by file name, for backing files");
+  rh->callback([=] { *exit_code = RunReadHeaders(*rh_path, *rh_search); });
+
   auto check_path = std::make_shared<std::string>();
   CLI::App* check = app.add_subcommand(
       "check",

@@ -1,4 +1,5 @@
-// The inspection subcommands: `info`, `check` and `map`. Each returns the exit status.
+// The inspection subcommands: `info`, `check`, `map` and xapi's `read_headers`. Each returns the
+// exit status.
 #pragma once
 
 #include <string>
@@ -17,5 +18,11 @@ int RunCheck(const std::string& path, bool delta);
 
 // Lists the extents an export of the source would hold.
 int RunMap(const std::string& source, const ExportArgs& args, bool json);
+
+// Prints, as xapi's qcow-stream-tool `read_headers` does, the JSON
+// {"virtual_size": N, "cluster_bits": B, "data_clusters": [i, ...]} of the qcow2 image at
+// path: the guest clusters (of its cluster size) that it or its backing chain holds data
+// in, ascending.
+int RunReadHeaders(const std::string& path, const std::string& search_path);
 
 }  // namespace qcowfs

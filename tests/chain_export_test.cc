@@ -124,6 +124,50 @@ TEST_P(ChainExport, HybridTakesAllocationFromMetadata) {
   }
 }
 
+// xapi's `read_headers`: the top's size and cluster bits, and the guest clusters (of that
+// size) holding data in the chain, which are exactly the data clusters of an export with
+// that cluster size.
+TEST_P(ChainExport, ReadHeadersListsTheClustersHoldingData) {
+  TempDir dir;
+  const ChainRecipe& r = GetParam();
+  const std::string top = BuildChain(dir, r);
+  const std::string path = *r.search_dir.c_str() ? " --path " + Quote(dir / r.search_dir) : "";
+  const auto rh = Sh(Qcowfs() + " read_headers " + Quote(top) + path + " 2>&1");
+  ASSERT_EQ(rh.status, 0) << rh.output;
+  const auto size = qcowfs_test::JsonValues(rh.output, "virtual_size");
+  const auto bits = qcowfs_test::JsonValues(rh.output, "cluster_bits");
+  ASSERT_EQ(size.size(), 1u) << rh.output;
+  ASSERT_EQ(bits.size(), 1u) << rh.output;
+  const auto info = Sh("qemu-img info --output=json " + Quote(top));
+  EXPECT_EQ(qcowfs_test::JsonValues(info.output, "virtual-size").front(), size[0]);
+  EXPECT_EQ(qcowfs_test::JsonValues(info.output, "cluster-size").front(),
+            std::to_string(uint64_t{1} << std::stoul(bits[0])));
+  // The list, as (first, count) runs.
+  std::vector<std::pair<uint64_t, uint64_t>> listed;
+  const size_t open = rh.output.find('[', rh.output.find("\"data_clusters\""));
+  const size_t close = rh.output.find(']', open);
+  ASSERT_NE(close, std::string::npos) << rh.output;
+  std::string numbers = rh.output.substr(open + 1, close - open - 1);
+  for (size_t at = 0; at < numbers.size();) {
+    const size_t comma = std::min(numbers.find(',', at), numbers.size());
+    const uint64_t c = std::stoull(numbers.substr(at, comma - at));
+    if (!listed.empty() && listed.back().first + listed.back().second == c) {
+      ++listed.back().second;
+    } else {
+      ASSERT_TRUE(listed.empty() || c > listed.back().first) << "not ascending at " << c;
+      listed.emplace_back(c, 1);
+    }
+    at = comma + 1;
+  }
+  const std::string out = dir / "out.qcow2";
+  const auto run =
+      Sh(Qcowfs() + " stream --source " + Quote(top) + path + " --cluster-size " +
+         std::to_string(uint64_t{1} << std::stoul(bits[0])) + " --destination " + Quote(out));
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_EQ(listed,
+            qcowfs_test::MappedClusters(out, static_cast<uint32_t>(std::stoul(bits[0])), false));
+}
+
 qcow::ClusterMap MapOf(const std::vector<std::pair<uint64_t, uint64_t>>& runs) {
   qcow::ClusterMap::Builder b;
   for (const auto& [first, count] : runs) b.Add(first, count);
