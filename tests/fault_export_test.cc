@@ -62,6 +62,31 @@ TEST(FaultExport, UnreadableSourceRangeIsAnErrorForEveryReader) {
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
 }
 
+// A VHD whose block data cannot be read: its metadata reads, so it mounts, but every reader
+// of the exported range fails, and stream names the file and the failure.
+TEST(FaultExport, UnreadableVhdBlockIsAnErrorForEveryReader) {
+  TempDir dir;
+  WriteAt(dir / "src.raw", 0, RandomBytes(8 << 20, 9));
+  const auto made = Sh("qemu-img convert -f raw -O vpc -o subformat=dynamic,force_size=on " +
+                       Quote(dir / "src.raw") + " " + Quote(dir / "back"));
+  ASSERT_EQ(made.status, 0) << made.output;
+  // qemu-img's layout: footer copy, header, BAT (512 bytes), then block 0's bitmap at 2048
+  // and its data at 2560. One page inside that data is unreadable.
+  FaultyFile faulty(dir / "back", dir / "faulty", 2560 + (1 << 20), 2560 + (1 << 20) + 4096);
+  ASSERT_TRUE(faulty.ok());
+  {
+    Mount m(dir / "mnt", "--export " + Quote(faulty.path()));
+    ASSERT_TRUE(m.ok()) << m.result().output;
+    ExpectEveryReaderFails(dir, m / "disk.qcow2");
+  }
+  auto r = Sh(Q() + " stream --source " + Quote(faulty.path()) + " --destination " +
+              Quote(dir / "streamed"));
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("reading " + faulty.path()), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Input/output error"), std::string::npos) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+}
+
 TEST(FaultExport, SourceThatShrinksWhileExportedIsAnError) {
   TempDir dir;
   WriteAt(dir / "src", 0, RandomBytes(8 << 20, 8));
