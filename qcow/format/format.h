@@ -51,4 +51,9 @@ inline constexpr uint64_t kMaxRefcountTableBytes = 8ull << 20;
 inline constexpr uint64_t kTableEntrySize = 8;
 inline constexpr uint64_t kSectorSize = 512;
 
+// Returns n rounded up to whole sectors.
+inline constexpr uint64_t RoundUpToSector(uint64_t n) {
+  return (n + kSectorSize - 1) / kSectorSize * kSectorSize;
+}
+
 }  // namespace qcow

@@ -214,7 +214,7 @@ DataRanges ReadDataRanges(const ImageChain& image, const std::string& spec) {
 
 std::unique_ptr<Source> WithAllocation(std::unique_ptr<Source> disk, DataRanges data,
                                        const std::string& data_name) {
-  const uint64_t disk_size = (disk->size() + kSectorSize - 1) / kSectorSize * kSectorSize;
+  const uint64_t disk_size = RoundUpToSector(disk->size());
   if (disk_size != data.size) {
     throw UsageError(disk->name() + " is " + std::to_string(disk->size()) + " bytes but " +
                      data_name + " describes a disk of " + std::to_string(data.size) +

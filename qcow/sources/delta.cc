@@ -52,8 +52,7 @@ DeltaPlan ChainDelta(const ImageChain& chain, uint32_t depth, uint32_t bits) {
 
 DeltaPlan ComparedDelta(const Source& source, const Source& base, uint32_t bits,
                         const ProgressFn& progress) {
-  const auto rounded = [](uint64_t n) { return (n + kSectorSize - 1) / kSectorSize * kSectorSize; };
-  if (rounded(source.size()) != rounded(base.size())) {
+  if (RoundUpToSector(source.size()) != RoundUpToSector(base.size())) {
     throw UsageError(base.name() + " is " + std::to_string(base.size()) + " bytes and " +
                      source.name() + " " + std::to_string(source.size()) +
                      "; a delta by comparing contents needs disks of one size");

@@ -15,8 +15,6 @@ namespace {
 
 using Kind = ChainExtent::Kind;
 
-uint64_t RoundUp512(uint64_t n) { return (n + kSectorSize - 1) / kSectorSize * kSectorSize; }
-
 // SEEK_DATA/SEEK_HOLE from pos: sets *data (UINT64_MAX when none) and *hole. As QEMU's
 // file-posix: where the file cannot tell (a block device), everything is data.
 void FindAllocation(const Layer& layer, uint64_t pos, uint64_t* data, uint64_t* hole) {
@@ -63,7 +61,7 @@ uint64_t CountReferenced(const Layer& layer, uint64_t limit, uint64_t enough) {
 // clusters in use, so data clusters may be holes in it, and block status looks there.
 bool LooksPreallocated(const Layer& layer) {
   const uint64_t c = layer.info->cluster_size;
-  const uint64_t file_len = RoundUp512(layer.file_size);
+  const uint64_t file_len = RoundUpToSector(layer.file_size);
   const uint64_t real = static_cast<uint64_t>(layer.st.st_blocks) * 512 / c;
   const uint64_t threshold = std::max(real * 10 / 9, real + 2);
   return CountReferenced(layer, (file_len + c - 1) / c, threshold) >= threshold;
@@ -118,7 +116,7 @@ class ExtentMapLayer : public MapLayer {
  private:
   // Data clusters that are holes in the image file, or past its end, read as zeros.
   void Refine(Answer& a) const {
-    const uint64_t file_len = RoundUp512(layer_.file_size);
+    const uint64_t file_len = RoundUpToSector(layer_.file_size);
     if (a.offset >= file_len) {
       a.zero = true;
       return;
@@ -145,7 +143,7 @@ class RawMapLayer : public MapLayer {
   explicit RawMapLayer(const Layer& layer) : layer_(layer) {}
 
   uint64_t length() const override {
-    return S_ISREG(layer_.st.st_mode) ? RoundUp512(layer_.file_size) : layer_.file_size;
+    return S_ISREG(layer_.st.st_mode) ? RoundUpToSector(layer_.file_size) : layer_.file_size;
   }
 
   Answer Status(uint64_t offset, uint64_t n) const override {

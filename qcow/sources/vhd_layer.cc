@@ -14,8 +14,6 @@ namespace {
 
 using Kind = ChainExtent::Kind;
 
-uint64_t RoundUp512(uint64_t n) { return (n + kSectorSize - 1) / kSectorSize * kSectorSize; }
-
 bool HasCookie(std::span<const uint8_t> s) {
   return s.size() >= 8 && std::memcmp(s.data(), "conectix", 8) == 0;
 }
@@ -172,7 +170,7 @@ std::optional<VhdMetadata> ReadVhdMetadata(int fd, const std::string& path, uint
            std::to_string(m.data_end) + " bytes of data: the file is truncated");
   }
   const uint64_t sectors_per_block = d.block_size / kSectorSize;
-  m.bitmap_bytes = static_cast<uint32_t>(RoundUp512((sectors_per_block + 7) / 8));
+  m.bitmap_bytes = static_cast<uint32_t>(RoundUpToSector((sectors_per_block + 7) / 8));
   return m;
 }
 
@@ -233,7 +231,7 @@ std::vector<ChainExtent> VhdBlockExtents(const Layer& layer, uint32_t depth) {
   std::vector<std::pair<uint64_t, uint64_t>> metadata = {
       {0, kVhdFooterSize},
       {m.footer.data_offset, m.footer.data_offset + kVhdDynamicHeaderSize},
-      {d.table_offset, d.table_offset + RoundUp512(uint64_t{d.max_table_entries} * 4)}};
+      {d.table_offset, d.table_offset + RoundUpToSector(uint64_t{d.max_table_entries} * 4)}};
   for (const VhdParentLocator& l : d.parent_locators) {
     if (l.platform_code != 0 && l.platform_data_length != 0) {
       metadata.emplace_back(l.platform_data_offset,
@@ -252,7 +250,8 @@ std::vector<ChainExtent> VhdBlockExtents(const Layer& layer, uint32_t depth) {
       const uint32_t sector = LoadBe32(&bat[i * 4]);
       if (sector == kVhdUnallocated) continue;
       const uint64_t b = first + i, guest = b * block;
-      const uint64_t used = RoundUp512(std::min(block, size - guest));  // the last may be short
+      const uint64_t used =
+          RoundUpToSector(std::min(block, size - guest));  // the last may be short
       const uint64_t start = uint64_t{sector} * kSectorSize, end = start + m.bitmap_bytes + used;
       const std::string where = layer.path + ": BAT entry " + std::to_string(b) +
                                 " (guest offset " + std::to_string(guest) + ") points to " +
