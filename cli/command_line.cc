@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <memory>
+#include <string_view>
 #include <system_error>
 
 #include "cli/exit_codes.h"
@@ -12,6 +13,7 @@
 #include "cli/inspect_commands.h"
 #include "cli/mount_command.h"
 #include "cli/progress.h"
+#include "cli/qcow2_to_stdout.h"
 #include "cli/serve_command.h"
 #include "cli/spool_options.h"
 #include "cli/stream_command.h"
@@ -188,10 +190,13 @@ void AddServeCommands(CLI::App& app, int* exit_code) {
   cmd->callback([a, exit_code] { *exit_code = RunServe(*a); });
 
   auto d = std::make_shared<ServeArgs>();
-  CLI::App* decode =
-      app.add_subcommand("stream_decode",
-                         "Decode a qcow2 image from stdin into TARGET (the form XCP-ng's qcow2 "
-                         "importer uses; same as serve --source - --destination TARGET)");
+  d->keep_unallocated = true;
+  CLI::App* decode = app.add_subcommand(
+      "stream_decode",
+      "Decode a qcow2 image from stdin into TARGET as XCP-ng's qcow2 importer does: data and "
+      "zero clusters written, ranges the image leaves unallocated untouched (a new VDI reads "
+      "as zeros there; a diff export applies onto a copy of its base), a backing file "
+      "allowed; otherwise as serve --source - --destination TARGET");
   decode->add_option("target", d->destination, "Target disk")->required();
   AddServeOptions(decode, *d);
   decode->callback([d, exit_code] { *exit_code = RunServe(*d); });
@@ -250,6 +255,44 @@ void AddInspectCommands(CLI::App& app, int* exit_code) {
   map->callback([=] { *exit_code = RunMap(*map_source, *map_args, *map_json); });
 }
 
+// The options of QEMU's qcow2-to-stdout.py as xapi ships and runs it.
+void AddQcow2ToStdoutOptions(CLI::App* cmd, Qcow2ToStdoutArgs& a) {
+  cmd->add_option("input_file", a.input, "The disk (read raw: a VDI's device, or a file)")
+      ->required();
+  cmd->add_option("--diff", a.diff,
+                  "Export only the clusters whose bytes differ from this disk's (read raw)");
+  cmd->add_option("-c", a.cluster_size,
+                  "qcow2 cluster size in bytes (default: the JSON header's, else 65536)");
+  cmd->add_option("-r", a.refcount_bits, "Refcount width: 16 only")->capture_default_str();
+  cmd->add_flag("-d", a.data_file, "External data file: refused");
+  cmd->add_flag("-R", a.data_file_raw, "External raw data file: refused");
+  cmd->add_flag("--json-header", a.json_header,
+                "stdin holds {\"virtual_size\", \"cluster_bits\", \"data_clusters\"} of "
+                "the disk (clusters as indices or [first, last] pairs)");
+  cmd->add_option("--json-header-diff", a.json_header_diff,
+                  "Descriptor holding that JSON for the --diff disk");
+  cmd->add_option("--json-header-map", a.map_fd,
+                  "Descriptor holding qemu-img map --output=json of the disk's qcow2 file");
+  cmd->add_option("--json-header-info", a.info_fd,
+                  "Descriptor holding qemu-img info --output=json of the disk's qcow2 file");
+  cmd->add_option("--json-header-diff-map", a.diff_map_fd,
+                  "Descriptor holding qemu-img map --output=json of the --diff disk's qcow2");
+  cmd->add_option("--json-header-diff-info", a.diff_info_fd,
+                  "Descriptor holding qemu-img info --output=json of the --diff disk's qcow2");
+}
+
+constexpr const char* kQcow2ToStdoutAbout =
+    "Write a disk as a qcow2 image to standard output, as xapi runs QEMU's qcow2-to-stdout: "
+    "only the clusters the JSON headers say hold data are read (all non-zero clusters "
+    "without them), or with --diff only those that differ from the base";
+
+void AddQcow2ToStdoutCommand(CLI::App& app, int* exit_code) {
+  auto a = std::make_shared<Qcow2ToStdoutArgs>();
+  CLI::App* cmd = app.add_subcommand("qcow2-to-stdout", kQcow2ToStdoutAbout);
+  AddQcow2ToStdoutOptions(cmd, *a);
+  cmd->callback([a, exit_code] { *exit_code = RunQcow2ToStdout(*a); });
+}
+
 // The exit status for an error that ended a command.
 int ExitCodeFor(const std::exception& e) {
   if (dynamic_cast<const qcow::UsageError*>(&e)) return kExitUsage;
@@ -257,17 +300,41 @@ int ExitCodeFor(const std::exception& e) {
   return kExitFailure;
 }
 
+// Run as qcow2-to-stdout (a link to qcowfs under that name, which xapi's qcow_to_stdout
+// setting can name): that tool's command line alone.
+bool CalledAsQcow2ToStdout(const char* argv0) {
+  std::string_view name = argv0 ? argv0 : "";
+  if (const size_t slash = name.rfind('/'); slash != std::string_view::npos) {
+    name.remove_prefix(slash + 1);
+  }
+  return name == "qcow2-to-stdout" || name == "qcow2-to-stdout.py";
+}
+
 }  // namespace
 
 int RunCommandLine(int argc, char** argv) {
-  CLI::App app("qcowfs: present disks as qcow2 files and decode qcow2 images into disks", "qcowfs");
-  app.set_version_flag("--version", QCOWFS_VERSION);
-  app.require_subcommand(1);
+  const bool qcow2_to_stdout = argc > 0 && CalledAsQcow2ToStdout(argv[0]);
+  CLI::App app(qcow2_to_stdout
+                   ? kQcow2ToStdoutAbout
+                   : "qcowfs: present disks as qcow2 files and decode qcow2 images into disks",
+               qcow2_to_stdout ? "qcow2-to-stdout" : "qcowfs");
+  app.set_version_flag(
+      "--version",
+      std::string(qcow2_to_stdout ? "qcow2-to-stdout (qcowfs) " : "qcowfs ") + QCOWFS_VERSION);
   int exit_code = kExitOk;
-  AddMountCommand(app, &exit_code);
-  AddStreamCommand(app, &exit_code);
-  AddServeCommands(app, &exit_code);
-  AddInspectCommands(app, &exit_code);
+  auto direct = std::make_shared<Qcow2ToStdoutArgs>();
+  if (qcow2_to_stdout) {
+    AddQcow2ToStdoutOptions(&app, *direct);
+    app.callback([direct, &exit_code] { exit_code = RunQcow2ToStdout(*direct); });
+  } else {
+    app.require_subcommand(1);
+    AddMountCommand(app, &exit_code);
+    AddStreamCommand(app, &exit_code);
+    AddServeCommands(app, &exit_code);
+    AddInspectCommands(app, &exit_code);
+    AddQcow2ToStdoutCommand(app, &exit_code);
+  }
+  const char* prog = qcow2_to_stdout ? "qcow2-to-stdout" : "qcowfs";
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -277,10 +344,10 @@ int RunCommandLine(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "qcowfs: error: %s (see qcowfs --help)\n", e.what());
+    std::fprintf(stderr, "%s: error: %s (see %s --help)\n", prog, e.what(), prog);
     return kExitUsage;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "qcowfs: error: %s\n", e.what());
+    std::fprintf(stderr, "%s: error: %s\n", prog, e.what());
     return ExitCodeFor(e);
   }
   return exit_code;

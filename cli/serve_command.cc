@@ -69,11 +69,13 @@ int RunServe(const ServeArgs& a) {
   if (!a.destination_size.empty()) input_size = ParseSize(a.destination_size);
   qcow::TargetOptions target_options;
   // The target of a delta holds its base: nothing there reads as zeros by default.
-  target_options.prezeroed = a.prezeroed && !a.delta;
+  const bool apply = a.delta || a.keep_unallocated;
+  target_options.prezeroed = a.prezeroed && !apply;
   qcow::RawTarget target(FilePath(a.destination), target_options);
   qcow::ImportOptions options;
   options.spool = SpoolLimits(a.spool);
-  options.delta = a.delta;
+  options.delta = apply;
+  options.keep_unallocated = a.keep_unallocated;
   options.log = [](const std::string& line) {
     if (line.rfind("import warning: ", 0) == 0) {
       std::fprintf(stderr, "qcowfs: warning: %s\n", line.c_str() + 16);

@@ -18,6 +18,8 @@ struct ServeArgs {
   std::string destination_size;
   bool prezeroed = false;
   bool delta = false;  // apply an image with a backing file onto its base
+  // stream_decode: apply any image as xapi's importer does (unallocated ranges untouched).
+  bool keep_unallocated = false;
   bool direct = false;
   ProgressArgs progress;
   SpoolArgs spool;

@@ -188,7 +188,6 @@ TEST_P(ChainExport, DeltaOverEachBaseRebuildsTheTop) {
   const std::string path = *r.search_dir.c_str() ? " --path " + Quote(dir / r.search_dir) : "";
   const auto bytes = ReadFile(dir / "map.json");
   const std::string map(bytes.begin(), bytes.end());
-  const uint64_t top_size = ReadFile(dir / "reference.raw").size();
   const std::string delta = dir / "delta.qcow2";
   for (uint32_t k = 0; k < r.bases.size(); ++k) {
     const std::string base = dir / r.bases[k];
@@ -214,16 +213,12 @@ TEST_P(ChainExport, DeltaOverEachBaseRebuildsTheTop) {
     EXPECT_TRUE(Within(MapOf(qcowfs_test::ClustersOfMap(map, 16, false, depth)), held));
     EXPECT_TRUE(Within(held, MapOf(qcowfs_test::ClustersOfMap(map, 16, false, depth, true))));
 
-    // The same base as a plain copy: not in the chain, so contents are compared.
+    // The same base as a plain copy: not in the chain, so contents are compared (a base of
+    // another size reads as zeros past its end, as a backing file does).
     const std::string copy = dir / "base_copy.raw";
     ASSERT_EQ(Sh("qemu-img convert -O raw " + Quote(base) + " " + Quote(copy)).status, 0);
     run = Sh(Qcowfs() + " stream --source " + Quote(top) + path + " --relative-to " + Quote(copy) +
              " --destination " + Quote(delta));
-    if (ReadFile(copy).size() != top_size) {
-      EXPECT_EQ(run.status, 2) << run.output;  // contents of two sizes cannot be compared
-      EXPECT_NE(run.output.find("needs disks of one size"), std::string::npos) << run.output;
-      continue;
-    }
     ASSERT_EQ(run.status, 0) << run.output;
     EXPECT_NE(run.output.find("comparing"), std::string::npos) << run.output;  // progress
     ExpectSameGuest(dir / "reference.raw", delta);

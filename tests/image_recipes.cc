@@ -101,6 +101,34 @@ uint64_t VirtualSize(const std::string& image) {
   return std::stoull(r.output);
 }
 
+void ExpectAppliedOntoPattern(const TempDir& dir, const std::string& image,
+                              const std::string& target) {
+  const std::string raw = dir / "applied_image.raw", expected = dir / "applied_expected";
+  ASSERT_EQ(Sh("qemu-img convert -O raw " + Quote(image) + " " + Quote(raw)).status, 0);
+  MakePatternTarget(expected, VirtualSize(image));
+  const auto map = Sh("qemu-img map --output=json " + Quote(image));
+  ASSERT_EQ(map.status, 0) << map.output;
+  const auto starts = JsonValues(map.output, "start"), lengths = JsonValues(map.output, "length"),
+             present = JsonValues(map.output, "present");
+  ASSERT_EQ(starts.size(), present.size()) << map.output;
+  ASSERT_EQ(starts.size(), lengths.size()) << map.output;
+  bool some_present = false;
+  for (size_t i = 0; i < starts.size(); ++i) {
+    if (present[i] != "true") continue;
+    some_present = true;
+    ASSERT_EQ(Sh("dd if=" + Quote(raw) + " of=" + Quote(expected) +
+                 " bs=64K iflag=skip_bytes,count_bytes oflag=seek_bytes conv=notrunc"
+                 " status=none skip=" +
+                 starts[i] + " seek=" + starts[i] + " count=" + lengths[i])
+                  .status,
+              0);
+  }
+  EXPECT_TRUE(some_present) << "the image allocates nothing: the check proves little";
+  // qemu-img compare skips the holes both files have (an 8 GiB target is mostly holes).
+  const auto cmp = Sh("qemu-img compare -q -f raw -F raw " + Quote(expected) + " " + Quote(target));
+  EXPECT_EQ(cmp.status, 0) << cmp.output;
+}
+
 void MakePatternTarget(const std::string& path, uint64_t size) {
   // The whole of a small target, the first 64 MiB of a large one, then a MiB every
   // 1/64th of it and its last MiB: enough that a range the import fails to zero shows,

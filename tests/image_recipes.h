@@ -33,4 +33,11 @@ uint64_t VirtualSize(const std::string& image);
 // with pattern blocks spread over it).
 void MakePatternTarget(const std::string& path, uint64_t size);
 
+// Expects `target`, made by MakePatternTarget before an import that leaves unallocated
+// ranges as they are (stream_decode), to hold the image's bytes wherever the image (which
+// has no backing file) allocates data or zero clusters, as qemu-img map reports them
+// ("present"), and the pattern everywhere else. `dir` holds the scratch files.
+void ExpectAppliedOntoPattern(const TempDir& dir, const std::string& image,
+                              const std::string& target);
+
 }  // namespace qcowfs_test

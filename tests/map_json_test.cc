@@ -1,4 +1,5 @@
-// The qemu-img map JSON reader that --allocation-from uses.
+// The JSON readers: qemu-img map (--allocation-from, qcow2-to-stdout), qemu-img info and
+// qcow-stream-tool's read_headers (qcow2-to-stdout's hints).
 #include <gtest/gtest.h>
 
 #include "qcow/format/errors.h"
@@ -48,6 +49,69 @@ TEST(MapJson, RefusesWhatIsNotAMap) {
            "[] x",
        }) {
     EXPECT_THROW(qcow::ParseQemuImgMap(bad, "map"), qcow::FormatError) << bad;
+  }
+}
+
+TEST(InfoJson, TakesSizeAndClusterSizeFromNestedOutput) {
+  // As qemu-img 7.2 prints it for a qcow2 image with a backing file.
+  const char* text = R"({
+    "children": [{"name": "file", "info": {"children": [], "virtual-size": 197120,
+      "filename": "t.qcow2", "format": "file", "actual-size": 200704, "dirty-flag": false}}],
+    "backing-filename-format": "qcow2", "virtual-size": 67108864, "filename": "t.qcow2",
+    "cluster-size": 65536, "format": "qcow2", "actual-size": 200704,
+    "format-specific": {"type": "qcow2", "data": {"compat": "1.1", "compression-type": "zlib",
+      "lazy-refcounts": false, "refcount-bits": 16, "corrupt": false, "extended-l2": false}},
+    "full-backing-filename": "b.qcow2", "backing-filename": "b.qcow2", "dirty-flag": false,
+    "snapshots": [{"id": "1", "vm-clock-nsec": 0, "date-sec": -1, "ratio": 1.5e-3}]
+  })";
+  const qcow::ImageSummary info = qcow::ParseQemuImgInfo(text, "info");
+  EXPECT_EQ(info.virtual_size, 67108864u);
+  EXPECT_EQ(info.cluster_bits, 16u);
+  EXPECT_EQ(info.format, "qcow2");
+  EXPECT_EQ(qcow::ParseQemuImgInfo(R"({"virtual-size": 512, "format": "raw"})", "i").cluster_bits,
+            std::nullopt);
+  for (const char* bad : {"", "[]", R"({"format": "raw"})", R"({"virtual-size": -1})",
+                          R"({"virtual-size": 512, "cluster-size": 1000})",
+                          R"({"virtual-size": 512} x)", R"({"virtual-size": 512)"}) {
+    EXPECT_THROW(qcow::ParseQemuImgInfo(bad, "info"), qcow::FormatError) << bad;
+  }
+  // Nesting deeper than any qemu-img output is refused, not recursed into.
+  const std::string deep = R"({"virtual-size": 512, "x": )" + std::string(100000, '[');
+  EXPECT_THROW(qcow::ParseQemuImgInfo(deep, "info"), qcow::FormatError);
+}
+
+TEST(ClusterHeaderJson, TakesIndicesInAnyOrderAndPairs) {
+  // read_headers lists clusters in the order they sit in the file, not in guest order.
+  auto h = qcow::ParseClusterHeader(
+      R"({"virtual_size": 1000000, "cluster_bits": 16, "data_clusters": [3, 0, 1, 1, 15]})", "h");
+  EXPECT_EQ(h.cluster_bits, 16u);
+  EXPECT_EQ(h.data.size, 1000000u);
+  // The last cluster is clipped at the virtual size.
+  EXPECT_EQ(h.data.ranges, (Ranges{{0, 131072}, {196608, 65536}, {983040, 16960}}));
+  h = qcow::ParseClusterHeader(
+      R"({"data_clusters": [[4, 5], [0, 0], [1, 2]], "cluster_bits": 9, "virtual_size": 4096})",
+      "h");
+  EXPECT_EQ(h.data.ranges, (Ranges{{0, 1536}, {2048, 1024}}));
+  h = qcow::ParseClusterHeader(R"({"virtual_size": 0, "cluster_bits": 21, "data_clusters": []})",
+                               "h");
+  EXPECT_TRUE(h.data.ranges.empty());
+}
+
+TEST(ClusterHeaderJson, RefusesWhatItCannotTrust) {
+  for (const char* bad : {
+           R"({"virtual_size": 65536, "cluster_bits": 16})",
+           R"({"virtual_size": 65536, "data_clusters": [0]})",
+           R"({"cluster_bits": 16, "data_clusters": [0]})",
+           R"({"virtual_size": 65536, "cluster_bits": 16, "data_clusters": [1]})",  // past end
+           R"({"virtual_size": 65536, "cluster_bits": 8, "data_clusters": [0]})",
+           R"({"virtual_size": 65536, "cluster_bits": 22, "data_clusters": [0]})",
+           R"({"virtual_size": 65536, "cluster_bits": 16, "data_clusters": [-1]})",
+           R"({"virtual_size": 65536, "cluster_bits": 16, "data_clusters": [[1, 0]]})",
+           R"({"virtual_size": 65536, "cluster_bits": 16, "data_clusters": [[0, 0, 0]]})",
+           R"({"virtual_size": 65536, "cluster_bits": 16, "data_clusters": [0.5]})",
+           R"({"virtual_size": 65536, "cluster_bits": 16, "data_clusters": [0]}{})",
+       }) {
+    EXPECT_THROW(qcow::ParseClusterHeader(bad, "h"), qcow::FormatError) << bad;
   }
 }
 

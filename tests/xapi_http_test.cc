@@ -112,22 +112,22 @@ void ExpectProgress(const ToolRun& r, bool success, bool required, bool several)
 
 // xapi's export_raw_vdi: vhd-tool's line with qcow2 for vhd.
 ToolSpec ExportSpec(const std::string& src, const std::string& log) {
-  return {{"stream", "--source-protocol", "none", "--source-format", "raw", "--source", src,
+  return {.args = {"stream", "--source-protocol", "none", "--source-format", "raw", "--source", src,
            "--destination-protocol", "none", "--destination-format", "qcow2",
            "--destination-fd", "{fd}",
            "--tar-filename-prefix", "", "--progress", "--machine", "--direct",
            "--path", "/dev/mapper:."},
-          false, log};
+          .log = log};
 }
 
 // xapi's import_raw_vdi through vhd-tool's line: --destination-size is the Content-Length.
 ToolSpec ServeSpec(const std::string& target, const std::string& log, bool prezeroed) {
-  ToolSpec spec{{"serve", "--source-format", "qcow2", "--source-protocol", "none",
+  ToolSpec spec{.args = {"serve", "--source-format", "qcow2", "--source-protocol", "none",
                  "--source-fd", "{fd}",
                  "--tar-filename-prefix", "", "--destination", "file://" + target,
                  "--destination-format", "raw", "--progress", "--machine", "--direct",
                  "--destination-size", "{length}"},
-                false, log};
+                .log = log};
   if (prezeroed) spec.args.push_back("--prezeroed");
   return spec;
 }
@@ -136,7 +136,7 @@ ToolSpec ServeSpec(const std::string& target, const std::string& log, bool preze
 
 // XCP-ng's qcow2 importer: the socket on stdin, no size.
 ToolSpec StreamDecodeSpec(const std::string& target, const std::string& log) {
-  return {{"stream_decode", target}, true, log};
+  return {.args = {"stream_decode", target}, .socket_on_stdin = true, .log = log};
 }
 
 // Images large enough that serve reads them in several pieces (it reads up to 4 MiB at a
@@ -381,10 +381,26 @@ TEST_P(XapiHttpServe, PutReadsExactlyContentLengthAndFinishes) {
   ExpectProgress(run, true, true, FileSize(image_) > (12u << 20));
 }
 
+// stream_decode imports as XCP-ng's importer does: what the image allocates is written, the
+// rest of the target is left as it is (a new VDI reads as zeros; a diff export applies onto
+// a copy of its base). Onto a target that reads as zeros that is the image; onto one that
+// holds a pattern, the pattern stays where the image allocates nothing.
 TEST_P(XapiHttpStreamDecode, PutOnStdinFinishesWithoutEndOfFile) {
+  ASSERT_EQ(Sh("rm " + Quote(target_) + " && truncate -s " + std::to_string(VirtualSize(image_)) +
+               " " + Quote(target_))
+                .status,
+            0);
   const ToolRun run = Put(StreamDecodeSpec(target_, dir_ / "decode.log"));
   ExpectImported(run);
   ExpectProgress(run, true, false, false);
+}
+
+TEST_P(XapiHttpStreamDecode, PutOntoAnOldDiskLeavesWhatTheImageDoesNotAllocate) {
+  const ToolRun run = Put(StreamDecodeSpec(target_, dir_ / "decode.log"));
+  ASSERT_EQ(run.error, "");
+  EXPECT_TRUE(ExitedWith(run, 0)) << Describe(run);
+  EXPECT_EQ(curl_, "") << Describe(run);
+  ExpectAppliedOntoPattern(dir_, image_, target_);
 }
 
 INSTANTIATE_TEST_SUITE_P(Images, XapiHttpServe,

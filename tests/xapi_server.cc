@@ -19,6 +19,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mount_fixture.h"
@@ -84,13 +85,41 @@ std::optional<Request> ReadRequestHead(int s, Clock::time_point deadline, std::s
 
 // Runs the tool on socket s as xapi does and fills run.
 void RunTool(int s, const ToolSpec& spec, Clock::time_point deadline, ToolRun* run) {
-  std::vector<std::string> args{QcowfsBinary()};
+  std::vector<std::string> args{spec.program.empty() ? QcowfsBinary() : spec.program};
+  // xapi's side of the JSON pipes: each writer runs on its own, the tool gets the read end.
+  std::vector<int> pipe_ends;
+  std::vector<pid_t> writers;
+  for (const std::string& command : spec.pipes) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) {
+      run->error = "pipe2 failed";
+      return;
+    }
+    const pid_t w = fork();
+    if (w == 0) {
+      if (dup2(p[1], STDOUT_FILENO) < 0) _exit(126);
+      execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(p[1]);
+    pipe_ends.push_back(p[0]);
+    writers.push_back(w);
+  }
+  const auto reap_writers = [&] {
+    for (int fd : pipe_ends) {
+      if (fd >= 0) close(fd);
+    }
+    for (pid_t w : writers) waitpid(w, nullptr, 0);
+  };
   for (const auto& a : spec.args) {
-    if (a == "{fd}") {
+    if (a.rfind("{pipe", 0) == 0) {
+      args.push_back(std::to_string(pipe_ends.at(std::stoul(a.substr(5)))));
+    } else if (a == "{fd}") {
       args.push_back(std::to_string(s));
     } else if (a == "{length}") {
       if (!run->request.content_length) {
         run->error = "the request has no Content-Length";
+        reap_writers();
         return;
       }
       args.push_back(std::to_string(*run->request.content_length));
@@ -107,6 +136,7 @@ void RunTool(int s, const ToolSpec& spec, Clock::time_point deadline, ToolRun* r
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) {
     run->error = "pipe2 failed";
+    reap_writers();
     return;
   }
   const int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -123,24 +153,32 @@ void RunTool(int s, const ToolSpec& spec, Clock::time_point deadline, ToolRun* r
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
     if (dup2(spec.socket_on_stdin ? s : devnull, STDIN_FILENO) < 0 ||
-        dup2(out[1], STDOUT_FILENO) < 0 || dup2(log, STDERR_FILENO) < 0) {
+        dup2(spec.socket_on_stdout ? s : out[1], STDOUT_FILENO) < 0 ||
+        dup2(log, STDERR_FILENO) < 0) {
       _exit(126);
     }
     // Like xapi's fork helper, pass only the named descriptor: nothing the test's other
     // threads hold open (curl's pipes) leaks into the tool.
     if (close_range(3, ~0u, CLOSE_RANGE_CLOEXEC) != 0) _exit(126);
-    if (!spec.socket_on_stdin && fcntl(s, F_SETFD, 0) != 0) _exit(126);
+    if (!spec.socket_on_stdin && !spec.socket_on_stdout && fcntl(s, F_SETFD, 0) != 0) {
+      _exit(126);
+    }
+    for (int fd : pipe_ends) {
+      if (fcntl(fd, F_SETFD, 0) != 0) _exit(126);
+    }
     execv(argv[0], argv.data());
     _exit(127);
   }
   if (pid < 0) {
     run->error = std::string("fork: ") + strerror(errno);
     for (int fd : {out[0], out[1], devnull, log}) close(fd);
+    reap_writers();
     return;
   }
   close(out[1]);
   close(devnull);
   close(log);
+  for (int& fd : pipe_ends) close(std::exchange(fd, -1));
   // xapi: really_read 3 bytes, again and again, until end of file.
   char digits[3];
   size_t got = 0;
@@ -170,6 +208,7 @@ void RunTool(int s, const ToolSpec& spec, Clock::time_point deadline, ToolRun* r
     usleep(2000);
   }
   run->seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  reap_writers();
   pollfd p{s, POLLRDHUP, 0};
   run->client_gone_at_exit =
       poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;

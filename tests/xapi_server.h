@@ -34,10 +34,16 @@ struct Request {
 // How xapi runs the tool for one request.
 struct ToolSpec {
   // Arguments after the binary: "{fd}" becomes the socket's descriptor number, "{length}"
-  // the request's Content-Length.
+  // the request's Content-Length, "{pipeN}" the descriptor the tool reads pipes[N] from.
   std::vector<std::string> args;
   bool socket_on_stdin = false;  // else stdin is /dev/null and the socket is "{fd}"
   std::string log;               // the tool's stderr
+  // The image goes to the socket on stdout (xapi's qcow2 export); no progress is read.
+  bool socket_on_stdout = false;
+  std::string program = "";  // the binary ("": qcowfs)
+  // Commands (run with sh -c while the tool runs) whose stdout reaches the tool on a pipe,
+  // as xapi runs qemu-img map and info for qcow2-to-stdout.
+  std::vector<std::string> pipes = {};
 };
 
 // What happened on one connection.

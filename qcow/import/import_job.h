@@ -21,6 +21,7 @@ struct ImportOptions {
   Spool::Limits spool;
   std::function<void(const std::string&)> log;  // one line per warning or failure
   bool delta = false;                           // see DecoderOptions::delta
+  bool keep_unallocated = false;                // see DecoderOptions::keep_unallocated
 };
 
 class ImportJob {

@@ -326,6 +326,7 @@ void StreamDecoder::ZeroGuest(uint64_t guest, uint64_t n) {
 void StreamDecoder::Unallocated(uint64_t guest, uint64_t n) {
   // What the backing file holds there is on the target already.
   if (options_.delta && !info_->backing_file.empty()) return;
+  if (options_.keep_unallocated) return;
   ZeroGuest(guest, n);
 }
 

@@ -65,6 +65,11 @@ struct DecoderOptions {
   // clusters are zeroed). Without it such an image is refused; an image without a backing
   // file is imported whole either way.
   bool delta = false;
+  // xapi's importer: every range the image leaves unallocated is left as the target has it,
+  // with or without a backing file (its zero clusters are zeroed). Its targets are new disks
+  // that read as zeros, or a copy of the base a diff export (qcow2-to-stdout --diff, which
+  // names no backing file) was made against.
+  bool keep_unallocated = false;
   // When set, reads image bytes back from the image itself (a file being checked) instead
   // of from the sink.
   std::function<void(uint64_t offset, uint8_t* out, uint64_t n)> reread;

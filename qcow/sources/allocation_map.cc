@@ -2,7 +2,7 @@
 
 #include <unistd.h>
 
-#include <cctype>
+#include <bit>
 #include <cerrno>
 #include <charconv>
 #include <fstream>
@@ -13,130 +13,40 @@
 #include "qcow/format/errors.h"
 #include "qcow/format/format.h"
 #include "qcow/sources/image_chain.h"
+#include "qcow/sources/json_text.h"
 
 namespace qcow {
 namespace {
 
-// A reader for the flat JSON qemu-img map prints: an array of objects whose values are
-// numbers, booleans, strings or null.
-class MapJson {
- public:
-  MapJson(std::string_view text, const std::string& name) : s_(text), name_(name) {}
+// Appends [offset, offset + length) to sorted ranges, merging with the last one.
+void AppendRange(DataRanges& out, uint64_t offset, uint64_t length) {
+  if (!length) return;
+  if (!out.ranges.empty() && out.ranges.back().first + out.ranges.back().second == offset) {
+    out.ranges.back().second += length;
+  } else {
+    out.ranges.emplace_back(offset, length);
+  }
+}
 
-  DataRanges Parse() {
-    DataRanges out;
-    Expect('[');
-    if (Peek() == ']') {
-      ++pos_;
-    } else {
-      for (;;) {
-        ParseEntry(out);
-        if (Peek() == ',') {
-          ++pos_;
-          continue;
-        }
-        Expect(']');
-        break;
-      }
-    }
-    if (Peek() != '\0') Fail("text after the closing ']'");
-    return out;
+// One entry of qemu-img map's array: the ranges holding data are appended to out.
+void ParseMapEntry(JsonText& json, DataRanges& out) {
+  std::optional<uint64_t> start, length, data, zero;
+  json.Object([&](const std::string& key) {
+    const std::optional<uint64_t> v = json.Value();
+    if (key == "start") start = v;
+    if (key == "length") length = v;
+    if (key == "data") data = v;
+    if (key == "zero") zero = v;
+  });
+  if (!start || !length || !data || !zero)
+    json.Fail("an entry without start, length, data and zero");
+  if (*start != out.size) {
+    json.Fail("an entry starting at " + std::to_string(*start) + " where the one before ended at " +
+              std::to_string(out.size));
   }
-
- private:
-  [[noreturn]] void Fail(const std::string& what) {
-    Refuse(name_ + ": not qemu-img map JSON: " + what + " at byte " + std::to_string(pos_));
-  }
-  char Peek() {
-    while (pos_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[pos_]))) ++pos_;
-    return pos_ < s_.size() ? s_[pos_] : '\0';
-  }
-  void Expect(char c) {
-    if (Peek() != c) Fail(std::string("expected '") + c + "'");
-    ++pos_;
-  }
-  std::string String() {
-    Expect('"');
-    std::string out;
-    while (pos_ < s_.size() && s_[pos_] != '"') {
-      if (s_[pos_] == '\\') ++pos_;  // names and file names: escapes kept as the next byte
-      if (pos_ < s_.size()) out += s_[pos_++];
-    }
-    if (pos_ >= s_.size()) Fail("unterminated string");
-    ++pos_;
-    return out;
-  }
-  // Returns the number, or nullopt for another kind of value (skipped); booleans as 0/1.
-  std::optional<uint64_t> Value() {
-    const char c = Peek();
-    if (c == '"') {
-      String();
-      return std::nullopt;
-    }
-    for (const std::string_view word : {"true", "false", "null"}) {
-      if (s_.substr(pos_, word.size()) == word) {
-        pos_ += word.size();
-        if (word == "null") return std::nullopt;
-        return word == "true" ? 1 : 0;
-      }
-    }
-    uint64_t v = 0;
-    const auto [end, ec] = std::from_chars(s_.data() + pos_, s_.data() + s_.size(), v);
-    if (ec != std::errc() || end == s_.data() + pos_) Fail("expected a value");
-    pos_ = static_cast<size_t>(end - s_.data());
-    return v;
-  }
-  void ParseEntry(DataRanges& out) {
-    Expect('{');
-    std::optional<uint64_t> start, length, data, zero;
-    if (Peek() != '}') {
-      for (;;) {
-        const std::string key = String();
-        Expect(':');
-        const std::optional<uint64_t> v = Value();
-        if (key == "start") start = v;
-        if (key == "length") length = v;
-        if (key == "data") data = v;
-        if (key == "zero") zero = v;
-        if (Peek() == ',') {
-          ++pos_;
-          continue;
-        }
-        break;
-      }
-    }
-    Expect('}');
-    if (!start || !length || !data || !zero) Fail("an entry without start, length, data and zero");
-    if (*start != out.size) {
-      Fail("an entry starting at " + std::to_string(*start) + " where the one before ended at " +
-           std::to_string(out.size));
-    }
-    if (*length > UINT64_MAX - *start) Fail("an entry past 2^64");
-    out.size = *start + *length;
-    if (*data && !*zero && *length) {
-      if (!out.ranges.empty() && out.ranges.back().first + out.ranges.back().second == *start) {
-        out.ranges.back().second += *length;
-      } else {
-        out.ranges.emplace_back(*start, *length);
-      }
-    }
-  }
-
-  std::string_view s_;
-  const std::string& name_;
-  size_t pos_ = 0;
-};
-
-std::string ReadAll(int fd, const std::string& name) {
-  std::string out;
-  char buf[1 << 16];
-  for (;;) {
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) ThrowErrno("reading " + name);
-    if (n == 0) return out;
-    out.append(buf, static_cast<size_t>(n));
-  }
+  if (*length > UINT64_MAX - *start) json.Fail("an entry past 2^64");
+  out.size = *start + *length;
+  if (*data && !*zero) AppendRange(out, *start, *length);
 }
 
 // A source whose bytes come from one disk and whose allocation from metadata.
@@ -169,8 +79,111 @@ class AllocationOverride : public Source {
 
 }  // namespace
 
-DataRanges ParseQemuImgMap(std::string_view json, const std::string& name) {
-  return MapJson(json, name).Parse();
+std::string ReadAll(int fd, const std::string& name) {
+  std::string out;
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) ThrowErrno("reading " + name);
+    if (n == 0) return out;
+    out.append(buf, static_cast<size_t>(n));
+  }
+}
+
+DataRanges ParseQemuImgMap(std::string_view text, const std::string& name) {
+  JsonText json(text, name + ": not qemu-img map JSON");
+  DataRanges out;
+  json.Array([&] { ParseMapEntry(json, out); });
+  json.End();
+  return out;
+}
+
+ImageSummary ParseQemuImgInfo(std::string_view text, const std::string& name) {
+  JsonText json(text, name + ": not qemu-img info JSON");
+  std::optional<uint64_t> size, cluster;
+  ImageSummary out;
+  json.Object([&](const std::string& key) {
+    if (key == "virtual-size") {
+      size = json.Unsigned();
+    } else if (key == "cluster-size") {
+      cluster = json.Unsigned();
+    } else if (key == "format") {
+      out.format = json.String();
+    } else {
+      json.Skip();
+    }
+  });
+  json.End();
+  if (!size) json.Fail("no \"virtual-size\"");
+  out.virtual_size = *size;
+  if (cluster) {
+    if (*cluster < 512 || *cluster > (2u << 20) || (*cluster & (*cluster - 1))) {
+      json.Fail("\"cluster-size\" " + std::to_string(*cluster) +
+                " is not a power of two from 512 to 2M");
+    }
+    out.cluster_bits = static_cast<uint32_t>(std::countr_zero(*cluster));
+  }
+  return out;
+}
+
+ClusterHeader ParseClusterHeader(std::string_view text, const std::string& name) {
+  JsonText json(text, name + ": not the JSON {virtual_size, cluster_bits, data_clusters}");
+  std::optional<uint64_t> size, bits;
+  // Indices as (first, last) pairs: xapi's read_headers prints single indices, ordered by
+  // where the clusters sit in the file; qcow2-to-stdout's own callers print [first, last].
+  std::vector<std::pair<uint64_t, uint64_t>> runs;
+  bool have_clusters = false;
+  json.Object([&](const std::string& key) {
+    if (key == "virtual_size") {
+      size = json.Unsigned();
+    } else if (key == "cluster_bits") {
+      bits = json.Unsigned();
+    } else if (key == "data_clusters") {
+      have_clusters = true;
+      json.Array([&] {
+        if (json.Peek() != '[') {
+          const uint64_t i = json.Unsigned();
+          runs.emplace_back(i, i);
+          return;
+        }
+        uint64_t ends[2], n = 0;
+        json.Array([&] {
+          if (n == 2) json.Fail("a cluster range with more than two indices");
+          ends[n++] = json.Unsigned();
+        });
+        if (n != 2 || ends[0] > ends[1]) json.Fail("a cluster range that is not [first, last]");
+        runs.emplace_back(ends[0], ends[1]);
+      });
+    } else {
+      json.Skip();
+    }
+  });
+  json.End();
+  if (!size || !bits || !have_clusters) {
+    json.Fail("it lacks one of virtual_size, cluster_bits and data_clusters");
+  }
+  if (*bits < 9 || *bits > 21) {
+    json.Fail("cluster_bits is " + std::to_string(*bits) + ", not 9 to 21");
+  }
+  ClusterHeader out;
+  out.cluster_bits = static_cast<uint32_t>(*bits);
+  const uint64_t clusters = (*size + (uint64_t{1} << *bits) - 1) >> *bits;
+  ClusterMap::Builder b;
+  for (const auto& [first, last] : runs) {
+    if (last >= clusters) {
+      json.Fail("data cluster " + std::to_string(last) + " is past the end of a disk of " +
+                std::to_string(*size) + " bytes");
+    }
+    b.Add(first, last - first + 1);
+  }
+  out.data.size = *size;
+  const ClusterMap map = b.Build();
+  for (const ClusterMap::Run& r : map.runs()) {
+    const uint64_t offset = r.first << *bits;
+    AppendRange(out.data, offset, std::min(r.count << *bits, *size - offset));
+  }
+  return out;
 }
 
 DataRanges ReadDataRanges(const std::string& spec, const SourceOptions& options) {
@@ -202,11 +215,8 @@ DataRanges ReadDataRanges(const ImageChain& image, const std::string& spec) {
   DataRanges out;
   out.size = image.size();
   for (const ChainExtent& e : image.Extents()) {
-    if (e.kind != ChainExtent::Kind::kData && e.kind != ChainExtent::Kind::kCompressed) continue;
-    if (!out.ranges.empty() && out.ranges.back().first + out.ranges.back().second == e.guest) {
-      out.ranges.back().second += e.length;
-    } else {
-      out.ranges.emplace_back(e.guest, e.length);
+    if (e.kind == ChainExtent::Kind::kData || e.kind == ChainExtent::Kind::kCompressed) {
+      AppendRange(out, e.guest, e.length);
     }
   }
   return out;

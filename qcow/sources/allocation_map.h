@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -25,6 +26,33 @@ struct DataRanges {
 // and "zero": false) and the size it covers (the end of its last entry). Throws FormatError
 // naming `name` and the byte where the text stops being such JSON.
 DataRanges ParseQemuImgMap(std::string_view json, const std::string& name);
+
+// What `qemu-img info --output=json` says of an image.
+struct ImageSummary {
+  uint64_t virtual_size = 0;
+  std::optional<uint32_t> cluster_bits;  // "cluster-size" as a power of two, when given
+  std::string format;
+};
+
+// Returns the virtual size, cluster size and format of qemu-img info JSON. Throws
+// FormatError naming `name` when the text is not such JSON or lacks the virtual size.
+ImageSummary ParseQemuImgInfo(std::string_view json, const std::string& name);
+
+// The JSON xapi's qcow-stream-tool read_headers prints (and QEMU's qcow2-to-stdout as xapi
+// ships it reads with --json-header): {"virtual_size": N, "cluster_bits": B,
+// "data_clusters": [...]}, the clusters as indices (in any order) or [first, last] pairs.
+struct ClusterHeader {
+  uint32_t cluster_bits = 16;
+  DataRanges data;  // the clusters as byte ranges, clipped at the virtual size
+};
+
+// Returns the header's allocation. Throws FormatError naming `name` when the text is not
+// such JSON, cluster_bits is outside 9..21 or a cluster lies past the virtual size.
+ClusterHeader ParseClusterHeader(std::string_view json, const std::string& name);
+
+// Returns everything left to read on fd (a pipe, say), named `name` in errors. Throws
+// std::system_error.
+std::string ReadAll(int fd, const std::string& name);
 
 // Reads the allocation that `spec` describes: a qcow2 image or VHD with its chain (data and
 // compressed clusters of any layer), or qemu-img map JSON in a file or, as "fd:N", on an

@@ -52,12 +52,13 @@ DeltaPlan ChainDelta(const ImageChain& chain, uint32_t depth, uint32_t bits) {
 
 DeltaPlan ComparedDelta(const Source& source, const Source& base, uint32_t bits,
                         const ProgressFn& progress) {
-  if (RoundUpToSector(source.size()) != RoundUpToSector(base.size())) {
-    throw UsageError(base.name() + " is " + std::to_string(base.size()) + " bytes and " +
-                     source.name() + " " + std::to_string(source.size()) +
-                     "; a delta by comparing contents needs disks of one size");
-  }
-  const ClusterMap candidates = ClusterMap::Union(source.Allocation(bits), base.Allocation(bits));
+  // A base of another size reads as zeros past its end (as a backing file does), and what
+  // it holds past the source's end is no part of the source.
+  const uint64_t clusters = (source.size() + (uint64_t{1} << bits) - 1) >> bits;
+  ClusterMap::Builder within;
+  within.Add(0, clusters);
+  const ClusterMap candidates = ClusterMap::Intersection(
+      ClusterMap::Union(source.Allocation(bits), base.Allocation(bits)), within.Build());
   const uint64_t cluster = uint64_t{1} << bits;
   // Compare up to 4 MiB at a time.
   const uint64_t batch = std::max<uint64_t>(1, (4u << 20) >> bits);

@@ -31,8 +31,9 @@ DeltaPlan ChainDelta(const ImageChain& chain, uint32_t depth, uint32_t bits);
 
 // Plans the delta of `source` over `base` by reading both: every cluster that either
 // allocates is compared; those that differ are data, or zero clusters where the source
-// reads as zeros. Progress goes to `progress` (bytes compared, bytes to compare). Throws
-// UsageError when the sizes differ.
+// reads as zeros. A base smaller than the source reads as zeros past its end; what a larger
+// one holds past the source's end is ignored. Progress goes to `progress` (bytes compared,
+// bytes to compare).
 DeltaPlan ComparedDelta(const Source& source, const Source& base, uint32_t bits,
                         const ProgressFn& progress);
 
