@@ -3,10 +3,14 @@
 #
 #   ./dev.sh demo    install what is missing, build, export a sample disk, check it with
 #                    qemu-img, import it back and compare
-#   ./dev.sh test    install what is missing, build, run the whole test suite, then the
-#                    unit and interop suites again built with AddressSanitizer and UBSan
+#   ./dev.sh test    install what is missing, build, run the whole test suite, build and
+#                    check the packages, try the static binary in an empty root, then run
+#                    the unit and interop suites again built with AddressSanitizer and UBSan
 #   ./dev.sh build   install what is missing and build
 #   ./dev.sh asan    the whole test suite built with AddressSanitizer and UBSan (build-asan/)
+#   ./dev.sh packages  the RPM (packaging/rpm/qcowfs.spec, a static binary) and the Debian
+#                    package, checked, in build-packages/; the static binary tried in an
+#                    empty root
 #   ./dev.sh fuzz    build the libFuzzer targets with clang (build-fuzz/) and run each for
 #                    FUZZ_SECONDS (default 600) on seeds made by qemu-img
 #
@@ -17,7 +21,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 
 PACKAGES=(build-essential cmake pkg-config libfuse3-dev fuse3 libcli11-dev libgtest-dev
   zlib1g-dev libzstd-dev qemu-utils util-linux groff-base bc python3 procps curl
-  libvhdi-utils python3-libvhdi)
+  libvhdi-utils python3-libvhdi rpm cpio file)
 
 install_deps() {
   local missing=()
@@ -62,19 +66,37 @@ sanitized_run() {
 SANITIZED_TARGETS=(qcowfs unit_tests export_interop_tests import_interop_tests fuzz_replay_tests
   crafted_import_tests chain_export_tests vhd_format_tests vhd_export_tests)
 
+# The packages (an RPM of the static binary and a Debian package of the same build), their
+# file lists and binaries checked, in build-packages/.
+build_packages() {
+  packaging/build-packages.sh build-packages
+}
+
+# The static binary from the RPM, alone in an empty root (mounts FUSE: not alongside the
+# serial FUSE suites).
+static_root_test() {
+  local version
+  version=$(sed -n 's/^project(qcowfs VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
+  tests/static/chroot_test.sh build-packages/unpacked/rpm/usr/bin/qcowfs "$version"
+}
+
 run_tests() {
   build
   # Unit, interop and tools suites in parallel.
   ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" -LE fuse
   # The FUSE suites run one at a time (RUN_SERIAL), which leaves a core idle: the sanitizer
-  # build takes it meanwhile, at low priority, its output kept for a failure.
-  local log="$BUILD_DIR/sanitized-build.log" fuse=0 asan=0 pid
-  (renice -n 10 "$BASHPID" >/dev/null && sanitized_build "${SANITIZED_TARGETS[@]}") > "$log" 2>&1 &
+  # build and then the packages take it meanwhile, at low priority, their output kept for a
+  # failure.
+  local log="$BUILD_DIR/background-builds.log" fuse=0 background=0 pid
+  (renice -n 10 "$BASHPID" >/dev/null && sanitized_build "${SANITIZED_TARGETS[@]}" &&
+    build_packages) > "$log" 2>&1 &
   pid=$!
   ctest --test-dir "$BUILD_DIR" --output-on-failure -L fuse || fuse=$?
-  wait "$pid" || asan=$?
-  if ((asan)); then cat "$log"; fi
-  if ((fuse || asan)); then return 1; fi
+  wait "$pid" || background=$?
+  if ((background)); then cat "$log"; fi
+  if ((fuse || background)); then return 1; fi
+  tail -1 "$log"
+  static_root_test
   sanitized_run 'unit|interop'
 }
 
@@ -135,9 +157,10 @@ demo() {
 
 case "${1:-}" in
   asan) install_deps && sanitized_build && sanitized_run '.*' ;;
+  packages) install_deps && build_packages && static_root_test ;;
   fuzz) fuzz ;;
   demo) demo ;;
   test) run_tests ;;
   build) build ;;
-  *) sed -n '2,13p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,/^# BUILD_DIR/p' "$0" >&2; exit 2 ;;
 esac

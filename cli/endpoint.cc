@@ -1,5 +1,6 @@
 #include "cli/endpoint.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <sys/socket.h>
@@ -7,8 +8,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <system_error>
+#include <vector>
 
 #include "qcow/format/errors.h"
 
@@ -51,18 +54,68 @@ std::pair<std::string, std::string> HostPort(const std::string& text, const std:
   return {host, text.substr(colon + 1)};
 }
 
-int Tcp(const std::string& text, const std::string& spec, bool listen_one) {
-  auto [host, port] = HostPort(text, spec);
+struct Address {
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+};
+
+// Returns the addresses HOST and PORT name.
+std::vector<Address> Resolve(const std::string& host, const std::string& port, bool passive,
+                             const std::string& spec) {
+  std::vector<Address> out;
+#ifdef QCOWFS_STATIC
+  // A static glibc cannot load the NSS modules that name lookup needs: numeric addresses only.
+  (void)passive;
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long n = std::strtoul(port.c_str(), &end, 10);
+  if (port.empty() || *end || errno || n > 65535) {
+    throw qcow::UsageError("'" + spec +
+                           "': the port must be a number (this static build of "
+                           "qcowfs looks up no service names)");
+  }
+  Address a;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&a.addr);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.addr);
+  if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(n));
+    a.len = sizeof *v4;
+  } else if (::inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(n));
+    a.len = sizeof *v6;
+  } else {
+    throw qcow::UsageError("'" + spec + "': this static build of qcowfs looks up no host " +
+                           "names; give the host as a numeric address (such as 127.0.0.1 or " +
+                           "[::1])");
+  }
+  out.push_back(a);
+#else
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = listen_one ? AI_PASSIVE : 0;
+  hints.ai_flags = passive ? AI_PASSIVE : 0;
   addrinfo* res = nullptr;
   if (int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res)) {
     throw std::runtime_error("cannot resolve " + spec + ": " + gai_strerror(rc));
   }
-  int err = 0;
   for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-    int s = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    Address a;
+    std::memcpy(&a.addr, ai->ai_addr, ai->ai_addrlen);
+    a.len = ai->ai_addrlen;
+    out.push_back(a);
+  }
+  ::freeaddrinfo(res);
+#endif
+  return out;
+}
+
+int Tcp(const std::string& text, const std::string& spec, bool listen_one) {
+  auto [host, port] = HostPort(text, spec);
+  int err = 0;
+  for (const Address& a : Resolve(host, port, listen_one, spec)) {
+    const auto* sa = reinterpret_cast<const sockaddr*>(&a.addr);
+    int s = ::socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s < 0) {
       err = errno;
       continue;
@@ -70,24 +123,21 @@ int Tcp(const std::string& text, const std::string& spec, bool listen_one) {
     if (listen_one) {
       int one = 1;
       ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-      if (::bind(s, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(s, 1) == 0) {
+      if (::bind(s, sa, a.len) == 0 && ::listen(s, 1) == 0) {
         int c;
         do c = ::accept4(s, nullptr, nullptr, SOCK_CLOEXEC);
         while (c < 0 && errno == EINTR);
         err = errno;
         ::close(s);
-        ::freeaddrinfo(res);
         if (c < 0) throw std::system_error(err, std::generic_category(), "accepting on " + spec);
         return c;
       }
-    } else if (::connect(s, ai->ai_addr, ai->ai_addrlen) == 0) {
-      ::freeaddrinfo(res);
+    } else if (::connect(s, sa, a.len) == 0) {
       return s;
     }
     err = errno;
     ::close(s);
   }
-  ::freeaddrinfo(res);
   throw std::system_error(err, std::generic_category(),
                           (listen_one ? "listening on " : "connecting to ") + spec);
 }

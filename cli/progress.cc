@@ -21,7 +21,7 @@ Progress::Progress(const ProgressArgs& args) : start_(std::chrono::steady_clock:
 }
 
 void Progress::Emit(int percent) {
-  char digits[8];
+  char digits[12];  // room for any int, though percent is 0..100
   std::snprintf(digits, sizeof digits, "%03d", percent);
   for (size_t off = 0; off < 3;) {
     ssize_t n = ::write(machine_fd_, digits + off, 3 - off);

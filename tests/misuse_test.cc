@@ -94,6 +94,12 @@ TEST(Misuse, DirectoryTargetsAndUnusableSpoolDirectoriesAreUsageErrors) {
       EXPECT_FALSE(IsMounted(dir / "mnt")) << cmd;
     }
   }
+  // The default directory ($TMPDIR) missing is no reason to refuse an import that never
+  // spills (an empty root has no /tmp).
+  auto r = Sh("TMPDIR=/nonexistent/qcowfs timeout 60 " + Q() + " serve --destination " +
+              Quote(dir / "target") + " < " + Quote(img));
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output, "");
 }
 
 TEST(Misuse, ServeOutlivesItsProgressReaderAndFailsClearlyWhenStopped) {

@@ -82,7 +82,11 @@ void Spool::WriteFile(uint64_t offset, std::span<const uint8_t> bytes) {
       // File systems without O_TMPFILE: a named file, unlinked at once.
       std::string path = limits_.dir + "/qcowfs-spool-XXXXXX";
       fd_ = ::mkostemp(path.data(), O_CLOEXEC);
-      if (fd_ < 0) ThrowErrno("creating a spool file in " + limits_.dir);
+      if (fd_ < 0) {
+        ThrowErrno("creating a spool file in " + limits_.dir +
+                   " (image bytes that came before their tables exceed the spool's memory; "
+                   "give --spool-dir)");
+      }
       ::unlink(path.c_str());
     }
   }
