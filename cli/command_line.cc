@@ -323,6 +323,7 @@ int RunCommandLine(int argc, char** argv) {
       std::string(qcow2_to_stdout ? "qcow2-to-stdout (qcowfs) " : "qcowfs ") + QCOWFS_VERSION);
   int exit_code = kExitOk;
   auto direct = std::make_shared<Qcow2ToStdoutArgs>();
+  direct->program = "qcow2-to-stdout";
   if (qcow2_to_stdout) {
     AddQcow2ToStdoutOptions(&app, *direct);
     app.callback([direct, &exit_code] { exit_code = RunQcow2ToStdout(*direct); });
@@ -333,6 +334,9 @@ int RunCommandLine(int argc, char** argv) {
     AddServeCommands(app, &exit_code);
     AddInspectCommands(app, &exit_code);
     AddQcow2ToStdoutCommand(app, &exit_code);
+    for (CLI::App* sub : app.get_subcommands({})) {
+      sub->set_version_flag("--version", std::string("qcowfs ") + QCOWFS_VERSION);
+    }
   }
   const char* prog = qcow2_to_stdout ? "qcow2-to-stdout" : "qcowfs";
   try {
@@ -344,7 +348,10 @@ int RunCommandLine(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "%s: error: %s (see %s --help)\n", prog, e.what(), prog);
+    // Point at the help of the subcommand the error is in.
+    std::string help = prog;
+    for (const CLI::App* sub : app.get_subcommands()) help += " " + sub->get_name();
+    std::fprintf(stderr, "%s: error: %s (see %s --help)\n", prog, e.what(), help.c_str());
     return kExitUsage;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: error: %s\n", prog, e.what());

@@ -8,6 +8,7 @@
 
 #include "cli/size_arg.h"
 #include "qcow/format/errors.h"
+#include "qcow/format/format.h"
 #include "qcow/sources/allocation_map.h"
 #include "qcow/sources/chain_source.h"
 #include "qcow/sources/delta.h"
@@ -18,10 +19,7 @@ namespace qcowfs {
 namespace {
 
 uint32_t ClusterBits(const std::string& text) {
-  const uint64_t size = ParseSize(text);
-  for (uint32_t bits = 9; bits <= 21; ++bits) {
-    if (size == (uint64_t{1} << bits)) return bits;
-  }
+  if (const auto bits = qcow::ClusterBitsOf(ParseSize(text))) return *bits;
   throw qcow::UsageError("--cluster-size is " + text +
                          "; qcow2 allows a power of two from 512 to 2M");
 }

@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <bit>
 #include <charconv>
 #include <csignal>
 #include <cstdio>
@@ -27,19 +26,22 @@ struct Hint {
   std::optional<uint32_t> cluster_bits;  // its qcow2 cluster size
   std::optional<uint64_t> size;          // its virtual size (qemu-img info)
   std::string name;                      // where the allocation came from, for messages
+  std::string size_name;                 // where the size came from
 };
-
-void Warn(const std::string& what) { std::fprintf(stderr, "qcowfs: warning: %s\n", what.c_str()); }
 
 // Returns the descriptor an option names, or nullopt (with a warning) for a value that is
 // not a number: xapi leaves its placeholder there when it has no pipe to pass.
-std::optional<int> Descriptor(const std::string& option, const std::string& value) {
-  if (value.empty()) return std::nullopt;
+std::optional<int> Descriptor(const std::string& program, const std::string& option,
+                              const std::optional<std::string>& value) {
+  if (!value) return std::nullopt;
   int fd = -1;
-  const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), fd);
-  if (ec != std::errc() || end != value.data() + value.size() || fd < 0) {
-    Warn("ignoring " + option + " '" + value +
-         "': not a descriptor number (the disk is read instead)");
+  const char* end = value->data() + value->size();
+  const auto [stop, ec] = std::from_chars(value->data(), end, fd);
+  if (value->empty() || ec != std::errc() || stop != end || fd < 0) {
+    std::fprintf(stderr,
+                 "%s: warning: ignoring %s '%s': not a descriptor number (the disk is read "
+                 "instead)\n",
+                 program.c_str(), option.c_str(), value->c_str());
     return std::nullopt;
   }
   return fd;
@@ -47,24 +49,26 @@ std::optional<int> Descriptor(const std::string& option, const std::string& valu
 
 // Reads the hints of one disk: qemu-img map and info JSON on descriptors, or the
 // read_headers JSON on header_fd.
-Hint ReadHint(const std::string& prefix, const std::string& map_value,
-              const std::string& info_value, std::optional<int> header_fd,
+Hint ReadHint(const std::string& program, const std::string& prefix,
+              const std::optional<std::string>& map_value,
+              const std::optional<std::string>& info_value, std::optional<int> header_fd,
               const std::string& header_name) {
   Hint h;
-  const std::optional<int> map_fd = Descriptor(prefix + "-map", map_value);
-  const std::optional<int> info_fd = Descriptor(prefix + "-info", info_value);
+  const std::optional<int> map_fd = Descriptor(program, prefix + "-map", map_value);
+  const std::optional<int> info_fd = Descriptor(program, prefix + "-info", info_value);
   if (header_fd && (map_fd || info_fd)) {
     throw qcow::UsageError("give " + header_name + " or " + prefix + "-map/-info, not both");
   }
   if (map_fd) {
-    h.name = prefix + "-map " + map_value;
-    h.data = qcow::ParseQemuImgMap(qcow::ReadAll(*map_fd, "fd:" + map_value), h.name);
+    h.name = prefix + "-map " + *map_value;
+    h.data = qcow::ParseQemuImgMap(qcow::ReadAll(*map_fd, "fd:" + *map_value), h.name);
   }
   if (info_fd) {
-    const std::string name = prefix + "-info " + info_value;
+    const std::string name = prefix + "-info " + *info_value;
     const qcow::ImageSummary info =
-        qcow::ParseQemuImgInfo(qcow::ReadAll(*info_fd, "fd:" + info_value), name);
+        qcow::ParseQemuImgInfo(qcow::ReadAll(*info_fd, "fd:" + *info_value), name);
     h.size = info.virtual_size;
+    h.size_name = name;
     h.cluster_bits = info.cluster_bits;
   }
   if (header_fd) {
@@ -73,6 +77,7 @@ Hint ReadHint(const std::string& prefix, const std::string& map_value,
         qcow::ParseClusterHeader(qcow::ReadAll(*header_fd, header_name), header_name);
     h.cluster_bits = header.cluster_bits;
     h.size = header.data.size;
+    h.size_name = header_name;
     h.data = std::move(header.data);
   }
   return h;
@@ -82,12 +87,26 @@ Hint ReadHint(const std::string& prefix, const std::string& map_value,
 std::unique_ptr<qcow::Source> OpenWithHint(const std::string& path, Hint& hint) {
   std::unique_ptr<qcow::Source> disk = qcow::OpenRawSource(path, false);
   if (hint.size && *hint.size != qcow::RoundUpToSector(disk->size())) {
-    throw qcow::UsageError(path + " is " + std::to_string(disk->size()) +
-                           " bytes but its JSON header describes a disk of " +
-                           std::to_string(*hint.size) + " bytes");
+    throw qcow::FormatError(hint.size_name + " describes a disk of " + std::to_string(*hint.size) +
+                            " bytes, but " + path + " is " + std::to_string(disk->size()) +
+                            " bytes");
   }
   if (hint.data) disk = qcow::WithAllocation(std::move(disk), std::move(*hint.data), hint.name);
   return disk;
+}
+
+// Returns the cluster bits -c asks for, as qcow2-to-stdout.py takes it: decimal bytes.
+uint32_t ClusterBitsArg(const std::string& text) {
+  uint64_t size = 0;
+  const char* end = text.data() + text.size();
+  const auto [stop, ec] = std::from_chars(text.data(), end, size);
+  const std::optional<uint32_t> bits =
+      ec == std::errc() && stop == end ? qcow::ClusterBitsOf(size) : std::nullopt;
+  if (!bits) {
+    throw qcow::UsageError("-c " + text +
+                           ": the cluster size is a power of two from 512 to 2097152 bytes");
+  }
+  return *bits;
 }
 
 }  // namespace
@@ -102,33 +121,25 @@ int RunQcow2ToStdout(const Qcow2ToStdoutArgs& a) {
     throw qcow::UsageError("-r " + std::to_string(a.refcount_bits) +
                            ": qcowfs writes 16-bit refcounts only");
   }
-  const bool has_diff_hint =
-      !a.json_header_diff.empty() || !a.diff_map_fd.empty() || !a.diff_info_fd.empty();
+  const bool has_diff_hint = a.json_header_diff || a.diff_map_fd || a.diff_info_fd;
   if (a.diff.empty() && has_diff_hint) {
     throw qcow::UsageError("--json-header-diff* describe the --diff base; give --diff BASE");
   }
   if (::isatty(STDOUT_FILENO)) {
     throw qcow::UsageError("refusing to write a qcow2 image to a terminal; redirect stdout");
   }
-  Hint top = ReadHint("--json-header", a.map_fd, a.info_fd,
+  Hint top = ReadHint(a.program, "--json-header", a.map_fd, a.info_fd,
                       a.json_header ? std::optional<int>(STDIN_FILENO) : std::nullopt,
                       "--json-header (stdin)");
   std::unique_ptr<qcow::Source> source = OpenWithHint(a.input, top);
-  uint32_t bits = top.cluster_bits.value_or(16);
-  if (a.cluster_size) {
-    const uint64_t c = *a.cluster_size;
-    if (c < 512 || c > (2u << 20) || !std::has_single_bit(c)) {
-      throw qcow::UsageError("-c " + std::to_string(c) +
-                             ": the cluster size is a power of two from 512 to 2097152");
-    }
-    bits = static_cast<uint32_t>(std::countr_zero(c));
-  }
+  const uint32_t bits =
+      a.cluster_size ? ClusterBitsArg(*a.cluster_size) : top.cluster_bits.value_or(16);
 
   qcow::ClusterMap data;
   if (!a.diff.empty()) {
-    Hint base_hint =
-        ReadHint("--json-header-diff", a.diff_map_fd, a.diff_info_fd,
-                 Descriptor("--json-header-diff", a.json_header_diff), "--json-header-diff");
+    Hint base_hint = ReadHint(a.program, "--json-header-diff", a.diff_map_fd, a.diff_info_fd,
+                              Descriptor(a.program, "--json-header-diff", a.json_header_diff),
+                              "--json-header-diff");
     const std::unique_ptr<qcow::Source> base = OpenWithHint(a.diff, base_hint);
     // Every cluster either disk may hold data in is compared; a cluster that now reads as
     // zeros over base data is exported as a data cluster of zeros, as the importers that

@@ -9,22 +9,25 @@
 namespace qcowfs {
 
 struct Qcow2ToStdoutArgs {
-  std::string input;                     // the VDI's device (its guest bytes, read raw)
-  std::string diff;                      // --diff BASE: only what differs from BASE
-  std::optional<uint64_t> cluster_size;  // -c BYTES
-  uint32_t refcount_bits = 16;           // -r BITS (only 16)
-  bool data_file = false;                // -d / -R: refused (no external data files)
+  std::string program = "qcowfs";           // the name messages start with
+  std::string input;                        // the VDI's device (its guest bytes, read raw)
+  std::string diff;                         // --diff BASE: only what differs from BASE
+  std::optional<std::string> cluster_size;  // -c BYTES, as typed
+  uint32_t refcount_bits = 16;              // -r BITS (only 16)
+  bool data_file = false;                   // -d / -R: refused (no external data files)
   bool data_file_raw = false;
   // Allocation hints, so that only clusters holding data are read: qemu-img map and info
   // --output=json of the VDI's qcow2 file on descriptors (as xapi passes them), or the JSON
   // {virtual_size, cluster_bits, data_clusters} on stdin (--json-header) or a descriptor.
   bool json_header = false;
-  std::string json_header_diff;
-  std::string map_fd, info_fd, diff_map_fd, diff_info_fd;
+  // Descriptor numbers as typed (xapi may leave a placeholder that is not a number).
+  std::optional<std::string> json_header_diff;
+  std::optional<std::string> map_fd, info_fd, diff_map_fd, diff_info_fd;
 };
 
 // Writes the image to standard output; returns the exit status. Throws UsageError,
-// FormatError (a JSON hint that cannot be used) and std::system_error.
+// FormatError (a JSON hint that cannot be used or describes another disk) and
+// std::system_error.
 int RunQcow2ToStdout(const Qcow2ToStdoutArgs& args);
 
 }  // namespace qcowfs

@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "image_recipes.h"
 #include "mount_fixture.h"
 #include "test_util.h"
@@ -79,6 +81,31 @@ TEST_F(Access, WithAllowOtherTheDisksPermissionsDecide) {
   unlink(copy.c_str());
   // The owner (root) still imports.
   EXPECT_EQ(Sh("cat " + Quote(img_) + " > " + Quote(priv / "import.qcow2")).status, 0);
+}
+
+// The commands without a mount open disks as whoever runs them: another user gets one line
+// naming the disk and "Permission denied", and writes nothing.
+TEST_F(Access, CommandsAsAnotherUserCannotReadARootOnlyDisk) {
+  const std::string out = "/tmp/qcowfs-access-out-" + std::to_string(getpid());
+  const std::string priv = dir_ / "private", target = dir_ / "target";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"qcow2-to-stdout " + Quote(priv) + " > " + out, priv},
+      {"qcow2-to-stdout " + Quote(dir_ / "public") + " --diff " + Quote(priv) + " > " + out, priv},
+      {"stream --source " + Quote(priv) + " --destination " + out, priv},
+      {"stream_decode " + Quote(target) + " < " + Quote(img_), target},
+  };
+  for (const auto& [cmd, named] : cases) {
+    SCOPED_TRACE(cmd);
+    const auto r = AsNobody("rm -f " + out + "; " + Quote(QcowfsBinary()) + " " + cmd);
+    EXPECT_EQ(r.status, 1) << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+    EXPECT_EQ(r.output.rfind("qcowfs: error: ", 0), 0u) << r.output;
+    EXPECT_NE(r.output.find("Permission denied"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(named), std::string::npos) << r.output;
+    struct stat st {};
+    EXPECT_TRUE(stat(out.c_str(), &st) != 0 || st.st_size == 0) << "an image was written";
+  }
+  unlink(out.c_str());
 }
 
 }  // namespace

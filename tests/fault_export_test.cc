@@ -62,6 +62,30 @@ TEST(FaultExport, UnreadableSourceRangeIsAnErrorForEveryReader) {
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
 }
 
+// xapi's export tool over a device with an unreadable page: whether it scans the disk, reads
+// the clusters a JSON header names, or compares against a base that fails, it exits 1 with
+// one line naming the failure.
+TEST(FaultExport, UnreadableDeviceFailsQcow2ToStdout) {
+  TempDir dir;
+  WriteAt(dir / "back", 0, RandomBytes(8 << 20, 7));
+  FaultyFile faulty(dir / "back", dir / "faulty", 3 << 20, (3 << 20) + 4096);
+  ASSERT_TRUE(faulty.ok());
+  ASSERT_EQ(Sh("ln -s " + Quote(Q()) + " " + Quote(dir / "qcow2-to-stdout")).status, 0);
+  const std::string dev = Quote(faulty.path()), good = Quote(dir / "back");
+  const std::string header =
+      R"('{"virtual_size": 8388608, "cluster_bits": 16, "data_clusters": [[40, 50]]}')";
+  for (const std::string& args : {dev, dev + " --json-header < <(echo " + header + ")",
+                                  good + " --diff " + dev, dev + " --diff " + good}) {
+    SCOPED_TRACE(args);
+    const auto r = Sh("bash -c " + Quote("timeout 60 " + Quote(dir / "qcow2-to-stdout") + " " +
+                                         args + " > " + Quote(dir / "out")));
+    EXPECT_EQ(r.status, 1) << r.output;
+    EXPECT_EQ(r.output.rfind("qcow2-to-stdout: error: ", 0), 0u) << r.output;
+    EXPECT_NE(r.output.find("Input/output error"), std::string::npos) << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  }
+}
+
 // A VHD whose block data cannot be read: its metadata reads, so it mounts, but every reader
 // of the exported range fails, and stream names the file and the failure.
 TEST(FaultExport, UnreadableVhdBlockIsAnErrorForEveryReader) {

@@ -95,6 +95,16 @@ TEST(ClusterHeaderJson, TakesIndicesInAnyOrderAndPairs) {
   h = qcow::ParseClusterHeader(R"({"virtual_size": 0, "cluster_bits": 21, "data_clusters": []})",
                                "h");
   EXPECT_TRUE(h.data.ranges.empty());
+  // The clusters before the size, the last one partial.
+  h = qcow::ParseClusterHeader(
+      R"({"data_clusters": [2, [0, 0]], "cluster_bits": 16, "virtual_size": 131073})", "h");
+  EXPECT_EQ(h.data.ranges, (Ranges{{0, 65536}, {131072, 1}}));
+  // A size at the top of 64 bits does not wrap the cluster count.
+  h = qcow::ParseClusterHeader(
+      R"({"virtual_size": 18446744073709551615, "cluster_bits": 9, "data_clusters": [)"
+      R"(36028797018963967]})",
+      "h");
+  EXPECT_EQ(h.data.ranges, (Ranges{{18446744073709551104u, 511}}));
 }
 
 TEST(ClusterHeaderJson, RefusesWhatItCannotTrust) {
@@ -110,6 +120,12 @@ TEST(ClusterHeaderJson, RefusesWhatItCannotTrust) {
            R"({"virtual_size": 65536, "cluster_bits": 16, "data_clusters": [[0, 0, 0]]})",
            R"({"virtual_size": 65536, "cluster_bits": 16, "data_clusters": [0.5]})",
            R"({"virtual_size": 65536, "cluster_bits": 16, "data_clusters": [0]}{})",
+           // Clusters before the size, still past the end; and ends that would wrap.
+           R"({"data_clusters": [0, 2], "virtual_size": 131072, "cluster_bits": 16})",
+           R"({"data_clusters": [[0, 18446744073709551615]], "virtual_size": 65536,
+               "cluster_bits": 16})",
+           R"({"virtual_size": 18446744073709551615, "cluster_bits": 9,
+               "data_clusters": [36028797018963968]})",
        }) {
     EXPECT_THROW(qcow::ParseClusterHeader(bad, "h"), qcow::FormatError) << bad;
   }

@@ -128,4 +128,24 @@ TEST(Misuse, ServeOutlivesItsProgressReaderAndFailsClearlyWhenStopped) {
   EXPECT_EQ(Lines(r.output), 2) << r.output;
 }
 
+// Every subcommand answers --version as the tool does, and a usage error names the help of
+// the subcommand it is in.
+TEST(Misuse, SubcommandsAnswerVersionAndPointAtTheirHelp) {
+  const auto version = Sh(Q() + " --version");
+  ASSERT_EQ(version.status, 0) << version.output;
+  ASSERT_EQ(version.output.rfind("qcowfs ", 0), 0u) << version.output;
+  for (const std::string sub : {"mount", "stream", "serve", "stream_decode", "info", "map", "check",
+                                "read_headers", "qcow2-to-stdout"}) {
+    SCOPED_TRACE(sub);
+    const auto r = Sh(Q() + " " + sub + " --version");
+    EXPECT_EQ(r.status, 0) << r.output;
+    EXPECT_EQ(r.output, version.output);
+    const auto bad = Sh(Q() + " " + sub + " --no-such-option < /dev/null");
+    EXPECT_EQ(bad.status, 2) << bad.output;
+    EXPECT_EQ(Lines(bad.output), 1) << bad.output;
+    EXPECT_EQ(bad.output.rfind("qcowfs: error: ", 0), 0u) << bad.output;
+    EXPECT_NE(bad.output.find("(see qcowfs " + sub + " --help)"), std::string::npos) << bad.output;
+  }
+}
+
 }  // namespace

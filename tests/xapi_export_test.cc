@@ -157,6 +157,23 @@ TEST_F(XapiExport, FullExportWithoutQcowFileScansForZeros) {
   EXPECT_EQ(MappedClusters(out, 16, false), (Runs{{0, 64}, {321, 15}, {480, 1}, {640, 2}}));
 }
 
+// Descriptor options whose value is empty (a placeholder emptied rather than replaced) are
+// ignored with one warning line each; the disk is read instead, so the image is whole.
+TEST_F(XapiExport, EmptyDescriptorIsIgnoredWithAWarning) {
+  ToolSpec spec = ExportSpec("");
+  spec.args.insert(spec.args.end(), {"--json-header-map", "", "--json-header-info", ""});
+  const std::string out = dir_ / "out.qcow2";
+  const ToolRun run = Get(spec, out);
+  EXPECT_EQ(run.log,
+            "qcow2-to-stdout: warning: ignoring --json-header-map '': not a descriptor number "
+            "(the disk is read instead)\n"
+            "qcow2-to-stdout: warning: ignoring --json-header-info '': not a descriptor number "
+            "(the disk is read instead)\n")
+      << run.command;
+  ExpectFullImage(out);
+  EXPECT_EQ(MappedClusters(out, 16, false), (Runs{{0, 64}, {321, 15}, {480, 1}, {640, 2}}));
+}
+
 TEST_F(XapiExport, DiffWithBothMapsHoldsOnlyWhatChanged) {
   const std::string out = dir_ / "diff.qcow2";
   const ToolRun run =
@@ -184,8 +201,9 @@ TEST_F(XapiExport, DiffWithoutMapsComparesTheDisks) {
     SCOPED_TRACE("only the base has one: xapi leaves its placeholders in the arguments");
     const std::string out = dir_ / "diff3.qcow2";
     const ToolRun run = Get(ExportSpec("", snap_dev_->device(), dir_ / "snap.qcow2"), out);
-    EXPECT_NE(run.log.find("warning: ignoring --json-header-diff-map '" + kUnreplaced),
-              std::string::npos)
+    EXPECT_NE(
+        run.log.find("qcow2-to-stdout: warning: ignoring --json-header-diff-map '" + kUnreplaced),
+        std::string::npos)
         << run.log;
     ExpectDiff(out);
   }
@@ -246,7 +264,7 @@ TEST_F(XapiExport, BadInputIsOneLineAndNoImage) {
       {"the JSON of another disk",
        "--json-header-map 5 --json-header-info 6 5< <(" + QemuImg("map", other) + ") 6< <(" +
            QemuImg("info", other) + ")",
-       2, "134217728"},
+       3, "134217728"},
       {"a map that is not JSON", "--json-header-map 5 5< <(echo '[{\"start\": 0,')", 3,
        "not qemu-img map JSON"},
       {"info that is not JSON", "--json-header-info 5 5< <(echo nope)", 3,
@@ -262,6 +280,9 @@ TEST_F(XapiExport, BadInputIsOneLineAndNoImage) {
       {"an external data file", "-d", 2, "external data file"},
       {"8-bit refcounts", "-r 8", 2, "16-bit"},
       {"a cluster size that is no power of two", "-c 3000", 2, "power of two"},
+      {"a negative cluster size", "-c -5", 2, "-c -5"},
+      {"a cluster size past 64 bits", "-c 99999999999999999999999", 2,
+       "-c 99999999999999999999999"},
       {"the base's JSON without --diff", "--json-header-diff-map 5 5</dev/null", 2, "--diff"},
       {"a base that does not exist", "--diff " + Quote(dir_ / "missing"), 1, "missing"},
       {"both JSON forms", "--json-header --json-header-map 5 5</dev/null < /dev/null", 2,

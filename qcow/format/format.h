@@ -1,7 +1,9 @@
 // On-disk constants of qcow2, named after QEMU's docs/interop/qcow2.txt.
 #pragma once
 
+#include <bit>
 #include <cstdint>
+#include <optional>
 
 namespace qcow {
 
@@ -10,6 +12,14 @@ inline constexpr uint32_t kQcowMagic = 0x514649fb;
 // "Header": cluster_bits must be at least 9; QEMU caps it at 21 (2 MiB clusters).
 inline constexpr uint32_t kMinClusterBits = 9;
 inline constexpr uint32_t kMaxClusterBits = 21;
+// Returns log2 of a cluster size qcow2 allows (a power of two from 512 to 2 MiB), or
+// nullopt for any other size.
+inline constexpr std::optional<uint32_t> ClusterBitsOf(uint64_t cluster_size) {
+  if (!std::has_single_bit(cluster_size)) return std::nullopt;
+  const auto bits = static_cast<uint32_t>(std::countr_zero(cluster_size));
+  if (bits < kMinClusterBits || bits > kMaxClusterBits) return std::nullopt;
+  return bits;
+}
 // "Header": version 3 header is at least 104 bytes; 112 includes compression_type + padding.
 inline constexpr uint32_t kV3MinHeaderLength = 104;
 inline constexpr uint32_t kV3HeaderLength = 112;

@@ -118,11 +118,12 @@ ImageSummary ParseQemuImgInfo(std::string_view text, const std::string& name) {
   if (!size) json.Fail("no \"virtual-size\"");
   out.virtual_size = *size;
   if (cluster) {
-    if (*cluster < 512 || *cluster > (2u << 20) || (*cluster & (*cluster - 1))) {
+    const std::optional<uint32_t> bits = ClusterBitsOf(*cluster);
+    if (!bits) {
       json.Fail("\"cluster-size\" " + std::to_string(*cluster) +
                 " is not a power of two from 512 to 2M");
     }
-    out.cluster_bits = static_cast<uint32_t>(std::countr_zero(*cluster));
+    out.cluster_bits = *bits;
   }
   return out;
 }
@@ -130,9 +131,15 @@ ImageSummary ParseQemuImgInfo(std::string_view text, const std::string& name) {
 ClusterHeader ParseClusterHeader(std::string_view text, const std::string& name) {
   JsonText json(text, name + ": not the JSON {virtual_size, cluster_bits, data_clusters}");
   std::optional<uint64_t> size, bits;
-  // Indices as (first, last) pairs: xapi's read_headers prints single indices, ordered by
-  // where the clusters sit in the file; qcow2-to-stdout's own callers print [first, last].
-  std::vector<std::pair<uint64_t, uint64_t>> runs;
+  // Indices come single (xapi's read_headers, ordered by where the clusters sit in the
+  // file) or as [first, last] pairs (qcow2-to-stdout's own callers). The keys may come in
+  // any order, so the highest index is checked against the disk's end afterwards.
+  ClusterMap::Builder b;
+  std::optional<uint64_t> highest;
+  auto add = [&](uint64_t first, uint64_t last) {
+    b.Add(first, last - first + 1);
+    highest = std::max(highest.value_or(0), last);
+  };
   bool have_clusters = false;
   json.Object([&](const std::string& key) {
     if (key == "virtual_size") {
@@ -144,7 +151,7 @@ ClusterHeader ParseClusterHeader(std::string_view text, const std::string& name)
       json.Array([&] {
         if (json.Peek() != '[') {
           const uint64_t i = json.Unsigned();
-          runs.emplace_back(i, i);
+          add(i, i);
           return;
         }
         uint64_t ends[2], n = 0;
@@ -153,7 +160,7 @@ ClusterHeader ParseClusterHeader(std::string_view text, const std::string& name)
           ends[n++] = json.Unsigned();
         });
         if (n != 2 || ends[0] > ends[1]) json.Fail("a cluster range that is not [first, last]");
-        runs.emplace_back(ends[0], ends[1]);
+        add(ends[0], ends[1]);
       });
     } else {
       json.Skip();
@@ -163,20 +170,16 @@ ClusterHeader ParseClusterHeader(std::string_view text, const std::string& name)
   if (!size || !bits || !have_clusters) {
     json.Fail("it lacks one of virtual_size, cluster_bits and data_clusters");
   }
-  if (*bits < 9 || *bits > 21) {
+  if (*bits < kMinClusterBits || *bits > kMaxClusterBits) {
     json.Fail("cluster_bits is " + std::to_string(*bits) + ", not 9 to 21");
+  }
+  const uint64_t clusters = (*size >> *bits) + ((*size & ((uint64_t{1} << *bits) - 1)) != 0);
+  if (highest && *highest >= clusters) {
+    json.Fail("data cluster " + std::to_string(*highest) + " is past the end of a disk of " +
+              std::to_string(*size) + " bytes");
   }
   ClusterHeader out;
   out.cluster_bits = static_cast<uint32_t>(*bits);
-  const uint64_t clusters = (*size + (uint64_t{1} << *bits) - 1) >> *bits;
-  ClusterMap::Builder b;
-  for (const auto& [first, last] : runs) {
-    if (last >= clusters) {
-      json.Fail("data cluster " + std::to_string(last) + " is past the end of a disk of " +
-                std::to_string(*size) + " bytes");
-    }
-    b.Add(first, last - first + 1);
-  }
   out.data.size = *size;
   const ClusterMap map = b.Build();
   for (const ClusterMap::Run& r : map.runs()) {
