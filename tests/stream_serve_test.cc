@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <future>
 #include <regex>
 
@@ -178,6 +179,67 @@ TEST_F(StreamServe, ServeFromEachKindOfSourceMatchesTheImage) {
            Quote(dir_ / "src") + " --destination unix:" + dir_.path() +
            "/s6 2>/dev/null && break; sleep 0.1; done; wait $!"),
         "unix listener");
+}
+
+// The source is 32 MiB + 1000 bytes; its image, like qemu-img's of it, rounds the virtual
+// size up to a sector. Imported back onto a disk of the source's own size (xapi's round trip
+// of such a VDI) it fits: the 24 bytes past the disk's end are zeros. Data there is refused
+// (exit 3 or EFBIG) and nothing is written past the disk's end.
+TEST_F(StreamServe, ImportsOntoATargetOfTheSourcesOddSize) {
+  const std::string img = *mount_ / "disk.qcow2";
+  const uint64_t size = (32 << 20) + 1000;
+  ASSERT_EQ(VirtualSize(img), (32 << 20) + 1024);
+  auto run = [&](const std::string& image, const std::string& t) -> CommandResult {
+    MakePatternTarget(dir_ / t, size);
+    if (t == "serve") {
+      return Sh(Q() + " serve --source " + Quote(image) + " --destination " + Quote(dir_ / t));
+    }
+    if (t == "stream_decode") {  // leaves what the image does not allocate: a new VDI's zeros
+      Sh("rm " + Quote(dir_ / t) + " && truncate -s " + std::to_string(size) + " " +
+         Quote(dir_ / t));
+      return Sh(Q() + " stream_decode " + Quote(dir_ / t) + " < " + Quote(image));
+    }
+    Mount m(dir_ / "mnt2", "--import " + Quote(dir_ / t));
+    if (!m.ok()) return {1, m.result().output};
+    auto w = Sh("cat " + Quote(image) + " > " + Quote(m / "import.qcow2"));
+    w.output += Sh("cat " + Quote(m / "import.status")).output;
+    EXPECT_TRUE(m.Unmount());
+    return w;
+  };
+  for (const std::string t : {"serve", "stream_decode", "mount"}) {
+    SCOPED_TRACE(t);
+    const auto r = run(img, t);
+    EXPECT_EQ(r.status, 0) << r.output;
+    EXPECT_EQ(Sh("cmp " + Quote(dir_ / "src") + " " + Quote(dir_ / t)).status, 0);
+  }
+  // The same image with a byte written past the disk's end.
+  const std::string odd = dir_ / "odd.qcow2";
+  ASSERT_EQ(Sh("cp " + Quote(img) + " " + Quote(odd) + " && qemu-io -f qcow2 -c 'write -P 7 " +
+               std::to_string(size + 23) + " 1' " + Quote(odd) + " > /dev/null")
+                .status,
+            0);
+  for (const std::string t : {"serve", "stream_decode", "mount"}) {
+    SCOPED_TRACE(t);
+    const auto r = run(odd, t);
+    if (t == "mount") {
+      EXPECT_NE(r.status, 0) << r.output;
+      EXPECT_NE(r.output.find("File too large"), std::string::npos) << r.output;
+      EXPECT_NE(r.output.find("state: failed"), std::string::npos) << r.output;
+    } else {
+      EXPECT_EQ(r.status, 3) << r.output;
+      EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+    }
+    EXPECT_NE(r.output.find("past the end of the target (" + std::to_string(size) + " bytes)"),
+              std::string::npos)
+        << r.output;
+    EXPECT_EQ(std::filesystem::file_size(dir_ / t), size) << "written past the end of the disk";
+  }
+  // One byte less than the image's data is refused on its header.
+  MakePatternTarget(dir_ / "short", size - 513);
+  const auto r =
+      Sh(Q() + " serve --source " + Quote(img) + " --destination " + Quote(dir_ / "short"));
+  EXPECT_EQ(r.status, 3) << r.output;
+  EXPECT_NE(r.output.find("the target holds only"), std::string::npos) << r.output;
 }
 
 TEST_F(StreamServe, ServeRefusesTruncatedAndBadStreams) {

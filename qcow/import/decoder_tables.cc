@@ -39,12 +39,14 @@ void StreamDecoder::TryParseHeader() {
 void StreamDecoder::ParseHeader(std::span<const uint8_t> head) {
   ImageInfo info = ParseImageHeader(head, options_.warn);
   if (!options_.delta) RefuseBackingFile(info);
-  if (info.virtual_size > options_.target_size) {
+  const uint64_t target = options_.target_size;
+  if (info.virtual_size > target && info.virtual_size > RoundUpToSector(target)) {
     throw TooLargeError("the image's virtual size is " + std::to_string(info.virtual_size) +
                         " bytes; the target holds only " + std::to_string(options_.target_size));
   }
   if (options_.on_header) options_.on_header(info);
   info_ = std::move(info);
+  guest_end_ = std::min(info_->virtual_size, target);
   const uint64_t c = info_->cluster_size;
   const QcowHeader& h = info_->header;
   structure_end_ = c;
@@ -453,7 +455,7 @@ void StreamDecoder::ShareDecodedCompressed(uint64_t start, uint64_t end, uint64_
         Refuse(who() + " does not decompress on a second reading");
       }
     } else {
-      sink_.Read(d.guest, out.data(), need);
+      ReadGuest(d.guest, out.data(), need);
     }
   } else if (last_cluster_start_ == start && !last_cluster_.empty()) {
     out = last_cluster_;

@@ -54,7 +54,10 @@ class TooLargeError : public FormatError {
 };
 
 struct DecoderOptions {
-  uint64_t target_size = UINT64_MAX;  // bytes the target can hold
+  // Bytes the target can hold. A target that is not whole sectors (a regular file) takes
+  // an image of its size rounded up to the sector, as qemu-img and qcowfs export it, when
+  // the image holds only zeros past the target's end.
+  uint64_t target_size = UINT64_MAX;
   Spool::Limits spool;
   std::function<void(const std::string&)> warn;  // non-fatal findings (dirty bit)
   // Called once the header is validated, before anything is written (e.g. to size or
@@ -100,7 +103,9 @@ class StreamDecoder {
   bool DiskComplete();
   // Ends the image: completes what is pending and throws FormatError naming the first
   // missing part if anything the image refers to never arrived. After Finish, every guest
-  // byte of [0, virtual size) has been written or zeroed through the sink.
+  // byte of [0, virtual size) has been written or zeroed through the sink (or left, where
+  // the options keep unallocated ranges), except a tail past the end of a target that is
+  // not whole sectors, which must read as zeros in the image.
   void Finish();
 
   // Returns the validated header, or null before it arrived.
@@ -139,6 +144,8 @@ class StreamDecoder {
   void UpdateMemory();
   void WriteGuest(uint64_t guest, const uint8_t* data, uint64_t n);
   void ZeroGuest(uint64_t guest, uint64_t n);
+  // Reads back guest bytes written earlier (zeros past guest_end_).
+  void ReadGuest(uint64_t guest, uint8_t* out, uint64_t n) const;
   // A range the image leaves unallocated: zeros, or untouched in a delta import.
   void Unallocated(uint64_t guest, uint64_t n);
   void FlushZeros();
@@ -214,6 +221,10 @@ class StreamDecoder {
   uint64_t structure_end_ = 0;  // highest end of header, tables, data, refcount structures
   bool finished_ = false;
   uint64_t guest_written_ = 0;
+  // Where guest bytes stop reaching the target: the virtual size, or the end of a target
+  // that is not whole sectors, for an image whose size was that rounded up (only zeros
+  // may lie past it).
+  uint64_t guest_end_ = 0;
   uint64_t zero_start_ = 0, zero_length_ = 0;  // coalesced zero range not yet emitted
 };
 
