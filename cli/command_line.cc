@@ -3,6 +3,7 @@
 #include "cli/command_line.h"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string_view>
@@ -339,6 +340,14 @@ int RunCommandLine(int argc, char** argv) {
     }
   }
   const char* prog = qcow2_to_stdout ? "qcow2-to-stdout" : "qcowfs";
+  if (!qcow2_to_stdout && argc > 1 && argv[1][0] != '-') {
+    const std::vector<CLI::App*> subs = app.get_subcommands({});
+    if (std::none_of(subs.begin(), subs.end(),
+                     [&](const CLI::App* s) { return s->get_name() == argv[1]; })) {
+      std::fprintf(stderr, "qcowfs: error: unknown command '%s' (see qcowfs --help)\n", argv[1]);
+      return kExitUsage;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -148,4 +148,56 @@ TEST(Misuse, SubcommandsAnswerVersionAndPointAtTheirHelp) {
   }
 }
 
+// A closed standard descriptor is never taken by the disk: with stdin closed the import
+// fails (empty input) instead of decoding the target onto itself, and with stderr closed
+// the error goes nowhere instead of into the disk.
+TEST(Misuse, ClosedStandardDescriptorsNeverReachTheDisk) {
+  TempDir dir;
+  // The disk is itself an image its size can take: read as the input, it would decode.
+  const std::string victim = dir / "victim";
+  ASSERT_EQ(Sh("qemu-img create -q -f qcow2 " + Quote(victim) +
+               " 64K && qemu-io -c 'write -P 1 0 "
+               "64k' " +
+               Quote(victim) + " > /dev/null && echo junk > " + Quote(dir / "junk"))
+                .status,
+            0);
+  const auto before = ReadFile(victim);
+  for (const std::string& cmd :
+       {"stream_decode " + Quote(victim) + " <&-",
+        "serve --source - --destination " + Quote(victim) + " <&-",
+        "stream_decode " + Quote(victim) + " < " + Quote(dir / "junk") + " 2>&-",
+        "serve --source - --destination " + Quote(victim) + " < " + Quote(dir / "junk") +
+            " 2>&- >&-"}) {
+    SCOPED_TRACE(cmd);
+    const auto r = Sh("timeout 60 " + Q() + " " + cmd);
+    EXPECT_NE(r.status, 0) << r.output;
+    EXPECT_TRUE(ReadFile(victim) == before) << "the disk was changed";
+  }
+}
+
+// An image with its dirty bit set that is refused on its header: the refusal is the one
+// line (the warning is for images that are imported).
+TEST(Misuse, RefusedDirtyImageIsOneLine) {
+  TempDir dir;
+  const std::string img = dir / "dirty.qcow2";
+  ASSERT_EQ(Sh("qemu-img create -q -f qcow2 " + Quote(img) + " 8M && printf '\\001' | dd of=" +
+               Quote(img) + " bs=1 seek=79 conv=notrunc status=none && truncate -s 1M " +
+               Quote(dir / "small") + " && truncate -s 8M " + Quote(dir / "big"))
+                .status,
+            0);
+  auto r = Sh(Q() + " stream_decode " + Quote(dir / "small") + " < " + Quote(img));
+  EXPECT_EQ(r.status, 3) << r.output;
+  EXPECT_EQ(Lines(r.output), 1) << r.output;
+  EXPECT_NE(r.output.find("the target holds only"), std::string::npos) << r.output;
+  r = Sh(Q() + " stream_decode " + Quote(dir / "big") + " < " + Quote(img));
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("warning: the image's dirty bit is set"), std::string::npos) << r.output;
+}
+
+TEST(Misuse, UnknownCommandIsNamed) {
+  const auto r = Sh(Q() + " bogus --source x");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_EQ(r.output, "qcowfs: error: unknown command 'bogus' (see qcowfs --help)\n");
+}
+
 }  // namespace

@@ -49,4 +49,22 @@ TEST(Spool, SplittingPiecesKeepsMemoryWithinTheBudget) {
   }
 }
 
+// Past its limit the spool refuses with a message that counts what the import needed to
+// hold, the piece that did not fit included.
+TEST(Spool, RefusalCountsTheBytesThatDidNotFit) {
+  TempDir dir;
+  qcow::Spool spool({.memory = 64 << 10, .dir = dir.path(), .limit = 1 << 20});
+  const auto data = RandomBytes(3 << 20, 5);
+  spool.Put(0, std::span(data).first(512 << 10));
+  try {
+    spool.Put(4 << 20, std::span(data).subspan(512 << 10, 2 << 20));
+    FAIL() << "a spool of 1 MiB took 2.5 MiB";
+  } catch (const qcow::SpoolFullError& e) {
+    EXPECT_NE(std::string(e.what()).find("waiting for the tables that place them: " +
+                                         std::to_string((512 << 10) + (2 << 20)) + " bytes"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 }  // namespace

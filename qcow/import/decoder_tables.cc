@@ -37,7 +37,9 @@ void StreamDecoder::TryParseHeader() {
 }
 
 void StreamDecoder::ParseHeader(std::span<const uint8_t> head) {
-  ImageInfo info = ParseImageHeader(head, options_.warn);
+  // Warnings wait until the header is accepted: a refused image gets its one line alone.
+  std::vector<std::string> warnings;
+  ImageInfo info = ParseImageHeader(head, [&](const std::string& w) { warnings.push_back(w); });
   if (!options_.delta) RefuseBackingFile(info);
   const uint64_t target = options_.target_size;
   if (info.virtual_size > target && info.virtual_size > RoundUpToSector(target)) {
@@ -45,6 +47,9 @@ void StreamDecoder::ParseHeader(std::span<const uint8_t> head) {
                         " bytes; the target holds only " + std::to_string(options_.target_size));
   }
   if (options_.on_header) options_.on_header(info);
+  if (options_.warn) {
+    for (const std::string& w : warnings) options_.warn(w);
+  }
   info_ = std::move(info);
   guest_end_ = std::min(info_->virtual_size, target);
   const uint64_t c = info_->cluster_size;

@@ -36,13 +36,13 @@ void Spool::Track() {
   peak_memory_ = std::max(peak_memory_, memory_bytes_ + other_memory_);
 }
 
-void Spool::CheckLimit(uint64_t adding) const {
+void Spool::CheckLimit(uint64_t adding_bytes, uint64_t adding_overhead) const {
   const uint64_t held = file_bytes_ + memory_bytes_ + other_memory_;
-  if (held + adding > limits_.limit) {
-    throw SpoolFullError("the import needs more than the spool limit of " + Size(limits_.limit) +
-                         " (image bytes waiting for the tables that place them: " + Size(bytes_) +
-                         "; decoder bookkeeping: " + Size(other_memory_) +
-                         "): raise --spool-limit");
+  if (held + adding_bytes + adding_overhead > limits_.limit) {
+    throw SpoolFullError(
+        "the import needs more than the spool limit of " + Size(limits_.limit) +
+        " (image bytes waiting for the tables that place them: " + Size(bytes_ + adding_bytes) +
+        "; decoder bookkeeping: " + Size(other_memory_) + "): raise --spool-limit");
   }
 }
 
@@ -50,7 +50,7 @@ void Spool::set_other_memory(uint64_t bytes) {
   other_memory_ = bytes;
   Shed();
   Track();
-  CheckLimit(0);
+  CheckLimit(0, 0);
 }
 
 // Moves pieces from memory to the spool file, front to back, until memory fits the budget
@@ -103,7 +103,7 @@ void Spool::WriteFile(uint64_t offset, std::span<const uint8_t> bytes) {
 void Spool::Put(uint64_t offset, std::span<const uint8_t> bytes) {
   if (bytes.empty()) return;
   Erase(offset, offset + bytes.size());
-  CheckLimit(bytes.size() + kPieceOverhead);
+  CheckLimit(bytes.size(), kPieceOverhead);
   const bool fits = memory_bytes_ + other_memory_ + bytes.size() + kPieceOverhead <= limits_.memory;
   // Continue the piece just before, when it is in memory: many small sequential writes then
   // cost one node, not one each.

@@ -70,7 +70,9 @@ class Spool {
     uint64_t skip;                // the piece's bytes start this far into `memory`
   };
   void WriteFile(uint64_t offset, std::span<const uint8_t> bytes);
-  void CheckLimit(uint64_t adding) const;
+  // Throws SpoolFullError when holding adding_bytes more image bytes (and adding_overhead
+  // of bookkeeping) would pass the limit.
+  void CheckLimit(uint64_t adding_bytes, uint64_t adding_overhead) const;
   void Shed();
   void Track();
   static uint64_t Cost(const Piece& p);
