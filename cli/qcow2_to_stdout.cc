@@ -86,11 +86,15 @@ Hint ReadHint(const std::string& program, const std::string& prefix,
 // Opens a disk raw with the allocation its hint gives, checking the hint is about it.
 std::unique_ptr<qcow::Source> OpenWithHint(const std::string& path, Hint& hint) {
   std::unique_ptr<qcow::Source> disk = qcow::OpenRawSource(path, false);
-  if (hint.size && *hint.size != qcow::RoundUpToSector(disk->size())) {
-    throw qcow::FormatError(hint.size_name + " describes a disk of " + std::to_string(*hint.size) +
-                            " bytes, but " + path + " is " + std::to_string(disk->size()) +
-                            " bytes");
-  }
+  auto check = [&](const std::string& name, uint64_t described) {
+    if (!qcow::DescribesDiskOf(described, disk->size())) {
+      throw qcow::FormatError(name + " describes a disk of " + std::to_string(described) +
+                              " bytes, but " + path + " is " + std::to_string(disk->size()) +
+                              " bytes");
+    }
+  };
+  if (hint.size) check(hint.size_name, *hint.size);
+  if (hint.data) check(hint.name, hint.data->size);
   if (hint.data) disk = qcow::WithAllocation(std::move(disk), std::move(*hint.data), hint.name);
   return disk;
 }

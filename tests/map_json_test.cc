@@ -120,6 +120,11 @@ TEST(ClusterHeaderJson, RefusesWhatItCannotTrust) {
            R"({"virtual_size": 65536, "cluster_bits": 16, "data_clusters": [[0, 0, 0]]})",
            R"({"virtual_size": 65536, "cluster_bits": 16, "data_clusters": [0.5]})",
            R"({"virtual_size": 65536, "cluster_bits": 16, "data_clusters": [0]}{})",
+           // A key given twice.
+           R"({"virtual_size": 65536, "cluster_bits": 16, "data_clusters": [0],
+               "virtual_size": 131072})",
+           R"({"virtual_size": 65536, "cluster_bits": 16, "data_clusters": [0],
+               "data_clusters": [1]})",
            // Clusters before the size, still past the end; and ends that would wrap.
            R"({"data_clusters": [0, 2], "virtual_size": 131072, "cluster_bits": 16})",
            R"({"data_clusters": [[0, 18446744073709551615]], "virtual_size": 65536,

@@ -249,6 +249,32 @@ TEST_F(XapiExport, OlderJsonHeadersGiveTheSameImages) {
   EXPECT_TRUE(ReadFile(dir_ / "by_subcommand.qcow2") == ReadFile(dir_ / "by_map.qcow2"));
 }
 
+// A disk whose size is not whole sectors: JSON may give its size as it is or rounded up to
+// the sector (as qemu-img does for the qcow2 file); both describe it.
+TEST_F(XapiExport, JsonOfADiskOfAnOddSize) {
+  const std::string odd = dir_ / "odd.raw";
+  const uint64_t size = (32 << 20) + 1000;
+  WriteAt(odd, 0, RandomBytes(size, 4));
+  for (const uint64_t described : {size, uint64_t{(32 << 20) + 1024}}) {
+    SCOPED_TRACE(described);
+    const std::string out = dir_ / "odd.qcow2";
+    const std::string header = R"({"virtual_size": )" + std::to_string(described) +
+                               R"(, "cluster_bits": 16, "data_clusters": [[0, 512]]})";
+    const auto run = Sh("echo " + Quote(header) + " | " + Q() + " " + Quote(odd) +
+                        " --json-header > " + Quote(out));
+    ASSERT_EQ(run.status, 0) << run.output;
+    EXPECT_EQ(run.output, "");
+    const auto cmp = Sh("qemu-img compare -F qcow2 " + Quote(odd) + " " + Quote(out));
+    EXPECT_EQ(cmp.status, 0) << cmp.output;
+  }
+  const auto run = Sh("echo '{\"virtual_size\": " + std::to_string(size + 1) +
+                      ", \"cluster_bits\": 16, \"data_clusters\": []}' | " + Q() + " " +
+                      Quote(odd) + " --json-header > /dev/null");
+  EXPECT_EQ(run.status, 3) << run.output;
+  EXPECT_NE(run.output.find("describes a disk of " + std::to_string(size + 1)), std::string::npos)
+      << run.output;
+}
+
 // Command lines and inputs that cannot give a right image: one line on stderr, a non-zero
 // exit, no image.
 TEST_F(XapiExport, BadInputIsOneLineAndNoImage) {
@@ -264,6 +290,8 @@ TEST_F(XapiExport, BadInputIsOneLineAndNoImage) {
       {"the JSON of another disk",
        "--json-header-map 5 --json-header-info 6 5< <(" + QemuImg("map", other) + ") 6< <(" +
            QemuImg("info", other) + ")",
+       3, "134217728"},
+      {"the map alone of another disk", "--json-header-map 5 5< <(" + QemuImg("map", other) + ")",
        3, "134217728"},
       {"a map that is not JSON", "--json-header-map 5 5< <(echo '[{\"start\": 0,')", 3,
        "not qemu-img map JSON"},

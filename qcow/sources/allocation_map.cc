@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <charconv>
@@ -141,7 +142,12 @@ ClusterHeader ParseClusterHeader(std::string_view text, const std::string& name)
     highest = std::max(highest.value_or(0), last);
   };
   bool have_clusters = false;
+  std::vector<std::string> seen;
   json.Object([&](const std::string& key) {
+    if (std::find(seen.begin(), seen.end(), key) != seen.end()) {
+      json.Fail("the key \"" + key + "\" is given twice");
+    }
+    if (seen.size() < 16) seen.push_back(key);
     if (key == "virtual_size") {
       size = json.Unsigned();
     } else if (key == "cluster_bits") {
@@ -227,8 +233,7 @@ DataRanges ReadDataRanges(const ImageChain& image, const std::string& spec) {
 
 std::unique_ptr<Source> WithAllocation(std::unique_ptr<Source> disk, DataRanges data,
                                        const std::string& data_name) {
-  const uint64_t disk_size = RoundUpToSector(disk->size());
-  if (disk_size != data.size) {
+  if (!DescribesDiskOf(data.size, disk->size())) {
     throw UsageError(disk->name() + " is " + std::to_string(disk->size()) + " bytes but " +
                      data_name + " describes a disk of " + std::to_string(data.size) +
                      " bytes; the allocation must come from the disk's own metadata");

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "qcow/export/source.h"
+#include "qcow/format/format.h"
 #include "qcow/sources/image_chain.h"
 #include "qcow/sources/open_source.h"
 
@@ -63,8 +64,15 @@ DataRanges ReadDataRanges(const std::string& spec, const SourceOptions& options)
 // raw, the qemu-img map JSON the file holds.
 DataRanges ReadDataRanges(const ImageChain& image, const std::string& spec);
 
+// Whether metadata describing a disk of `described` bytes can be about a disk of
+// `disk_size` bytes: the same size, or that size rounded up to a sector as qemu-img and
+// qcowfs give images of it.
+constexpr bool DescribesDiskOf(uint64_t described, uint64_t disk_size) {
+  return described == disk_size || described == RoundUpToSector(disk_size);
+}
+
 // Returns `disk` with its allocation replaced by `data` (at cluster granularity). Throws
-// UsageError when the sizes differ.
+// UsageError when the sizes differ (see DescribesDiskOf).
 std::unique_ptr<Source> WithAllocation(std::unique_ptr<Source> disk, DataRanges data,
                                        const std::string& data_name);
 
