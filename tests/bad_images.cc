@@ -80,6 +80,10 @@ const std::vector<BadCase>& BadImages() {
        "below 2^56", true},
       {"refcount_table_absurd", kSmall, [](auto& p) { Put32(p, 56, 1'000'000); }, EIO,
        "refcount_table_clusters", true},
+      {"snapshots_offset_unaligned_empty_table", kSmall, [](auto& p) { Put64(p, 64, 12345); }, EIO,
+       "even with no snapshots", true},
+      {"extensions_past_backing_file_offset", kSmall, [](auto& p) { Put64(p, 8, 200); }, EIO,
+       "past the backing file name at offset 200", true},
       {"backing_file",
        "qemu-img create -q -f qcow2 base.qcow2 8M && "
        "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 img.qcow2",

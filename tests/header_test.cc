@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "qcow/format/byte_order.h"
 #include "qcow/format/errors.h"
 #include "qcow/format/format.h"
@@ -125,6 +127,55 @@ TEST(Header, BackingFileNameStaysInsideTheBytesGiven) {
   bytes.resize(65536, 0);
   qcow::StoreBe64(&bytes[8], UINT64_MAX - 4);
   qcow::StoreBe32(&bytes[16], 10);
+  EXPECT_THROW(qcow::ParseImageHeader(bytes, nullptr), qcow::FormatError);
+}
+
+// Header extensions end where the backing file name starts, as QEMU reads them: an old
+// version 2 image with the name right after its 72-byte header and no end marker names
+// that file; extensions running into the name are refused.
+TEST(Header, ExtensionsStopAtTheBackingFileName) {
+  qcow::QcowHeader h = SampleV3();
+  h.version = 2;
+  h.incompatible_features = h.compatible_features = h.autoclear_features = 0;
+  h.header_length = 72;
+  h.compression_type = 0;
+  h.size = 1 << 20;
+  h.l1_size = 1;
+  h.nb_snapshots = 0;
+  h.snapshots_offset = 0;
+  h.backing_file_offset = 72;
+  h.backing_file_size = 8;
+  auto bytes = qcow::EncodeHeader(h);
+  bytes.resize(65536, 0);
+  std::memcpy(&bytes[72], "base.img", 8);
+  EXPECT_EQ(qcow::ParseImageHeader(bytes, nullptr).backing_file, "base.img");
+  // A version 3 header whose extension runs into the name.
+  h = SampleV3();
+  h.compression_type = 0;
+  h.size = 1 << 20;
+  h.l1_size = 1;
+  h.nb_snapshots = 0;
+  h.snapshots_offset = 0;
+  h.backing_file_offset = 128;
+  h.backing_file_size = 8;
+  bytes = qcow::EncodeHeader(h);
+  bytes.resize(65536, 0);
+  qcow::StoreBe32(&bytes[112], 0xe2792aca);  // backing format, 16 bytes: past 128
+  qcow::StoreBe32(&bytes[116], 16);
+  std::memcpy(&bytes[128], "base.img", 8);
+  try {
+    qcow::ParseImageHeader(bytes, nullptr);
+    FAIL() << "an extension over the backing file name was accepted";
+  } catch (const qcow::FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("past the backing file name at offset 128"),
+              std::string::npos)
+        << e.what();
+  }
+  // An empty snapshot table must still sit on a cluster boundary (QEMU refuses it too).
+  qcow::StoreBe32(&bytes[112], 0);  // the end marker instead
+  qcow::StoreBe32(&bytes[116], 0);
+  EXPECT_EQ(qcow::ParseImageHeader(bytes, nullptr).backing_file, "base.img");
+  qcow::StoreBe64(&bytes[64], 12345);
   EXPECT_THROW(qcow::ParseImageHeader(bytes, nullptr), qcow::FormatError);
 }
 

@@ -1,5 +1,6 @@
 #include "qcow/format/image_header.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "qcow/format/byte_order.h"
@@ -35,22 +36,25 @@ std::string FeatureLabel(const ImageInfo& info, uint8_t type, unsigned bit) {
   return "";
 }
 
-// Walks the header extensions, which end with type 0 and must stay inside cluster 0.
-void ParseExtensions(std::span<const uint8_t> c0, uint64_t start, ImageInfo& info) {
-  uint64_t pos = start;
-  for (;;) {
-    if (pos + 8 > c0.size()) {
-      Refuse("header extension at offset " + std::to_string(pos) +
-             " runs past the end of cluster 0 (" + std::to_string(c0.size()) + " bytes)");
+// Walks the header extensions from `start` to `end`, as QEMU does: they stop at type 0
+// or at `end` (the backing file name, or the end of cluster 0), and each must fit before
+// `end`.
+void ParseExtensions(std::span<const uint8_t> c0, uint64_t start, uint64_t end, ImageInfo& info) {
+  const std::string where = end < c0.size()
+                                ? "the backing file name at offset " + std::to_string(end)
+                                : "the end of cluster 0 (" + std::to_string(c0.size()) + " bytes)";
+  for (uint64_t pos = start; pos < end;) {
+    if (pos + 8 > end) {
+      Refuse("header extension at offset " + std::to_string(pos) + " runs past " + where);
     }
     const uint32_t type = LoadBe32(&c0[pos]);
     const uint32_t len = LoadBe32(&c0[pos + 4]);
-    if (type == kExtEnd) return;
     const uint64_t data = pos + 8;
-    if (data + len > c0.size()) {
+    if (len > end - data) {
       Refuse("header extension " + Hex(type) + " at offset " + std::to_string(pos) +
-             " has length " + std::to_string(len) + ", past the end of cluster 0");
+             " has length " + std::to_string(len) + ", past " + where);
     }
+    if (type == kExtEnd) return;
     switch (type) {
       case kExtFeatureNameTable:
         for (uint64_t e = 0; e + kFeatureNameEntrySize <= len; e += kFeatureNameEntrySize) {
@@ -127,7 +131,10 @@ ImageInfo ParseImageHeader(std::span<const uint8_t> c0,
       Refuse("refcount_order is " + std::to_string(h.refcount_order) + "; qcow2 allows 0..6");
     }
   }
-  ParseExtensions(c0, h.header_length, info);
+  ParseExtensions(
+      c0, h.header_length,
+      h.backing_file_offset != 0 ? std::min<uint64_t>(h.backing_file_offset, c0.size()) : c0.size(),
+      info);
   if (!(h.autoclear_features & kAutoclearBitmaps)) {
     // QEMU ignores bitmaps whose autoclear bit a program unaware of them cleared.
     info.bitmap_directory_offset = info.bitmap_directory_size = 0;
@@ -225,8 +232,13 @@ ImageInfo ParseImageHeader(std::span<const uint8_t> c0,
   if (h.nb_snapshots > kMaxSnapshots) {
     Refuse("nb_snapshots is " + std::to_string(h.nb_snapshots) + "; qcow2 allows at most 65536");
   }
-  if (h.nb_snapshots > 0)
+  if (h.nb_snapshots > 0) {
     CheckTableOffset("snapshots_offset", h.snapshots_offset, info.cluster_size);
+  } else if (h.snapshots_offset % info.cluster_size != 0) {
+    // QEMU checks the alignment even of an empty table.
+    Refuse("snapshots_offset is " + Hex(h.snapshots_offset) + "; it must be a multiple of the " +
+           std::to_string(info.cluster_size) + "-byte cluster size, even with no snapshots");
+  }
   return info;
 }
 
