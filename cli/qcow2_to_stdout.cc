@@ -94,8 +94,10 @@ std::unique_ptr<qcow::Source> OpenWithHint(const std::string& path, Hint& hint) 
     }
   };
   if (hint.size) check(hint.size_name, *hint.size);
-  if (hint.data) check(hint.name, hint.data->size);
-  if (hint.data) disk = qcow::WithAllocation(std::move(disk), std::move(*hint.data), hint.name);
+  if (hint.data) {
+    check(hint.name, hint.data->size);
+    disk = qcow::WithAllocation(std::move(disk), std::move(*hint.data), hint.name);
+  }
   return disk;
 }
 

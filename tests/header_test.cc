@@ -134,31 +134,29 @@ TEST(Header, BackingFileNameStaysInsideTheBytesGiven) {
 // version 2 image with the name right after its 72-byte header and no end marker names
 // that file; extensions running into the name are refused.
 TEST(Header, ExtensionsStopAtTheBackingFileName) {
-  qcow::QcowHeader h = SampleV3();
-  h.version = 2;
-  h.incompatible_features = h.compatible_features = h.autoclear_features = 0;
-  h.header_length = 72;
-  h.compression_type = 0;
-  h.size = 1 << 20;
-  h.l1_size = 1;
-  h.nb_snapshots = 0;
-  h.snapshots_offset = 0;
-  h.backing_file_offset = 72;
-  h.backing_file_size = 8;
-  auto bytes = qcow::EncodeHeader(h);
+  // A 1 MiB disk without snapshots whose backing file name (8 bytes) is at name_offset.
+  auto small = [](uint32_t version, uint64_t name_offset) {
+    qcow::QcowHeader h = SampleV3();
+    h.version = version;
+    if (version == 2) {
+      h.incompatible_features = h.compatible_features = h.autoclear_features = 0;
+      h.header_length = 72;
+    }
+    h.compression_type = 0;
+    h.size = 1 << 20;
+    h.l1_size = 1;
+    h.nb_snapshots = 0;
+    h.snapshots_offset = 0;
+    h.backing_file_offset = name_offset;
+    h.backing_file_size = 8;
+    return h;
+  };
+  auto bytes = qcow::EncodeHeader(small(2, 72));
   bytes.resize(65536, 0);
   std::memcpy(&bytes[72], "base.img", 8);
   EXPECT_EQ(qcow::ParseImageHeader(bytes, nullptr).backing_file, "base.img");
   // A version 3 header whose extension runs into the name.
-  h = SampleV3();
-  h.compression_type = 0;
-  h.size = 1 << 20;
-  h.l1_size = 1;
-  h.nb_snapshots = 0;
-  h.snapshots_offset = 0;
-  h.backing_file_offset = 128;
-  h.backing_file_size = 8;
-  bytes = qcow::EncodeHeader(h);
+  bytes = qcow::EncodeHeader(small(3, 128));
   bytes.resize(65536, 0);
   qcow::StoreBe32(&bytes[112], 0xe2792aca);  // backing format, 16 bytes: past 128
   qcow::StoreBe32(&bytes[116], 16);

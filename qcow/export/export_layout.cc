@@ -11,8 +11,6 @@
 namespace qcow {
 namespace {
 
-uint64_t DivRoundUp(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
-
 // Writes bytes [within, within + n) of a cluster made of big-endian entries of
 // `entry_size` bytes whose i-th value is value(i).
 template <typename ValueFn>

@@ -61,9 +61,12 @@ inline constexpr uint64_t kMaxRefcountTableBytes = 8ull << 20;
 inline constexpr uint64_t kTableEntrySize = 8;
 inline constexpr uint64_t kSectorSize = 512;
 
+// Returns a / b rounded up, without overflowing for any a.
+inline constexpr uint64_t DivRoundUp(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
+
 // Returns n rounded up to whole sectors.
 inline constexpr uint64_t RoundUpToSector(uint64_t n) {
-  return (n + kSectorSize - 1) / kSectorSize * kSectorSize;
+  return DivRoundUp(n, kSectorSize) * kSectorSize;
 }
 
 }  // namespace qcow

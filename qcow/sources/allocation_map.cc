@@ -147,6 +147,8 @@ ClusterHeader ParseClusterHeader(std::string_view text, const std::string& name)
     if (std::find(seen.begin(), seen.end(), key) != seen.end()) {
       json.Fail("the key \"" + key + "\" is given twice");
     }
+    // Only the first keys are remembered: the object has three that matter, and a bound
+    // keeps a header of many keys from costing time quadratic in them.
     if (seen.size() < 16) seen.push_back(key);
     if (key == "virtual_size") {
       size = json.Unsigned();
@@ -179,7 +181,7 @@ ClusterHeader ParseClusterHeader(std::string_view text, const std::string& name)
   if (*bits < kMinClusterBits || *bits > kMaxClusterBits) {
     json.Fail("cluster_bits is " + std::to_string(*bits) + ", not 9 to 21");
   }
-  const uint64_t clusters = (*size >> *bits) + ((*size & ((uint64_t{1} << *bits) - 1)) != 0);
+  const uint64_t clusters = DivRoundUp(*size, uint64_t{1} << *bits);
   if (highest && *highest >= clusters) {
     json.Fail("data cluster " + std::to_string(*highest) + " is past the end of a disk of " +
               std::to_string(*size) + " bytes");

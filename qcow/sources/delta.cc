@@ -54,7 +54,7 @@ DeltaPlan ComparedDelta(const Source& source, const Source& base, uint32_t bits,
                         const ProgressFn& progress) {
   // A base of another size reads as zeros past its end (as a backing file does), and what
   // it holds past the source's end is no part of the source.
-  const uint64_t clusters = (source.size() + (uint64_t{1} << bits) - 1) >> bits;
+  const uint64_t clusters = DivRoundUp(source.size(), uint64_t{1} << bits);
   ClusterMap::Builder within;
   within.Add(0, clusters);
   const ClusterMap candidates = ClusterMap::Intersection(
