@@ -234,6 +234,25 @@ TEST_F(StreamServe, ImportsOntoATargetOfTheSourcesOddSize) {
         << r.output;
     EXPECT_EQ(std::filesystem::file_size(dir_ / t), size) << "written past the end of the disk";
   }
+  // A writer killed half way through the image: the import fails, the disk keeps its size.
+  {
+    MakePatternTarget(dir_ / "killed", size);
+    Mount m(dir_ / "mnt3", "--import " + Quote(dir_ / "killed"));
+    ASSERT_TRUE(m.ok()) << m.result().output;
+    // The shell holds the file open and is killed: the kernel closes it.
+    Sh("sh -c " + Quote("exec 3> " + Quote(m / "import.qcow2") + "; head -c " +
+                        std::to_string(std::filesystem::file_size(img) / 2) + " " + Quote(img) +
+                        " >&3; kill -9 $$"));
+    std::string status;
+    for (int i = 0; i < 100; ++i) {
+      status = Sh("cat " + Quote(m / "import.status")).output;
+      if (status.find("state: failed") != std::string::npos) break;
+      usleep(100'000);
+    }
+    EXPECT_NE(status.find("state: failed"), std::string::npos) << status;
+    EXPECT_TRUE(m.Unmount());
+    EXPECT_EQ(std::filesystem::file_size(dir_ / "killed"), size);
+  }
   // One byte less than the image's data is refused on its header.
   MakePatternTarget(dir_ / "short", size - 513);
   const auto r =
