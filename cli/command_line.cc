@@ -67,9 +67,9 @@ void AddExportOptions(CLI::App* cmd, ExportArgs& a) {
                 "Read a raw disk with O_DIRECT, bypassing the page cache (qcow2 layers are "
                 "read through it)");
   cmd->add_option("--source-format", a.source_format,
-                  "raw, qcow2, vhd, or hybrid with --source DEVICE:METADATA (default: qcow2 "
-                  "when the disk starts with the qcow2 magic, vhd when it ends with a VHD "
-                  "footer or starts with its copy, else raw)");
+                  "raw, qcow2, vhd, or hybrid with --source DEVICE:METADATA (default: by the "
+                  "file's name, .qcow2, .vhd or .raw; a block device or a file whose name says "
+                  "nothing is raw, and such a file that looks like an image is refused)");
   cmd->add_option("--allocation-from", a.allocation_from,
                   "Export only the clusters this metadata says hold data (a qcow2 image or a "
                   "VHD with its chain, or qemu-img map --output=json in a file or fd:N), "
@@ -211,12 +211,16 @@ void AddInspectCommands(CLI::App& app, int* exit_code) {
       "Show a qcow2 image's header, features, sizes and any problem that would stop "
       "its import, or a VHD's type, sizes, allocation and parent chain");
   auto info_search = std::make_shared<std::string>();
-  info->add_option("image", *info_path, "qcow2 image or VHD file")->required();
+  info->add_option("image", *info_path, "qcow2 image or VHD (file or block device)")->required();
   info->add_flag("--json", *info_json, "Print JSON");
   info->add_option("--path", *info_search,
                    "Directories (colon-separated) searched, by file name, for backing files "
                    "and VHD parents");
-  info->callback([=] { *exit_code = RunInfo(*info_path, *info_search, *info_json); });
+  auto info_format = std::make_shared<std::string>();
+  info->add_option("--source-format", *info_format,
+                   "qcow2, vhd or raw (default: by the file's name, .qcow2 or .vhd; a block "
+                   "device or a file whose name says nothing is raw)");
+  info->callback([=] { *exit_code = RunInfo(*info_path, *info_search, *info_format, *info_json); });
 
   auto rh_path = std::make_shared<std::string>();
   auto rh_search = std::make_shared<std::string>();

@@ -126,8 +126,10 @@ PlannedExport PlanExport(const std::string& path, const ExportArgs& a) {
     if (allocation.rfind("fd:", 0) == 0) {
       data = qcow::ReadDataRanges(allocation, options);
     } else {
-      qcow::ChainOptions o{
-          .search_path = options.search_path, .top_format = std::nullopt, .warn = options.warn};
+      qcow::ChainOptions o{.search_path = options.search_path,
+                           .top_format = std::nullopt,
+                           .warn = options.warn,
+                           .metadata = true};
       auto chain = std::make_unique<qcow::ImageChain>(qcow::ImageChain::Open(allocation, o));
       data = qcow::ReadDataRanges(*chain, allocation);
       if (chain->layers().front().format != qcow::LayerFormat::kRaw) p.metadata = std::move(chain);

@@ -1,5 +1,7 @@
 #include "cli/inspect_commands.h"
 
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <memory>
@@ -17,6 +19,7 @@
 #include "qcow/format/format.h"
 #include "qcow/import/image_check.h"
 #include "qcow/sources/chain_source.h"
+#include "qcow/sources/format_policy.h"
 #include "qcow/sources/image_chain.h"
 #include "qcow/sources/qemu_map.h"
 #include "qcow/sources/vhd_layer.h"
@@ -183,18 +186,44 @@ int RunVhdInfo(const std::string& path, const std::vector<std::string>& search_p
 
 }  // namespace
 
-int RunInfo(const std::string& path, const std::string& search_path, bool json) {
+int RunInfo(const std::string& path, const std::string& search_path,
+            const std::string& source_format, bool json) {
+  ExportArgs a;
+  a.search_path = search_path;
+  a.source_format = source_format;
+  if (source_format == "hybrid") {
+    throw qcow::UsageError("--source-format of info is raw, qcow2 or vhd; hybrid is for stream");
+  }
+  const qcow::SourceOptions options = SourceOptionsFor(a);
+  // The format is decided before anything the file says is believed: a guest's raw disk
+  // may start with any header, naming any backing file.
+  qcow::LayerFormat format = qcow::LayerFormat::kRaw;
+  switch (options.format) {
+    case qcow::SourceFormat::kRaw:
+      break;
+    case qcow::SourceFormat::kQcow2:
+      format = qcow::LayerFormat::kQcow2;
+      break;
+    case qcow::SourceFormat::kVhd:
+      format = qcow::LayerFormat::kVhd;
+      break;
+    case qcow::SourceFormat::kAuto:
+      // No warning: the error below says the same of a block device read as raw.
+      format = qcow::DecideFormatOf(path, qcow::FormatRole::kTop, nullptr);
+      break;
+  }
+  if (format == qcow::LayerFormat::kVhd) return RunVhdInfo(path, options.search_path, json);
   qcow::ImageReport r = qcow::InspectImage(path);
-  if (!r.header) {
-    ExportArgs a;
-    a.search_path = search_path;
-    const qcow::SourceOptions options = SourceOptionsFor(a);
-    qcow::ChainOptions probe;
-    probe.top_only = true;
-    if (qcow::ImageChain::Open(path, probe).layers().front().format == qcow::LayerFormat::kVhd) {
-      return RunVhdInfo(path, options.search_path, json);
+  if (format == qcow::LayerFormat::kRaw || !r.header) {
+    std::string why = r.problem;
+    if (format == qcow::LayerFormat::kRaw && r.header) {
+      why = std::string("read as a raw disk: ") + (options.format == qcow::SourceFormat::kRaw
+                                                       ? "--source-format raw says so"
+                                                       : "its format is not taken from its "
+                                                         "bytes (give --source-format qcow2 "
+                                                         "or vhd if it holds an image)");
     }
-    std::fprintf(stderr, "qcowfs: error: %s: %s\n", path.c_str(), r.problem.c_str());
+    std::fprintf(stderr, "qcowfs: error: %s: %s\n", path.c_str(), why.c_str());
     return kExitFormat;
   }
   const qcow::QcowHeader& h = *r.header;
@@ -211,7 +240,10 @@ int RunInfo(const std::string& path, const std::string& search_path, bool json) 
   std::optional<qcow::ImageChain> opened;
   if (!r.backing_file.empty()) {
     try {
-      opened = qcow::ImageChain::Open(path, {});
+      qcow::ChainOptions o;
+      o.search_path = options.search_path;
+      o.top_format = qcow::LayerFormat::kQcow2;
+      opened = qcow::ImageChain::Open(path, o);
     } catch (const std::exception& e) {
       r.warnings.push_back(std::string("backing chain: ") + e.what());
     }
@@ -276,6 +308,16 @@ int RunInfo(const std::string& path, const std::string& search_path, bool json) 
 }
 
 int RunReadHeaders(const std::string& path, const std::string& search_path) {
+  // xapi names the qcow2 file tapdisk opens for a VDI: on a file SR a file named .qcow2, on
+  // an LVM SR a volume (whose backing files must then lie beside it or in --path). Any other
+  // file may be a guest's raw disk, whose first bytes may hold any header.
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && !S_ISBLK(st.st_mode) &&
+      qcow::FormatOfName(path) != qcow::LayerFormat::kQcow2) {
+    qcow::Refuse(path +
+                 " is not named as a qcow2 image (.qcow2): read_headers reads the qcow2 file of "
+                 "a VDI, or its volume on an LVM SR");
+  }
   ExportArgs a;
   a.search_path = search_path;
   qcow::ChainOptions o;

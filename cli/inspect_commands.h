@@ -9,8 +9,10 @@
 namespace qcowfs {
 
 // Prints a qcow2 image's header, features and sizes, or a VHD's footer, header, allocation
-// and parent chain (text or JSON), reading only their tables. `search_path` is --path.
-int RunInfo(const std::string& path, const std::string& search_path, bool json);
+// and parent chain (text or JSON), reading only their tables. `search_path` is --path,
+// `source_format` --source-format ("" decides as an export does: format_policy.h).
+int RunInfo(const std::string& path, const std::string& search_path,
+            const std::string& source_format, bool json);
 
 // Runs the import decoder's checks over an image without writing anything (as an import
 // with --delta would, with `delta`).

@@ -99,12 +99,13 @@ TEST(FaultExport, UnreadableVhdBlockIsAnErrorForEveryReader) {
   FaultyFile faulty(dir / "back", dir / "faulty", 2560 + (1 << 20), 2560 + (1 << 20) + 4096);
   ASSERT_TRUE(faulty.ok());
   {
-    Mount m(dir / "mnt", "--export " + Quote(faulty.path()));
+    // (faulty_fs names its file "disk", which says nothing of its format.)
+    Mount m(dir / "mnt", "--export " + Quote(faulty.path()) + " --source-format vhd");
     ASSERT_TRUE(m.ok()) << m.result().output;
     ExpectEveryReaderFails(dir, m / "disk.qcow2");
   }
-  auto r = Sh(Q() + " stream --source " + Quote(faulty.path()) + " --destination " +
-              Quote(dir / "streamed"));
+  auto r = Sh(Q() + " stream --source-format vhd --source " + Quote(faulty.path()) +
+              " --destination " + Quote(dir / "streamed"));
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_NE(r.output.find("reading " + faulty.path()), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("Input/output error"), std::string::npos) << r.output;

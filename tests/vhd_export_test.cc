@@ -270,20 +270,32 @@ TEST_F(VhdRefusal, SizeAsQemuReadsIt) {
   }
 }
 
-// A raw disk whose last sector happens to be a fixed VHD's footer is read as that VHD, with
-// a warning naming the way out.
-TEST(VhdDetection, FixedFooterAtTheEndOfARawDiskWarns) {
+// A raw disk whose last sector happens to be a fixed VHD's footer (its guest may write one
+// there) keeps its size: named .raw it is read raw, unnamed it is refused as ambiguous, and
+// only a name or --source-format makes it a VHD.
+TEST(VhdDetection, FixedFooterAtTheEndOfARawDiskDoesNotMakeItAVhd) {
   TempDir dir;
   const auto made = Sh("cd " + Quote(dir.path()) +
                        " && qemu-img create -q -f vpc -o subformat=fixed,force_size=on f.vhd 1M "
-                       "&& truncate -s 3M disk.raw && cat f.vhd >> disk.raw");
+                       "&& truncate -s 3M disk.raw && cat f.vhd >> disk.raw && cp disk.raw disk "
+                       "&& cp disk.raw named.vhd");
   ASSERT_EQ(made.status, 0) << made.output;
-  const auto r =
-      Sh(Qcowfs() + " stream --source " + Quote(dir / "disk.raw") + " --destination null:");
-  EXPECT_EQ(r.status, 0) << r.output;
-  EXPECT_NE(r.output.find("warning: " + dir / "disk.raw" +
-                          ": read as a fixed VHD, its last sector being a VHD footer "
-                          "(--source-format raw reads it as a raw disk)"),
+  const auto size_of = [&](const std::string& source, const std::string& options) {
+    const auto r = Sh(Qcowfs() + " stream " + options + " --source " + Quote(source) +
+                      " --destination " + Quote(dir / "out.qcow2") +
+                      " && qemu-img info --output=json " + Quote(dir / "out.qcow2"));
+    EXPECT_EQ(r.status, 0) << r.output;
+    const auto sizes = qcowfs_test::JsonValues(r.output, "virtual-size");
+    return sizes.empty() ? std::string() : sizes.front();
+  };
+  const std::string raw_size = std::to_string(4 * 1024 * 1024 + 512);  // 3M, then f.vhd
+  EXPECT_EQ(size_of(dir / "disk.raw", ""), raw_size);
+  EXPECT_EQ(size_of(dir / "disk", "--source-format raw"), raw_size);
+  EXPECT_EQ(size_of(dir / "named.vhd", ""), "1048576");
+  EXPECT_EQ(size_of(dir / "disk", "--source-format vhd"), "1048576");
+  const auto r = Sh(Qcowfs() + " stream --source " + Quote(dir / "disk") + " --destination null:");
+  EXPECT_EQ(r.status, 3) << r.output;
+  EXPECT_NE(r.output.find("looks like a VHD image, but its name does not say so"),
             std::string::npos)
       << r.output;
 }

@@ -74,7 +74,8 @@ TEST_P(VhdMount, HybridDeviceWithTheChainsAllocation) {
   qcowfs_test::ExpectExportsChain(chain, out);
 }
 
-// The top VHD on a block device (as on an LVM SR), its parents found with --path.
+// The top VHD on a block device (as on an LVM SR: a block device is read as an image only
+// when the caller says so), its parents found with --path.
 TEST_P(VhdMount, TopOnABlockDevice) {
   TempDir dir;
   const VhdChain chain = qcowfs_test::BuildVhdChain(dir, GetParam());
@@ -82,7 +83,8 @@ TEST_P(VhdMount, TopOnABlockDevice) {
   LoopDevice loop(chain.top);
   ASSERT_FALSE(loop.device().empty()) << loop.output();
   const std::string parents = chain.path_option.empty() ? dir.path() : dir / "store";
-  Mount m(dir / "mnt", "--export " + Quote(loop.device()) + " --path " + Quote(parents));
+  Mount m(dir / "mnt",
+          "--export " + Quote(loop.device()) + " --source-format vhd --path " + Quote(parents));
   ASSERT_TRUE(m.ok()) << m.result().output;
   const auto cmp = Sh("qemu-img compare -f raw -F qcow2 " + Quote(chain.reference) + " " +
                       Quote(m / "disk.qcow2"));

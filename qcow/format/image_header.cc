@@ -191,7 +191,7 @@ ImageInfo ParseImageHeader(std::span<const uint8_t> c0,
   info.dirty = h.incompatible_features & kIncompatDirty;
   if (info.dirty && warn) {
     warn(
-        "the image's dirty bit is set (it was not closed cleanly); importing anyway, "
+        "the image's dirty bit is set (it was not closed cleanly); reading it anyway: "
         "refcounts are not needed to read it");
   }
 

@@ -1,5 +1,6 @@
 // Validation of a qcow2 image's cluster 0 (header and header extensions) before anything
-// is decoded: every refusal in shared/docs/qcow2-notes.md that the header can show.
+// is decoded: every refusal the header can show (QEMU's docs/interop/qcow2.txt gives the
+// fields; README.md, "Importing an image", lists what qcowfs refuses and why).
 #pragma once
 
 #include <cstdint>

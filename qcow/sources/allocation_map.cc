@@ -206,8 +206,10 @@ DataRanges ReadDataRanges(const std::string& spec, const SourceOptions& options)
     }
     return ParseQemuImgMap(ReadAll(fd, spec), spec);
   }
-  ChainOptions chain{
-      .search_path = options.search_path, .top_format = std::nullopt, .warn = options.warn};
+  ChainOptions chain{.search_path = options.search_path,
+                     .top_format = std::nullopt,
+                     .warn = options.warn,
+                     .metadata = true};
   return ReadDataRanges(ImageChain::Open(spec, chain), spec);
 }
 

@@ -15,6 +15,7 @@
 #include "qcow/format/byte_order.h"
 #include "qcow/format/errors.h"
 #include "qcow/format/format.h"
+#include "qcow/sources/format_policy.h"
 #include "qcow/sources/layer_reader.h"
 #include "qcow/sources/paths.h"
 #include "qcow/sources/vhd_layer.h"
@@ -31,36 +32,22 @@ bool Exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
-// Where QEMU looks for `name` written in the image at `parent`, then the search path.
+// Where QEMU looks for `name` written in the image at `parent`, then the search path. With
+// `confined`, only places in the parent's directory or the search path count.
 std::string ResolveBackingName(const std::string& name, const std::string& parent,
-                               const std::vector<std::string>& search_path) {
+                               const std::vector<std::string>& search_path, bool confined) {
+  const auto usable = [&](const std::string& candidate) {
+    return (!confined || InsideAllowedDirectories(candidate, parent, search_path)) &&
+           Exists(candidate);
+  };
   const std::string direct = name.front() == '/' ? name : DirName(parent) + "/" + name;
-  if (Exists(direct)) return direct;
+  if (usable(direct)) return direct;
   for (const auto& dir : search_path) {
     for (const std::string& candidate : {dir + "/" + name, dir + "/" + BaseName(name)}) {
-      if (Exists(candidate)) return candidate;
+      if (usable(candidate)) return candidate;
     }
   }
   return direct;
-}
-
-// Returns the format QEMU would probe from the first bytes of a file when it is neither
-// raw nor qcow2 ("" when none of them matches: raw), from each format's magic.
-std::string OtherFormat(std::span<const uint8_t> head) {
-  const auto at = [&](size_t offset, std::string_view magic) {
-    return head.size() >= offset + magic.size() &&
-           std::equal(magic.begin(), magic.end(), head.begin() + offset);
-  };
-  if (at(0, "conectix")) return "vpc";
-  if (at(0, "vhdxfile")) return "vhdx";
-  if (at(0, std::string_view("QED\0", 4))) return "qed";
-  if (at(0, "KDMV") || at(0, "COWD") || at(0, "# Disk DescriptorFile")) return "vmdk";
-  if (at(0, "LUKS\xba\xbe")) return "luks";
-  if (at(64, "\x7f\x10\xda\xbe")) return "vdi";
-  if (at(0, "Bochs Virtual HD Image")) return "bochs";
-  if (at(0, "WithoutFreeSpace") || at(0, "WithouFreSpacExt")) return "parallels";
-  if (at(0, "#!/bin/sh\n#V2.0 Format\nmodprobe cloop")) return "cloop";
-  return "";
 }
 
 // Whether e says the process, not the file, is at fault (descriptors or memory run out).
@@ -69,9 +56,18 @@ bool OutOfResources(const std::system_error& e) {
   return err == EMFILE || err == ENFILE || err == ENOMEM;
 }
 
-// Opens `path` read-only as a layer; the format is probed when not given.
+// The end of a refusal of a file whose name said it was an image of `format`.
+std::string NameHint(LayerFormat format) {
+  return std::string(" (its name says it is ") + (format == LayerFormat::kVhd ? "a VHD" : "qcow2") +
+         "; give --source-format raw to export its bytes as they are)";
+}
+
+// Opens `path` read-only as a layer; the format is decided by DecideFormat for `role` when
+// not given.
+// `context` starts a refusal of the format (what names the file).
 Layer OpenLayer(const std::string& path, const std::string& named_as,
-                std::optional<LayerFormat> format, const ChainOptions& options, bool named_as_top) {
+                std::optional<LayerFormat> format, const ChainOptions& options, FormatRole role,
+                const std::string& context = "") {
   Layer layer;
   layer.path = path;
   layer.named_as = named_as;
@@ -79,38 +75,14 @@ Layer OpenLayer(const std::string& path, const std::string& named_as,
   try {
     std::vector<uint8_t> head(512);
     head.resize(PreadUpTo(layer.fd, path, 0, head.data(), head.size()));
-    if (!format && !named_as_top) {
-      // QEMU probes a backing file whose format the image does not name: one of another
-      // format must not pass for raw. A VHD probes as one by the footer copy at its start
-      // (QEMU takes a fixed VHD, which has none, for raw).
-      if (const std::string other = OtherFormat(head); other == "vpc") {
-        format = LayerFormat::kVhd;
-      } else if (!other.empty()) {
-        throw UsageError("is a " + other + " image (probed; the image names no backing format)");
-      }
-    }
-    if (!format && head.size() >= 4 && LoadBe32(head.data()) == kQcowMagic) {
-      format = LayerFormat::kQcow2;
-    } else if ((!format && named_as_top) || format == LayerFormat::kVhd) {
-      // The top is a VHD when it ends with a footer (or starts with the copy of one).
+    const bool decided = !format;
+    if (!format) {
       try {
-        layer.vhd = ReadVhdMetadata(layer.fd, path, layer.file_size, head, true);
+        format = DecideFormat(path, layer.st, head, TailOf(layer.fd, path, layer.file_size), role,
+                              options.warn);
       } catch (const FormatError& e) {
-        if (format) throw;
-        throw FormatError(std::string(e.what()) +
-                          " (if the disk is raw, say so with --source-format raw)");
+        throw FormatError(context + e.what());
       }
-      if (!layer.vhd && format) {
-        Refuse(path + " is not a VHD: neither its last sector nor its first is a VHD footer");
-      }
-      if (layer.vhd && !format && layer.vhd->footer.disk_type == kVhdFixed && options.warn) {
-        options.warn(path +
-                     ": read as a fixed VHD, its last sector being a VHD footer "
-                     "(--source-format raw reads it as a raw disk)");
-      }
-      format = layer.vhd ? LayerFormat::kVhd : LayerFormat::kRaw;
-    } else if (!format) {
-      format = LayerFormat::kRaw;
     }
     layer.format = *format;
     if (layer.format == LayerFormat::kRaw) {
@@ -118,8 +90,18 @@ Layer OpenLayer(const std::string& path, const std::string& named_as,
       return layer;
     }
     if (layer.format == LayerFormat::kVhd) {
+      // A footer at the end, or its copy at the start (a VHD in a larger logical volume).
+      layer.vhd = ReadVhdMetadata(layer.fd, path, layer.file_size, head, true);
+      if (!layer.vhd) {
+        Refuse(path + " is not a VHD: neither its last sector nor its first is a VHD footer" +
+               (decided ? NameHint(layer.format) : std::string()));
+      }
       layer.virtual_size = layer.vhd->guest_size;
       return layer;
+    }
+    if (head.size() < 4 || LoadBe32(head.data()) != kQcowMagic) {
+      Refuse(path + " is not a qcow2 image: it does not start with the qcow2 magic" +
+             (decided ? NameHint(layer.format) : std::string()));
     }
     const uint64_t need = HeaderBytesNeeded(head);
     head.resize(need);
@@ -139,19 +121,36 @@ Layer OpenLayer(const std::string& path, const std::string& named_as,
   }
 }
 
+// Whether the files an image names must lie beside it or in the search path: an image on a
+// block device is there by the caller's word (a block device's format is never guessed),
+// and LVM SRs keep every layer of a chain in one volume group (or where --path points). A
+// guest's raw volume read as an image by mistake then reaches no host file.
+bool Confined(const Layer& layer) { return S_ISBLK(layer.st.st_mode); }
+
+// The end of a refusal of a backing file or parent outside the allowed directories.
+std::string OutsideReason(const Layer& layer) {
+  return " is outside " + DirName(layer.path) +
+         " and the --path directories, where the files named by an image on a block device "
+         "must be";
+}
+
 // Opens the parent of the differencing VHD `child`: the first place its locators or the
 // search path name that holds a VHD with the unique id the child names.
 Layer OpenVhdParent(const Layer& child, const ChainOptions& options) {
   const std::vector<VhdParentCandidate> candidates =
       VhdParentCandidates(child, options.search_path);
   const auto& want = child.vhd->header.parent_unique_id;
-  std::string mismatch, unreadable, looked;
+  std::string mismatch, unreadable, looked, outside;
   for (const VhdParentCandidate& c : candidates) {
     if (looked.size() < 400) looked += (looked.empty() ? "" : ", ") + c.path;
     if (!Exists(c.path)) continue;
+    if (Confined(child) && !InsideAllowedDirectories(c.path, child.path, options.search_path)) {
+      outside = c.path;
+      continue;
+    }
     Layer parent;
     try {
-      parent = OpenLayer(c.path, c.named_as, LayerFormat::kVhd, options, false);
+      parent = OpenLayer(c.path, c.named_as, LayerFormat::kVhd, options, FormatRole::kBacking);
     } catch (const std::system_error& e) {
       if (OutOfResources(e)) throw;
       unreadable = c.path + ": " + std::strerror(e.code().value());
@@ -175,6 +174,8 @@ Layer OpenVhdParent(const Layer& child, const ChainOptions& options) {
   if (!unreadable.empty()) {
     Refuse(child.path + ": its " + expected + " cannot be read: " + unreadable);
   }
+  if (!outside.empty())
+    Refuse(child.path + ": its " + expected + " at " + outside + OutsideReason(child));
   Refuse(child.path + ": its " + expected + " is not found (looked at " +
          (looked.empty() ? std::string("nothing: no parent locator names a file") : looked) +
          "); name its directory with --path");
@@ -235,7 +236,8 @@ const char* LayerFormatName(LayerFormat format) {
 
 ImageChain ImageChain::Open(const std::string& path, const ChainOptions& options) {
   ImageChain chain;
-  chain.layers_.push_back(OpenLayer(path, path, options.top_format, options, true));
+  chain.layers_.push_back(OpenLayer(path, path, options.top_format, options,
+                                    options.metadata ? FormatRole::kMetadata : FormatRole::kTop));
   while (!options.top_only) {
     const Layer& layer = chain.layers_.back();
     if (layer.format == LayerFormat::kVhd && layer.vhd->footer.disk_type == kVhdDifferencing) {
@@ -266,11 +268,17 @@ ImageChain ImageChain::Open(const std::string& path, const ChainOptions& options
     if (chain.layers_.size() >= kMaxDepth) {
       Refuse(path + ": the backing chain is deeper than " + std::to_string(kMaxDepth) + " layers");
     }
-    const std::string resolved = ResolveBackingName(name, layer.path, options.search_path);
+    const std::string resolved =
+        ResolveBackingName(name, layer.path, options.search_path, Confined(layer));
+    if (Confined(layer) && !InsideAllowedDirectories(resolved, layer.path, options.search_path)) {
+      Refuse(layer.path + ": its backing file '" + name + "' (" + resolved + ")" +
+             OutsideReason(layer));
+    }
     const std::optional<LayerFormat> format = BackingFormat(layer);
     Layer next;
     try {
-      next = OpenLayer(resolved, name, format, options, false);
+      next = OpenLayer(resolved, name, format, options, FormatRole::kBacking,
+                       layer.path + ": its backing file '" + name + "': ");
     } catch (const std::system_error& e) {
       if (OutOfResources(e)) throw;
       throw FormatError(layer.path + ": its backing file '" + name + "' cannot be opened (" +

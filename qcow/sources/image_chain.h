@@ -59,25 +59,30 @@ struct ChainExtent {
 struct ChainOptions {
   // Directories searched for a backing file that is not found where its name points.
   std::vector<std::string> search_path;
-  // The top's format; probed when not set: qcow2 by its magic, a VHD by its footer (at its
-  // end, or the copy at its start), raw otherwise.
+  // The top's format; when not set, DecideFormat (format_policy.h) decides it: by the file's
+  // name, a block device or a file whose name says nothing being raw.
   std::optional<LayerFormat> top_format;
   // Called with each warning (a dirty bit), prefixed with the file's path.
   std::function<void(const std::string&)> warn;
   // Opens the top only (to describe it when its chain cannot be opened).
   bool top_only = false;
+  // The caller named the top as metadata (--allocation-from): its bytes decide its format
+  // (qcow2 magic, a VHD footer), raw otherwise.
+  bool metadata = false;
 };
 
 class ImageChain {
  public:
   // Opens the image at path and every backing file below it. Backing names are resolved as
   // QEMU does (relative to the directory of the image that writes them), then in each
-  // search path directory; the parent of a differencing VHD is found through its parent
-  // locators the same way, and must carry the unique id the child names. Throws FormatError naming
-  // the file and the reason (encryption, an external data file, the corrupt bit, an unknown
-  // incompatible feature, a damaged table, a damaged VHD footer or header, a loop in the chain, a
-  // backing file that is missing or of an unknown format, a VHD parent whose unique id is not the
-  // one expected) and std::system_error when a file cannot be read.
+  // search path directory; an image on a block device may name only files in its own
+  // directory or the search path. A backing file whose format the image does not record is
+  // read as DecideFormat decides for a backing file. The parent of a differencing VHD is found
+  // through its parent locators the same way, and must carry the unique id the child names. Throws
+  // FormatError naming the file and the reason (encryption, an external data file, the corrupt bit,
+  // an unknown incompatible feature, a damaged table, a damaged VHD footer or header, a loop in the
+  // chain, a backing file that is missing or of an unknown format, a VHD parent whose unique id is
+  // not the one expected) and std::system_error when a file cannot be read.
   static ImageChain Open(const std::string& path, const ChainOptions& options);
 
   ImageChain(ImageChain&&) noexcept;
