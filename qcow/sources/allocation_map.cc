@@ -1,10 +1,6 @@
 #include "qcow/sources/allocation_map.h"
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <bit>
-#include <cerrno>
 #include <charconv>
 #include <optional>
 
