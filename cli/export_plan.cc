@@ -121,21 +121,22 @@ PlannedExport PlanExport(const std::string& path, const ExportArgs& a) {
     p.source = qcow::OpenSource(disk, options);
   } else {
     // The device is the guest view already: read raw, whatever its first bytes are. A chain
-    // named as metadata is kept for a delta over one of its layers.
+    // named as metadata is kept for a delta over one of its layers. The device is opened
+    // first: its size bounds how much metadata is read.
+    std::unique_ptr<qcow::Source> raw = qcow::OpenRawSource(disk, a.direct);
     qcow::DataRanges data;
     if (allocation.rfind("fd:", 0) == 0) {
-      data = qcow::ReadDataRanges(allocation, options);
+      data = qcow::ReadDataRanges(allocation, options, raw->size());
     } else {
       qcow::ChainOptions o{.search_path = options.search_path,
                            .top_format = std::nullopt,
                            .warn = options.warn,
                            .metadata = true};
       auto chain = std::make_unique<qcow::ImageChain>(qcow::ImageChain::Open(allocation, o));
-      data = qcow::ReadDataRanges(*chain, allocation);
+      data = qcow::ReadDataRanges(*chain, allocation, raw->size());
       if (chain->layers().front().format != qcow::LayerFormat::kRaw) p.metadata = std::move(chain);
     }
-    p.source =
-        qcow::WithAllocation(qcow::OpenRawSource(disk, a.direct), std::move(data), allocation);
+    p.source = qcow::WithAllocation(std::move(raw), std::move(data), allocation);
   }
   if (!a.relative_to.empty()) {
     if (a.scan_zeros) {

@@ -47,12 +47,12 @@ std::optional<int> Descriptor(const std::string& program, const std::string& opt
   return fd;
 }
 
-// Reads the hints of one disk: qemu-img map and info JSON on descriptors, or the
-// read_headers JSON on header_fd.
+// Reads the hints of a disk of disk_size bytes: qemu-img map and info JSON on descriptors,
+// or the read_headers JSON on header_fd, each read no further than that size allows.
 Hint ReadHint(const std::string& program, const std::string& prefix,
               const std::optional<std::string>& map_value,
               const std::optional<std::string>& info_value, std::optional<int> header_fd,
-              const std::string& header_name) {
+              const std::string& header_name, uint64_t disk_size) {
   Hint h;
   const std::optional<int> map_fd = Descriptor(program, prefix + "-map", map_value);
   const std::optional<int> info_fd = Descriptor(program, prefix + "-info", info_value);
@@ -61,12 +61,13 @@ Hint ReadHint(const std::string& program, const std::string& prefix,
   }
   if (map_fd) {
     h.name = prefix + "-map " + *map_value;
-    h.data = qcow::ParseQemuImgMap(qcow::ReadAll(*map_fd, "fd:" + *map_value), h.name);
+    h.data =
+        qcow::ParseQemuImgMap(qcow::PullFromFd(*map_fd, "fd:" + *map_value), h.name, disk_size);
   }
   if (info_fd) {
     const std::string name = prefix + "-info " + *info_value;
     const qcow::ImageSummary info =
-        qcow::ParseQemuImgInfo(qcow::ReadAll(*info_fd, "fd:" + *info_value), name);
+        qcow::ParseQemuImgInfo(qcow::PullFromFd(*info_fd, "fd:" + *info_value), name);
     h.size = info.virtual_size;
     h.size_name = name;
     h.cluster_bits = info.cluster_bits;
@@ -74,7 +75,7 @@ Hint ReadHint(const std::string& program, const std::string& prefix,
   if (header_fd) {
     h.name = header_name;
     qcow::ClusterHeader header =
-        qcow::ParseClusterHeader(qcow::ReadAll(*header_fd, header_name), header_name);
+        qcow::ParseClusterHeader(qcow::PullFromFd(*header_fd, header_name), header_name, disk_size);
     h.cluster_bits = header.cluster_bits;
     h.size = header.data.size;
     h.size_name = header_name;
@@ -83,9 +84,10 @@ Hint ReadHint(const std::string& program, const std::string& prefix,
   return h;
 }
 
-// Opens a disk raw with the allocation its hint gives, checking the hint is about it.
-std::unique_ptr<qcow::Source> OpenWithHint(const std::string& path, Hint& hint) {
-  std::unique_ptr<qcow::Source> disk = qcow::OpenRawSource(path, false);
+// Returns the disk (opened raw) with the allocation its hint gives, checking the hint is
+// about it.
+std::unique_ptr<qcow::Source> WithHint(std::unique_ptr<qcow::Source> disk, const std::string& path,
+                                       Hint& hint) {
   auto check = [&](const std::string& name, uint64_t described) {
     if (!qcow::DescribesDiskOf(described, disk->size())) {
       throw qcow::FormatError(name + " describes a disk of " + std::to_string(described) +
@@ -134,19 +136,22 @@ int RunQcow2ToStdout(const Qcow2ToStdoutArgs& a) {
   if (::isatty(STDOUT_FILENO)) {
     throw qcow::UsageError("refusing to write a qcow2 image to a terminal; redirect stdout");
   }
+  // The disks are opened before their hints are read, so that their sizes bound the reading.
+  std::unique_ptr<qcow::Source> source = qcow::OpenRawSource(a.input, false);
   Hint top = ReadHint(a.program, "--json-header", a.map_fd, a.info_fd,
                       a.json_header ? std::optional<int>(STDIN_FILENO) : std::nullopt,
-                      "--json-header (stdin)");
-  std::unique_ptr<qcow::Source> source = OpenWithHint(a.input, top);
+                      "--json-header (stdin)", source->size());
+  source = WithHint(std::move(source), a.input, top);
   const uint32_t bits =
       a.cluster_size ? ClusterBitsArg(*a.cluster_size) : top.cluster_bits.value_or(16);
 
   qcow::ClusterMap data;
   if (!a.diff.empty()) {
+    std::unique_ptr<qcow::Source> base = qcow::OpenRawSource(a.diff, false);
     Hint base_hint = ReadHint(a.program, "--json-header-diff", a.diff_map_fd, a.diff_info_fd,
                               Descriptor(a.program, "--json-header-diff", a.json_header_diff),
-                              "--json-header-diff");
-    const std::unique_ptr<qcow::Source> base = OpenWithHint(a.diff, base_hint);
+                              "--json-header-diff", base->size());
+    base = WithHint(std::move(base), a.diff, base_hint);
     // Every cluster either disk may hold data in is compared; a cluster that now reads as
     // zeros over base data is exported as a data cluster of zeros, as the importers that
     // take this image (xapi's qcow-stream-tool among them) know no zero clusters.

@@ -1,5 +1,6 @@
 #include "fuse/filesystem.h"
 
+#include <cxxabi.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -94,8 +95,8 @@ bool Exists(const MountedFiles& fs, fuse_ino_t ino) {
          ((ino == kImportIno || ino == kStatusIno) && fs.import);
 }
 
-// Replies with the errno for the exception being handled, logging it once. Every callback
-// ends here, so no exception reaches libfuse.
+// Replies with the errno for the exception being handled, whatever its type, logging it
+// once. Every callback ends here, so no exception reaches libfuse.
 void ReplyError(fuse_req_t req, const char* op) {
   int err = EIO;
   try {
@@ -108,6 +109,13 @@ void ReplyError(fuse_req_t req, const char* op) {
     Log(LOG_ERR, "%s: out of memory", op);
   } catch (const std::exception& e) {
     Log(LOG_ERR, "%s: %s", op, e.what());
+  } catch (const abi::__forced_unwind&) {
+    // A cancelled thread unwinds with this; glibc aborts if it does not go on.
+    fuse_reply_err(req, EINTR);
+    throw;
+  } catch (...) {
+    // Not a std::exception (thrown by some library): still an answer, not the daemon's end.
+    Log(LOG_ERR, "%s: an exception that is not a std::exception", op);
   }
   fuse_reply_err(req, err);
 }

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <random>
@@ -232,6 +233,30 @@ TEST(FuseMount, ExportNameRenamesTheFile) {
   auto ls = Sh("ls " + Quote(m.path()));
   EXPECT_EQ(ls.output, "vm-42.qcow2\n");
   EXPECT_EQ(Sh("qemu-img check " + Quote(m / "vm-42.qcow2")).status, 0);
+}
+
+// An exception that is not a std::exception, met inside a callback, becomes an errno and
+// the daemon goes on serving. tests/tools/throw_once.cc, preloaded into the daemon, throws
+// an int from the first operator new after the test creates its trigger file.
+TEST(FuseMount, ExceptionOfAnyTypeIsAnErrnoNotTheEnd) {
+  TempDir dir;
+  WriteAt(dir / "src", 0, RandomBytes(1 << 20, 12));
+  ::setenv("LD_PRELOAD", THROW_ONCE_LIB, 1);
+  ::setenv("QCOWFS_TEST_THROW_ONCE", (dir / "throw").c_str(), 1);
+  Mount m(dir / "mnt", "--export " + Quote(dir / "src"));
+  ::unsetenv("LD_PRELOAD");
+  ::unsetenv("QCOWFS_TEST_THROW_ONCE");
+  ASSERT_TRUE(m.ok()) << m.result().output;
+  ASSERT_EQ(Sh("touch " + Quote(dir / "throw")).status, 0);
+  // The listing meets the exception (readdir allocates) and gets EIO.
+  const auto first = Sh("ls " + Quote(m.path()));
+  EXPECT_NE(first.status, 0) << first.output;
+  EXPECT_NE(first.output.find("Input/output error"), std::string::npos) << first.output;
+  const auto again = Sh("ls " + Quote(m.path()));
+  EXPECT_EQ(again.output, "disk.qcow2\n");
+  const auto cmp =
+      Sh("qemu-img compare -f raw -F qcow2 " + Quote(dir / "src") + " " + Quote(m / "disk.qcow2"));
+  EXPECT_EQ(cmp.status, 0) << cmp.output;
 }
 
 TEST(FuseMount, SigtermAndSigintUnmountCleanly) {

@@ -168,4 +168,28 @@ TEST_F(VhdChainRefusal, BatEntryPastTheEndOfAChild) {
   ExpectRefused("BAT entry 3 (guest offset 6291456) points to");
 }
 
+// A locator whose data would end past 2^64 is refused naming its fields, whatever its
+// platform code (one of an unknown code is not read, but its place is still checked).
+TEST_F(VhdChainRefusal, LocatorDataPastTwoToThe64) {
+  base_.Save(dir_ / "base.vhd");
+  VhdImage c = Child();
+  std::vector<qcowfs_test::VhdLocator> locators = c.locators();
+  locators.push_back({0x57693272, "..\\base.vhd"});  // "Wi2r", deprecated
+  c.SetLocators(locators);
+  std::vector<uint8_t> bytes = c.Serialize();
+  // The new entry's platform_data_offset (at 16 in the 24-byte entries from 576 of the
+  // dynamic header) set to 2^64 - 16, and the header's checksum (at 36) made right again.
+  const uint64_t h = c.Layout().header_offset, entry = h + 576 + 24 * (locators.size() - 1);
+  const uint64_t offset = UINT64_MAX - 15;
+  for (int i = 0; i < 8; ++i) bytes[entry + 16 + i] = static_cast<uint8_t>(offset >> (56 - 8 * i));
+  std::fill_n(&bytes[h + 36], 4, 0);
+  uint32_t sum = 0;
+  for (uint64_t i = 0; i < 1024; ++i) sum += bytes[h + i];
+  for (int i = 0; i < 4; ++i) bytes[h + 36 + i] = static_cast<uint8_t>(~sum >> (24 - 8 * i));
+  qcowfs_test::WriteAt(dir_ / "top.vhd", 0, bytes);
+  ExpectRefused("top.vhd: the VHD parent locator " + std::to_string(locators.size() - 1) +
+                ": platform_data_offset 18446744073709551600 plus platform_data_length 22 pass "
+                "2^64");
+}
+
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include "qcow/format/byte_order.h"
 #include "qcow/format/errors.h"
+#include "qcow/format/format.h"
 
 namespace qcow {
 namespace {
@@ -128,6 +129,20 @@ VhdDynamicHeader DecodeVhdDynamicHeader(std::span<const uint8_t> bytes) {
   for (size_t i = 0; i < h.parent_locators.size(); ++i) {
     const uint8_t* p = &s[kHeaderLocators + i * kLocatorSize];
     h.parent_locators[i] = {LoadBe32(p), LoadBe32(p + 4), LoadBe32(p + 8), LoadBe64(p + 16)};
+    const VhdParentLocator& l = h.parent_locators[i];
+    // An entry in use names data at platform_data_offset, platform_data_length bytes long in
+    // platform_data_space sectors: readers add them, so neither end may pass 2^64.
+    if (l.platform_code == 0) continue;
+    const std::string entry = "the VHD parent locator " + std::to_string(i) +
+                              ": platform_data_offset " + std::to_string(l.platform_data_offset);
+    if (l.platform_data_length > UINT64_MAX - l.platform_data_offset) {
+      Refuse(entry + " plus platform_data_length " + std::to_string(l.platform_data_length) +
+             " pass 2^64");
+    }
+    if (uint64_t{l.platform_data_space} * kSectorSize > UINT64_MAX - l.platform_data_offset) {
+      Refuse(entry + " plus platform_data_space " + std::to_string(l.platform_data_space) +
+             " sectors pass 2^64");
+    }
   }
   return h;
 }

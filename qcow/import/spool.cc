@@ -18,6 +18,8 @@ namespace {
 constexpr uint64_t kPieceOverhead = 128;
 // In-memory pieces that continue each other grow up to this size instead of adding nodes.
 constexpr uint64_t kMaxCoalesced = 1u << 20;
+// What a free extent of the temp file costs: a std::map node with malloc's overhead.
+constexpr uint64_t kFreeExtentOverhead = 64;
 
 std::string Size(uint64_t v) { return std::to_string(v) + " bytes"; }
 
@@ -59,44 +61,121 @@ void Spool::Shed() {
   // Every piece costs kPieceOverhead plus its buffer: with no buffers left, nothing to move
   // (and no walk over a map of pieces that all live in the file).
   if (memory_bytes_ + other_memory_ <= limits_.memory ||
-      memory_bytes_ == kPieceOverhead * pieces_.size()) {
+      memory_bytes_ == kPieceOverhead * pieces_.size() + kFreeExtentOverhead * free_.size()) {
     return;
   }
   for (auto it = pieces_.begin();
-       it != pieces_.end() && memory_bytes_ + other_memory_ > limits_.memory; ++it) {
-    Piece& p = it->second;
-    if (p.memory.empty()) continue;
-    WriteFile(it->first, std::span(p.memory).subspan(p.skip, p.length));
+       it != pieces_.end() && memory_bytes_ + other_memory_ > limits_.memory;) {
+    if (it->second.memory.empty()) {
+      ++it;
+      continue;
+    }
+    // Written first: a failed write leaves the piece in memory.
+    const uint64_t offset = it->first, end = offset + it->second.length;
+    auto node = pieces_.extract(it);
+    const Piece& p = node.mapped();
+    try {
+      SpillToFile(offset, std::span(p.memory).subspan(p.skip, p.length));
+    } catch (...) {
+      pieces_.insert(std::move(node));
+      throw;
+    }
     memory_bytes_ -= Cost(p);
-    std::vector<uint8_t>().swap(p.memory);
-    p.skip = 0;
-    memory_bytes_ += Cost(p);
-    file_bytes_ += p.length;
+    it = pieces_.lower_bound(end);
   }
 }
 
-void Spool::WriteFile(uint64_t offset, std::span<const uint8_t> bytes) {
+void Spool::OpenFile() {
+  if (fd_ >= 0) return;
+  fd_ = ::open(limits_.dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
   if (fd_ < 0) {
-    fd_ = ::open(limits_.dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    // File systems without O_TMPFILE: a named file, unlinked at once.
+    std::string path = limits_.dir + "/qcowfs-spool-XXXXXX";
+    fd_ = ::mkostemp(path.data(), O_CLOEXEC);
     if (fd_ < 0) {
-      // File systems without O_TMPFILE: a named file, unlinked at once.
-      std::string path = limits_.dir + "/qcowfs-spool-XXXXXX";
-      fd_ = ::mkostemp(path.data(), O_CLOEXEC);
-      if (fd_ < 0) {
-        ThrowErrno("creating a spool file in " + limits_.dir +
-                   " (image bytes that came before their tables exceed the spool's memory; "
-                   "give --spool-dir)");
-      }
-      ::unlink(path.c_str());
+      ThrowErrno("creating a spool file in " + limits_.dir +
+                 " (image bytes that came before their tables exceed the spool's memory; "
+                 "give --spool-dir)");
     }
+    ::unlink(path.c_str());
   }
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n =
-        ::pwrite(fd_, bytes.data() + done, bytes.size() - done, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) ThrowErrno("writing the spool file in " + limits_.dir);
-    done += static_cast<size_t>(n);
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> Spool::AllocateFile(uint64_t n) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  const uint64_t before = free_.size();
+  while (n > 0 && !free_.empty()) {
+    auto it = free_.begin();
+    const uint64_t take = std::min(n, it->second);
+    out.emplace_back(it->first, take);
+    if (take == it->second) {
+      free_.erase(it);
+    } else {
+      auto node = free_.extract(it);
+      node.key() += take;
+      node.mapped() -= take;
+      free_.insert(std::move(node));
+    }
+    n -= take;
+  }
+  if (n > 0) {
+    out.emplace_back(file_end_, n);
+    file_end_ += n;
+  }
+  memory_bytes_ -= (before - free_.size()) * kFreeExtentOverhead;
+  return out;
+}
+
+void Spool::FreeFile(uint64_t offset, uint64_t n) {
+  if (n == 0) return;
+  memory_bytes_ -= free_.size() * kFreeExtentOverhead;
+  uint64_t start = offset, end = offset + n;
+  auto next = free_.lower_bound(offset);
+  if (next != free_.end() && next->first == end) {
+    end += next->second;
+    next = free_.erase(next);
+  }
+  if (next != free_.begin() && std::prev(next)->first + std::prev(next)->second == start) {
+    start = std::prev(next)->first;
+    free_.erase(std::prev(next));
+  }
+  // Give the space back; failure only costs disk space until the import ends.
+  if (end == file_end_) {
+    file_end_ = start;
+    (void)::ftruncate(fd_, static_cast<off_t>(start));
+  } else {
+    (void)::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                      static_cast<off_t>(n));
+    free_.emplace(start, end - start);
+  }
+  memory_bytes_ += free_.size() * kFreeExtentOverhead;
+}
+
+void Spool::SpillToFile(uint64_t offset, std::span<const uint8_t> bytes) {
+  OpenFile();
+  const auto extents = AllocateFile(bytes.size());
+  uint64_t done = 0;
+  try {
+    for (const auto& [at, n] : extents) {
+      for (uint64_t i = 0; i < n;) {
+        const ssize_t w = ::pwrite(fd_, bytes.data() + done + i, n - i, static_cast<off_t>(at + i));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) ThrowErrno("writing the spool file in " + limits_.dir);
+        i += static_cast<uint64_t>(w);
+      }
+      done += n;
+    }
+  } catch (...) {
+    for (const auto& [at, n] : extents) FreeFile(at, n);
+    throw;
+  }
+  done = 0;
+  for (const auto& [at, n] : extents) {
+    Piece piece{n, {}, 0, at};
+    memory_bytes_ += Cost(piece);
+    pieces_.emplace(offset + done, std::move(piece));
+    file_bytes_ += n;
+    done += n;
   }
 }
 
@@ -127,15 +206,13 @@ void Spool::Put(uint64_t offset, std::span<const uint8_t> bytes) {
       return;
     }
   }
-  Piece piece{bytes.size(), {}, 0};
   if (fits) {
-    piece.memory.assign(bytes.begin(), bytes.end());
+    Piece piece{bytes.size(), {bytes.begin(), bytes.end()}, 0};
+    memory_bytes_ += Cost(piece);
+    pieces_.emplace(offset, std::move(piece));
   } else {
-    WriteFile(offset, bytes);
-    file_bytes_ += bytes.size();
+    SpillToFile(offset, bytes);
   }
-  memory_bytes_ += Cost(piece);
-  pieces_.emplace(offset, std::move(piece));
   bytes_ += bytes.size();
   Track();
 }
@@ -156,7 +233,8 @@ void Spool::Visit(uint64_t start, uint64_t end,
     for (uint64_t pos = lo; pos < hi;) {
       const uint64_t n = std::min<uint64_t>(hi - pos, 4u << 20);
       buf.resize(n);
-      ssize_t r = ::pread(fd_, buf.data(), n, static_cast<off_t>(pos));
+      const uint64_t at = it->second.file_offset + (pos - it->first);
+      ssize_t r = ::pread(fd_, buf.data(), n, static_cast<off_t>(at));
       if (r < 0 && errno == EINTR) continue;
       if (r != static_cast<ssize_t>(n)) ThrowErrno("reading the spool file in " + limits_.dir);
       fn(pos, buf);
@@ -176,18 +254,14 @@ void Spool::Erase(uint64_t start, uint64_t end) {
     memory_bytes_ -= Cost(p);
     if (p.memory.empty()) {
       file_bytes_ -= hi - lo;
-      // Give the space back; failure only costs disk space until the import ends.
-      if (fd_ >= 0) {
-        (void)::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(lo),
-                          static_cast<off_t>(hi - lo));
-      }
+      FreeFile(p.file_offset + (lo - a), hi - lo);
     }
     if (a >= start && b <= end) {  // all of it
       it = pieces_.erase(it);
       continue;
     }
     if (a < start && b > end) {  // its middle: the tail becomes a piece of its own
-      Piece tail{b - end, {}, 0};
+      Piece tail{b - end, {}, 0, p.file_offset + (end - a)};
       if (!p.memory.empty()) {
         const uint8_t* d = p.memory.data() + p.skip + (end - a);
         tail.memory.assign(d, d + tail.length);
@@ -207,7 +281,11 @@ void Spool::Erase(uint64_t start, uint64_t end) {
     // Keep its tail, without copying: the front of its buffer is skipped.
     auto node = pieces_.extract(it);
     Piece& q = node.mapped();
-    if (!q.memory.empty()) q.skip += end - a;
+    if (q.memory.empty()) {
+      q.file_offset += end - a;
+    } else {
+      q.skip += end - a;
+    }
     q.length = b - end;
     Compact(q);
     memory_bytes_ += Cost(q);
@@ -229,7 +307,8 @@ void Spool::Compact(Piece& p) {
 
 void Spool::Clear() {
   pieces_.clear();
-  bytes_ = memory_bytes_ = file_bytes_ = 0;
+  free_.clear();
+  bytes_ = memory_bytes_ = file_bytes_ = file_end_ = 0;
   if (fd_ >= 0) {
     ::close(fd_);
     fd_ = -1;

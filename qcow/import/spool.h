@@ -1,6 +1,9 @@
 // Holds image bytes the decoder cannot place yet (data that arrives before the table that
 // maps it, tables and compressed data until they are complete), keyed by image offset: in
-// memory up to a budget, then in an unlinked temp file, and refused past a hard limit.
+// memory up to a budget, then in an unlinked temp file, and refused past a hard limit. The
+// temp file is compact: pieces get offsets of its own, reusing the space freed pieces
+// leave, so it never grows past the most bytes it held at once (a peer choosing image
+// offsets past a file system's largest file cannot make it fail).
 // The budget is shared with the decoder's own bookkeeping (set_other_memory), so that
 // everything the decoder holds counts against the same limits.
 #pragma once
@@ -62,14 +65,25 @@ class Spool {
   // and the most it ever was.
   uint64_t memory_bytes() const { return memory_bytes_ + other_memory_; }
   uint64_t peak_memory_bytes() const { return peak_memory_; }
+  // Returns the size of the temp file (0 when there is none).
+  uint64_t file_size() const { return file_end_; }
 
  private:
   struct Piece {
     uint64_t length;
     std::vector<uint8_t> memory;  // empty when the piece lives in the temp file
     uint64_t skip;                // the piece's bytes start this far into `memory`
+    uint64_t file_offset = 0;     // where a piece in the temp file is in it
   };
-  void WriteFile(uint64_t offset, std::span<const uint8_t> bytes);
+  // Writes bytes for image offset `offset` into space of the temp file and holds them there
+  // as pieces (one per free extent used). Throws std::system_error.
+  void SpillToFile(uint64_t offset, std::span<const uint8_t> bytes);
+  // Returns extents of the temp file for n bytes: freed ones first, lowest first, then its
+  // end.
+  std::vector<std::pair<uint64_t, uint64_t>> AllocateFile(uint64_t n);
+  // Gives back [offset, offset + n) of the temp file.
+  void FreeFile(uint64_t offset, uint64_t n);
+  void OpenFile();
   // Throws SpoolFullError when holding adding_bytes more image bytes (and adding_overhead
   // of bookkeeping) would pass the limit.
   void CheckLimit(uint64_t adding_bytes, uint64_t adding_overhead) const;
@@ -86,7 +100,9 @@ class Spool {
   uint64_t other_memory_ = 0;
   uint64_t peak_ = 0;
   uint64_t peak_memory_ = 0;
-  int fd_ = -1;  // temp file, written at the image offsets themselves (sparse)
+  int fd_ = -1;                        // the temp file
+  uint64_t file_end_ = 0;              // its size: every byte below is held or free
+  std::map<uint64_t, uint64_t> free_;  // its free extents (offset -> length), merged
 };
 
 }  // namespace qcow

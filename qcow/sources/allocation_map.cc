@@ -1,14 +1,8 @@
 #include "qcow/sources/allocation_map.h"
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <bit>
-#include <cerrno>
 #include <charconv>
-#include <fstream>
 #include <optional>
-#include <sstream>
 
 #include "qcow/format/byte_order.h"
 #include "qcow/format/errors.h"
@@ -19,15 +13,22 @@
 namespace qcow {
 namespace {
 
-// Appends [offset, offset + length) to sorted ranges, merging with the last one.
+// Appends [offset, offset + length) to sorted ranges, merging with the last one when it
+// ends in the sector where this one starts (see DataRanges).
 void AppendRange(DataRanges& out, uint64_t offset, uint64_t length) {
   if (!length) return;
-  if (!out.ranges.empty() && out.ranges.back().first + out.ranges.back().second == offset) {
-    out.ranges.back().second += length;
-  } else {
-    out.ranges.emplace_back(offset, length);
+  if (!out.ranges.empty()) {
+    auto& [first, n] = out.ranges.back();
+    if (offset / kSectorSize * kSectorSize <= first + n) {
+      n = std::max(first + n, offset + length) - first;
+      return;
+    }
   }
+  out.ranges.emplace_back(offset, length);
 }
+
+// The most text one entry of qemu-img map's array may take (QEMU prints about 130 bytes).
+constexpr uint64_t kMaxMapEntry = 64 << 10;
 
 // One entry of qemu-img map's array: the ranges holding data are appended to out.
 void ParseMapEntry(JsonText& json, DataRanges& out) {
@@ -49,6 +50,26 @@ void ParseMapEntry(JsonText& json, DataRanges& out) {
   out.size = *start + *length;
   if (*data && !*zero) AppendRange(out, *start, *length);
 }
+
+// Cluster indices in any order, merged into sorted runs as they come, so that memory
+// follows the runs rather than the number of indices.
+class ClusterCollector {
+ public:
+  void Add(uint64_t first, uint64_t count) {
+    b_.Add(first, count);
+    if (++pending_ >= std::max<uint64_t>(4096, runs_)) {
+      const ClusterMap merged = b_.Build();
+      for (const ClusterMap::Run& r : merged.runs()) b_.Add(r.first, r.count);
+      runs_ = merged.runs().size();
+      pending_ = 0;
+    }
+  }
+  ClusterMap Build() { return b_.Build(); }
+
+ private:
+  ClusterMap::Builder b_;
+  uint64_t pending_ = 0, runs_ = 0;
+};
 
 // A source whose bytes come from one disk and whose allocation from metadata.
 class AllocationOverride : public Source {
@@ -78,30 +99,59 @@ class AllocationOverride : public Source {
   DataRanges data_;
 };
 
-}  // namespace
+std::string MapWhat(const std::string& name) { return name + ": not qemu-img map JSON"; }
 
-std::string ReadAll(int fd, const std::string& name) {
-  std::string out;
-  char buf[1 << 16];
-  for (;;) {
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) ThrowErrno("reading " + name);
-    if (n == 0) return out;
-    out.append(buf, static_cast<size_t>(n));
-  }
-}
-
-DataRanges ParseQemuImgMap(std::string_view text, const std::string& name) {
-  JsonText json(text, name + ": not qemu-img map JSON");
+DataRanges ParseMap(JsonText& json, std::optional<uint64_t> disk_size) {
+  // Entries run from 0 without gaps and are longer than 0: they end at the disk's end,
+  // after at most one entry per byte.
+  const uint64_t end = disk_size ? RoundUpToSector(*disk_size) : UINT64_MAX;
   DataRanges out;
-  json.Array([&] { ParseMapEntry(json, out); });
+  bool empty_entry = false;
+  uint64_t entries = 0;
+  json.Array([&] {
+    if (empty_entry) json.Fail("an entry after an entry of length 0");
+    if (entries++ > 0 && out.size >= end) {
+      json.Fail("an entry after the end of the disk's " + std::to_string(end) +
+                " bytes (at most ']' may follow)");
+    }
+    json.Bound(json.offset() + kMaxMapEntry,
+               "an entry longer than " + std::to_string(kMaxMapEntry) + " bytes");
+    const uint64_t before = out.size;
+    ParseMapEntry(json, out);
+    json.Bound(UINT64_MAX, "");
+    if (out.size == before) {
+      // An empty disk's map is one entry of length 0; no other entry has that length.
+      if (before != 0) json.Fail("an entry of length 0 after the start of the disk");
+      empty_entry = true;
+    }
+  });
   json.End();
   return out;
 }
 
+}  // namespace
+
+DataRanges ParseQemuImgMap(const JsonText::Pull& pull, const std::string& name,
+                           std::optional<uint64_t> disk_size) {
+  JsonText json(pull, MapWhat(name));
+  return ParseMap(json, disk_size);
+}
+
+DataRanges ParseQemuImgMap(std::string_view text, const std::string& name) {
+  return ParseQemuImgMap(PullFromText(text), name);
+}
+
 ImageSummary ParseQemuImgInfo(std::string_view text, const std::string& name) {
-  JsonText json(text, name + ": not qemu-img info JSON");
+  return ParseQemuImgInfo(PullFromText(text), name);
+}
+
+ClusterHeader ParseClusterHeader(std::string_view text, const std::string& name) {
+  return ParseClusterHeader(PullFromText(text), name);
+}
+
+ImageSummary ParseQemuImgInfo(const JsonText::Pull& pull, const std::string& name) {
+  JsonText json(pull, name + ": not qemu-img info JSON");
+  json.Bound(kMaxInfoJson, "longer than " + std::to_string(kMaxInfoJson) + " bytes");
   std::optional<uint64_t> size, cluster;
   ImageSummary out;
   json.Object([&](const std::string& key) {
@@ -116,6 +166,7 @@ ImageSummary ParseQemuImgInfo(std::string_view text, const std::string& name) {
     }
   });
   json.End();
+  json.Bound(UINT64_MAX, "");
   if (!size) json.Fail("no \"virtual-size\"");
   out.virtual_size = *size;
   if (cluster) {
@@ -129,67 +180,96 @@ ImageSummary ParseQemuImgInfo(std::string_view text, const std::string& name) {
   return out;
 }
 
-ClusterHeader ParseClusterHeader(std::string_view text, const std::string& name) {
-  JsonText json(text, name + ": not the JSON {virtual_size, cluster_bits, data_clusters}");
+ClusterHeader ParseClusterHeader(const JsonText::Pull& pull, const std::string& name,
+                                 std::optional<uint64_t> disk_size) {
+  JsonText json(pull, name + ": not the JSON {virtual_size, cluster_bits, data_clusters}");
   std::optional<uint64_t> size, bits;
   // Indices come single (xapi's read_headers, ordered by where the clusters sit in the
   // file) or as [first, last] pairs (qcow2-to-stdout's own callers). The keys may come in
-  // any order, so the highest index is checked against the disk's end afterwards.
-  ClusterMap::Builder b;
+  // any order: each index and the number of entries are bounded by what is known so far
+  // (the virtual size, else the disk's; the cluster size, else the smallest), and the
+  // highest index is checked against the disk's end again afterwards.
+  ClusterCollector clusters;
   std::optional<uint64_t> highest;
+  uint64_t entries = 0;
+  auto cluster_count = [&] {
+    const uint64_t bytes = size ? *size : disk_size ? RoundUpToSector(*disk_size) : UINT64_MAX;
+    return DivRoundUp(bytes, uint64_t{1} << bits.value_or(kMinClusterBits));
+  };
+  auto index = [&] {
+    const uint64_t i = json.Unsigned();
+    if (i >= cluster_count()) {
+      json.Fail("data cluster " + std::to_string(i) + " is past the end of a disk of " +
+                std::to_string(cluster_count()) + " clusters");
+    }
+    return i;
+  };
   auto add = [&](uint64_t first, uint64_t last) {
-    b.Add(first, last - first + 1);
+    if (++entries > cluster_count()) {
+      json.Fail("more entries in data_clusters than the disk's " + std::to_string(cluster_count()) +
+                " clusters");
+    }
+    clusters.Add(first, last - first + 1);
     highest = std::max(highest.value_or(0), last);
   };
   bool have_clusters = false;
   std::vector<std::string> seen;
+  // Members other than the clusters are skipped, each within this many bytes.
+  constexpr uint64_t kMaxMember = 64 << 10;
   json.Object([&](const std::string& key) {
     if (std::find(seen.begin(), seen.end(), key) != seen.end()) {
       json.Fail("the key \"" + key + "\" is given twice");
     }
-    // Only the first keys are remembered: the object has three that matter, and a bound
-    // keeps a header of many keys from costing time quadratic in them.
-    if (seen.size() < 16) seen.push_back(key);
+    // read_headers prints three keys; a few more are skipped, not any number.
+    if (seen.size() == 16) json.Fail("more than 16 keys");
+    seen.push_back(key);
     if (key == "virtual_size") {
       size = json.Unsigned();
+      if (disk_size && !DescribesDiskOf(*size, *disk_size)) {
+        Refuse(name + " describes a disk of " + std::to_string(*size) + " bytes, but the disk is " +
+               std::to_string(*disk_size) + " bytes");
+      }
     } else if (key == "cluster_bits") {
       bits = json.Unsigned();
+      if (*bits < kMinClusterBits || *bits > kMaxClusterBits) {
+        json.Fail("cluster_bits is " + std::to_string(*bits) + ", not 9 to 21");
+      }
     } else if (key == "data_clusters") {
       have_clusters = true;
       json.Array([&] {
         if (json.Peek() != '[') {
-          const uint64_t i = json.Unsigned();
+          const uint64_t i = index();
           add(i, i);
           return;
         }
         uint64_t ends[2], n = 0;
         json.Array([&] {
           if (n == 2) json.Fail("a cluster range with more than two indices");
-          ends[n++] = json.Unsigned();
+          ends[n++] = index();
         });
         if (n != 2 || ends[0] > ends[1]) json.Fail("a cluster range that is not [first, last]");
         add(ends[0], ends[1]);
       });
     } else {
+      json.Bound(json.offset() + kMaxMember,
+                 "a member longer than " + std::to_string(kMaxMember) + " bytes");
       json.Skip();
+      json.Bound(UINT64_MAX, "");
     }
   });
   json.End();
   if (!size || !bits || !have_clusters) {
     json.Fail("it lacks one of virtual_size, cluster_bits and data_clusters");
   }
-  if (*bits < kMinClusterBits || *bits > kMaxClusterBits) {
-    json.Fail("cluster_bits is " + std::to_string(*bits) + ", not 9 to 21");
-  }
-  const uint64_t clusters = DivRoundUp(*size, uint64_t{1} << *bits);
-  if (highest && *highest >= clusters) {
+  const uint64_t count = DivRoundUp(*size, uint64_t{1} << *bits);
+  if (highest && *highest >= count) {
     json.Fail("data cluster " + std::to_string(*highest) + " is past the end of a disk of " +
               std::to_string(*size) + " bytes");
   }
   ClusterHeader out;
   out.cluster_bits = static_cast<uint32_t>(*bits);
   out.data.size = *size;
-  const ClusterMap map = b.Build();
+  const ClusterMap map = clusters.Build();
   for (const ClusterMap::Run& r : map.runs()) {
     const uint64_t offset = r.first << *bits;
     AppendRange(out.data, offset, std::min(r.count << *bits, *size - offset));
@@ -197,33 +277,35 @@ ClusterHeader ParseClusterHeader(std::string_view text, const std::string& name)
   return out;
 }
 
-DataRanges ReadDataRanges(const std::string& spec, const SourceOptions& options) {
+DataRanges ReadDataRanges(const std::string& spec, const SourceOptions& options,
+                          std::optional<uint64_t> disk_size) {
   if (spec.rfind("fd:", 0) == 0) {
     int fd = -1;
     const auto [end, ec] = std::from_chars(spec.data() + 3, spec.data() + spec.size(), fd);
     if (ec != std::errc() || end != spec.data() + spec.size() || fd < 0) {
       throw UsageError("'" + spec + "' is not fd:N with N a descriptor number");
     }
-    return ParseQemuImgMap(ReadAll(fd, spec), spec);
+    return ParseQemuImgMap(PullFromFd(fd, spec), spec, disk_size);
   }
   ChainOptions chain{.search_path = options.search_path,
                      .top_format = std::nullopt,
                      .warn = options.warn,
                      .metadata = true};
-  return ReadDataRanges(ImageChain::Open(spec, chain), spec);
+  return ReadDataRanges(ImageChain::Open(spec, chain), spec, disk_size);
 }
 
-DataRanges ReadDataRanges(const ImageChain& image, const std::string& spec) {
+DataRanges ReadDataRanges(const ImageChain& image, const std::string& spec,
+                          std::optional<uint64_t> disk_size) {
   if (image.layers().front().format == LayerFormat::kRaw) {
-    // Not qcow2: the JSON qemu-img map printed, or nothing we know.
-    const std::string text = ReadAll(image.layers().front().fd, spec);
-    const size_t first = text.find_first_not_of(" \t\r\n");
-    if (first == std::string::npos || text[first] != '[') {
+    // Not qcow2: the JSON qemu-img map printed, or nothing we know, told by its first
+    // bytes before anything more is read.
+    JsonText json(PullFromFd(image.layers().front().fd, spec), MapWhat(spec));
+    if (json.Peek() != '[') {
       Refuse(spec +
              " is neither a qcow2 image, nor a VHD, nor the JSON of qemu-img map "
              "--output=json");
     }
-    return ParseQemuImgMap(text, spec);
+    return ParseMap(json, disk_size);
   }
   DataRanges out;
   out.size = image.size();

@@ -14,18 +14,31 @@
 #include "qcow/export/source.h"
 #include "qcow/format/format.h"
 #include "qcow/sources/image_chain.h"
+#include "qcow/sources/json_text.h"
 #include "qcow/sources/open_source.h"
 
 namespace qcow {
 
 struct DataRanges {
-  uint64_t size = 0;                                  // the guest size the metadata describes
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;  // (offset, length) holding data, in order
+  uint64_t size = 0;  // the guest size the metadata describes
+  // (offset, length) holding data, in order. A range may start up to a sector early (the
+  // allocation is used in clusters, whole sectors), so that there are never more ranges
+  // than sectors, whatever the metadata's granularity.
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
 };
 
+// The JSON readers below pull their text through `pull` (see PullFromFd) and never read
+// more than the limits of JsonText and their own bounds allow; `name` starts every refusal.
+// Given `disk_size`, the size of the disk the metadata must describe, they also stop
+// reading where it ends: then a size that does not match is the caller's to refuse.
+
 // Returns the ranges of `qemu-img map --output=json` output that hold data ("data": true
-// and "zero": false) and the size it covers (the end of its last entry). Throws FormatError
-// naming `name` and the byte where the text stops being such JSON.
+// and "zero": false) and the size it covers (the end of its last entry). Entries must run
+// from 0 without gaps, each longer than 0 (but an empty disk's single entry); once they
+// reach RoundUpToSector(*disk_size), only the end of the array may follow. Throws
+// FormatError naming `name` and the byte where the text stops being such JSON.
+DataRanges ParseQemuImgMap(const JsonText::Pull& pull, const std::string& name,
+                           std::optional<uint64_t> disk_size = std::nullopt);
 DataRanges ParseQemuImgMap(std::string_view json, const std::string& name);
 
 // What `qemu-img info --output=json` says of an image.
@@ -35,8 +48,14 @@ struct ImageSummary {
   std::string format;
 };
 
+// The most qemu-img info JSON read (its size follows the image's snapshots and bitmaps,
+// not its disk's size).
+inline constexpr uint64_t kMaxInfoJson = 16 << 20;
+
 // Returns the virtual size, cluster size and format of qemu-img info JSON. Throws
-// FormatError naming `name` when the text is not such JSON or lacks the virtual size.
+// FormatError naming `name` when the text is not such JSON, is longer than kMaxInfoJson or
+// lacks the virtual size.
+ImageSummary ParseQemuImgInfo(const JsonText::Pull& pull, const std::string& name);
 ImageSummary ParseQemuImgInfo(std::string_view json, const std::string& name);
 
 // The JSON xapi's qcow-stream-tool read_headers prints (and QEMU's qcow2-to-stdout as xapi
@@ -48,21 +67,25 @@ struct ClusterHeader {
 };
 
 // Returns the header's allocation. Throws FormatError naming `name` when the text is not
-// such JSON, cluster_bits is outside 9..21 or a cluster lies past the virtual size.
+// such JSON, cluster_bits is outside 9..21, a cluster lies past the virtual size, there are
+// more entries than clusters, or virtual_size does not describe a disk of *disk_size bytes
+// (see DescribesDiskOf).
+ClusterHeader ParseClusterHeader(const JsonText::Pull& pull, const std::string& name,
+                                 std::optional<uint64_t> disk_size = std::nullopt);
 ClusterHeader ParseClusterHeader(std::string_view json, const std::string& name);
-
-// Returns everything left to read on fd (a pipe, say), named `name` in errors. Throws
-// std::system_error.
-std::string ReadAll(int fd, const std::string& name);
 
 // Reads the allocation that `spec` describes: a qcow2 image or VHD with its chain (data and
 // compressed clusters of any layer), or qemu-img map JSON in a file or, as "fd:N", on an
-// open descriptor (read to its end). Throws FormatError/UsageError/std::system_error.
-DataRanges ReadDataRanges(const std::string& spec, const SourceOptions& options);
+// open descriptor (read up to the end of the array), for a disk of disk_size bytes when
+// known. Throws FormatError/UsageError/std::system_error.
+DataRanges ReadDataRanges(const std::string& spec, const SourceOptions& options,
+                          std::optional<uint64_t> disk_size);
 
 // The same for `spec` opened as `image` already: the chain's allocation, or, when its top is
-// raw, the qemu-img map JSON the file holds.
-DataRanges ReadDataRanges(const ImageChain& image, const std::string& spec);
+// raw, the qemu-img map JSON the file holds (refused at its first byte when that cannot
+// start such JSON).
+DataRanges ReadDataRanges(const ImageChain& image, const std::string& spec,
+                          std::optional<uint64_t> disk_size);
 
 // Whether metadata describing a disk of `described` bytes can be about a disk of
 // `disk_size` bytes: the same size, or that size rounded up to a sector as qemu-img and

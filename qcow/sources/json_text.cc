@@ -1,117 +1,226 @@
 #include "qcow/sources/json_text.h"
 
-#include <cctype>
-#include <charconv>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 
 #include "qcow/format/errors.h"
 
 namespace qcow {
 namespace {
 
-// Deeper nesting than qemu-img ever prints is refused rather than recursed into.
-constexpr int kMaxDepth = 64;
+bool IsSpace(int b) { return b == ' ' || b == '\t' || b == '\n' || b == '\r'; }
+bool IsDigit(int b) { return b >= '0' && b <= '9'; }
+
+// The one read of a descriptor: n bytes at most, 0 at its end. Throws std::system_error.
+size_t ReadSome(int fd, char* buf, size_t n, const std::string& name) {
+  for (;;) {
+    const ssize_t r = ::read(fd, buf, n);
+    if (r >= 0) return static_cast<size_t>(r);
+    if (errno != EINTR) ThrowErrno("reading " + name);
+  }
+}
 
 }  // namespace
 
-void JsonText::Fail(const std::string& reason) const {
-  Refuse(what_ + ": " + reason + " at byte " + std::to_string(pos_));
+JsonText::JsonText(Pull pull, std::string what)
+    : pull_(std::move(pull)), what_(std::move(what)), buf_(kChunk) {}
+
+JsonText::Pull PullFromText(std::string_view text) {
+  return [text, at = size_t{0}](char* buf, size_t n) mutable {
+    n = std::min(n, text.size() - at);
+    std::memcpy(buf, text.data() + at, n);
+    at += n;
+    return n;
+  };
 }
 
-char JsonText::Peek() {
-  while (pos_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[pos_]))) ++pos_;
-  return pos_ < s_.size() ? s_[pos_] : '\0';
+JsonText::Pull PullFromFd(int fd, std::string name) {
+  return [fd, name = std::move(name)](char* buf, size_t n) { return ReadSome(fd, buf, n, name); };
+}
+
+void JsonText::Fail(const std::string& reason) const {
+  Refuse(what_ + ": " + reason + " at byte " + std::to_string(offset()));
+}
+
+void JsonText::Bound(uint64_t end, std::string reason) {
+  bound_ = end;
+  bound_reason_ = std::move(reason);
+}
+
+int JsonText::Byte() {
+  if (offset() >= bound_) Fail(bound_reason_);
+  if (pos_ == len_) {
+    if (eof_) return -1;
+    base_ += len_;
+    pos_ = 0;
+    len_ = pull_(buf_.data(), buf_.size());
+    if (len_ == 0) {
+      eof_ = true;
+      return -1;
+    }
+  }
+  return static_cast<unsigned char>(buf_[pos_]);
+}
+
+std::string JsonText::Describe(int b) {
+  static const char kHex[] = "0123456789abcdef";
+  if (b < 0) return "the end of the text";
+  if (b >= 0x20 && b < 0x7f) return std::string("'") + static_cast<char>(b) + "'";
+  return std::string("the byte 0x") + kHex[b >> 4] + kHex[b & 15];
+}
+
+int JsonText::Peek() {
+  for (size_t run = 0;; ++run) {
+    const int b = Byte();
+    if (!IsSpace(b)) return b;
+    if (run == kMaxSpace) Fail("more than " + std::to_string(kMaxSpace) + " bytes of white space");
+    Advance();
+  }
 }
 
 void JsonText::Expect(char c) {
-  if (Peek() != c) Fail(std::string("expected '") + c + "'");
-  ++pos_;
+  const int b = Peek();
+  if (b != static_cast<unsigned char>(c)) {
+    Fail(std::string("expected '") + c + "', found " + Describe(b));
+  }
+  Advance();
 }
 
-std::string JsonText::String() {
+std::string JsonText::String(size_t max_bytes) {
   Expect('"');
   std::string out;
-  while (pos_ < s_.size() && s_[pos_] != '"') {
-    if (s_[pos_] == '\\') ++pos_;  // names and file names: escapes kept as the next byte
-    if (pos_ < s_.size()) out += s_[pos_++];
+  for (;;) {
+    int b = Byte();
+    if (b < 0) Fail("unterminated string");
+    if (b == '"') {
+      Advance();
+      return out;
+    }
+    if (b < 0x20) Fail("a control character (" + Describe(b) + ") in a string");
+    if (out.size() == max_bytes)
+      Fail("a string longer than " + std::to_string(max_bytes) + " bytes");
+    Advance();
+    if (b == '\\') {  // names and file names: escapes kept as the next byte
+      b = Byte();
+      if (b < 0) Fail("unterminated string");
+      Advance();
+    }
+    out += static_cast<char>(b);
   }
-  if (pos_ >= s_.size()) Fail("unterminated string");
-  ++pos_;
-  return out;
 }
 
-uint64_t JsonText::Unsigned() {
-  Peek();
-  uint64_t v = 0;
-  const auto [end, ec] = std::from_chars(s_.data() + pos_, s_.data() + s_.size(), v);
-  if (ec != std::errc() || end == s_.data() + pos_) Fail("expected a non-negative integer");
-  const size_t next = static_cast<size_t>(end - s_.data());
-  if (next < s_.size() && (s_[next] == '.' || s_[next] == 'e' || s_[next] == 'E')) {
-    Fail("expected a non-negative integer");
+std::optional<uint64_t> JsonText::Number() {
+  const uint64_t start = offset();
+  auto length_ok = [&] {
+    if (offset() - start >= kMaxNumber) {
+      Fail("a number longer than " + std::to_string(kMaxNumber) + " bytes");
+    }
+  };
+  auto digits = [&](size_t* count) {
+    if (!IsDigit(Byte())) Fail("expected a digit, found " + Describe(Byte()));
+    while (IsDigit(Byte())) {
+      length_ok();
+      ++*count;
+      Advance();
+    }
+  };
+  bool integer = true;
+  if (Byte() == '-') {
+    integer = false;
+    Advance();
   }
-  pos_ = next;
+  // The integer part, its value kept while it fits.
+  if (!IsDigit(Byte())) Fail("expected a value, found " + Describe(Byte()));
+  uint64_t v = 0;
+  size_t n = 0;
+  for (int b = Byte(); IsDigit(b); b = Byte()) {
+    if (++n > kMaxDigits) Fail("a number longer than " + std::to_string(kMaxDigits) + " digits");
+    const uint64_t d = static_cast<uint64_t>(b - '0');
+    if (v > (UINT64_MAX - d) / 10) integer = false;
+    v = v * 10 + d;
+    Advance();
+  }
+  if (Byte() == '.') {
+    integer = false;
+    Advance();
+    digits(&n);
+  }
+  if (Byte() == 'e' || Byte() == 'E') {
+    integer = false;
+    Advance();
+    if (Byte() == '+' || Byte() == '-') Advance();
+    digits(&n);
+  }
+  if (!integer) return std::nullopt;
   return v;
 }
 
-bool JsonText::Word(std::string_view word) {
-  if (s_.substr(pos_, word.size()) != word) return false;
-  pos_ += word.size();
-  return true;
+uint64_t JsonText::Unsigned() {
+  const int b = Peek();
+  if (!IsDigit(b)) Fail("expected a non-negative integer, found " + Describe(b));
+  const std::optional<uint64_t> v = Number();
+  if (!v) Fail("expected a non-negative integer below 2^64");
+  return *v;
+}
+
+void JsonText::Word(std::string_view word) {
+  for (const char c : word) {
+    if (Byte() != c) Fail("expected '" + std::string(word) + "', found " + Describe(Byte()));
+    Advance();
+  }
 }
 
 std::optional<uint64_t> JsonText::Value() {
-  const char c = Peek();
-  if (c >= '0' && c <= '9') {
-    const size_t start = pos_;
-    uint64_t v = 0;
-    const auto [end, ec] = std::from_chars(s_.data() + pos_, s_.data() + s_.size(), v);
-    const size_t next = static_cast<size_t>(end - s_.data());
-    if (ec == std::errc() &&
-        (next == s_.size() || (s_[next] != '.' && s_[next] != 'e' && s_[next] != 'E'))) {
-      pos_ = next;
-      return v;
-    }
-    pos_ = start;
-    Skip();
-    return std::nullopt;
+  const int b = Peek();
+  if (b == 't') {
+    Word("true");
+    return 1;
   }
-  if (Word("true")) return 1;
-  if (Word("false")) return 0;
+  if (b == 'f') {
+    Word("false");
+    return 0;
+  }
+  if (b == '-' || IsDigit(b)) return Number();
   Skip();
   return std::nullopt;
 }
 
 void JsonText::Skip() {
-  const char c = Peek();
-  if (c == '"') {
+  const int b = Peek();
+  if (b == '"') {
     String();
-  } else if (c == '{') {
+  } else if (b == '{') {
     Object([this](const std::string&) { Skip(); });
-  } else if (c == '[') {
+  } else if (b == '[') {
     Array([this] { Skip(); });
-  } else if (Word("true") || Word("false") || Word("null")) {
-  } else if (c == '-' || (c >= '0' && c <= '9')) {
-    const size_t start = pos_;
-    while (pos_ < s_.size() &&
-           (std::isdigit(static_cast<unsigned char>(s_[pos_])) ||
-            std::string_view("+-.eE").find(s_[pos_]) != std::string_view::npos)) {
-      ++pos_;
-    }
-    if (pos_ == start + (c == '-' ? 1 : 0)) Fail("expected a value");
+  } else if (b == 't') {
+    Word("true");
+  } else if (b == 'f') {
+    Word("false");
+  } else if (b == 'n') {
+    Word("null");
+  } else if (b == '-' || IsDigit(b)) {
+    Number();
   } else {
-    Fail("expected a value");
+    Fail("expected a value, found " + Describe(b));
   }
 }
 
 void JsonText::Sequence(char open, char close, const std::function<void()>& item) {
-  if (++depth_ > kMaxDepth) Fail("values nested too deep");
+  if (++depth_ > kMaxDepth) {
+    Fail("values nested more than " + std::to_string(kMaxDepth) + " deep");
+  }
   Expect(open);
   if (Peek() == close) {
-    ++pos_;
+    Advance();
   } else {
     for (;;) {
       item();
       if (Peek() != ',') break;
-      ++pos_;
+      Advance();
     }
     Expect(close);
   }
@@ -120,7 +229,7 @@ void JsonText::Sequence(char open, char close, const std::function<void()>& item
 
 void JsonText::Object(const std::function<void(const std::string& key)>& member) {
   Sequence('{', '}', [&] {
-    const std::string key = String();
+    const std::string key = String(kMaxKey);
     Expect(':');
     member(key);
   });
@@ -129,7 +238,8 @@ void JsonText::Object(const std::function<void(const std::string& key)>& member)
 void JsonText::Array(const std::function<void()>& element) { Sequence('[', ']', element); }
 
 void JsonText::End() {
-  if (Peek() != '\0') Fail("text after the end of the value");
+  const int b = Peek();
+  if (b >= 0) Fail("text after the end of the value (" + Describe(b) + ")");
 }
 
 }  // namespace qcow
