@@ -135,6 +135,9 @@ int RunMount(const MountArgs& a) {
     qcow::TargetOptions target_options;
     // The target of a delta holds its base: nothing there reads as zeros by default.
     target_options.prezeroed = a.prezeroed && !a.delta;
+    target_options.warn = [](const std::string& w) { Log(LOG_WARNING, "%s", w.c_str()); };
+    // Opened before the daemon forks: the daemon inherits the open file, its O_EXCL claim
+    // and its lock, and they end when it exits.
     target = std::make_unique<qcow::RawTarget>(a.import_target, target_options);
     qcow::ImportOptions options;
     options.spool = SpoolLimits(a.spool);

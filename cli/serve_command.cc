@@ -71,6 +71,9 @@ int RunServe(const ServeArgs& a) {
   // The target of a delta holds its base: nothing there reads as zeros by default.
   const bool apply = a.delta || a.keep_unallocated;
   target_options.prezeroed = a.prezeroed && !apply;
+  target_options.warn = [](const std::string& w) {
+    std::fprintf(stderr, "qcowfs: warning: %s\n", w.c_str());
+  };
   qcow::RawTarget target(FilePath(a.destination), target_options);
   qcow::ImportOptions options;
   options.spool = SpoolLimits(a.spool);
