@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -160,8 +161,19 @@ int Unix(const std::string& path, const std::string& spec, bool listen_one) {
     }
     return s;
   }
-  ::unlink(path.c_str());  // a stale socket from an earlier run
-  if (::bind(s, sa, sizeof addr) != 0 || ::listen(s, 1) != 0) {
+  // A socket left by an earlier run is replaced; anything else at PATH is a typo's victim.
+  struct stat old;
+  if (::lstat(path.c_str(), &old) == 0) {
+    if (!S_ISSOCK(old.st_mode)) {
+      ::close(s);
+      throw qcow::UsageError("'" + spec + "': " + path +
+                             " exists and is not a socket; refusing to replace it");
+    }
+    ::unlink(path.c_str());
+  }
+  struct stat bound;
+  if (::bind(s, sa, sizeof addr) != 0 || ::listen(s, 1) != 0 ||
+      ::lstat(path.c_str(), &bound) != 0) {
     int err = errno;
     ::close(s);
     throw std::system_error(err, std::generic_category(), "listening on " + spec);
@@ -171,7 +183,12 @@ int Unix(const std::string& path, const std::string& spec, bool listen_one) {
   while (c < 0 && errno == EINTR);
   int err = errno;
   ::close(s);
-  ::unlink(path.c_str());
+  // Only our own socket goes: something put at PATH meanwhile stays.
+  struct stat now;
+  if (::lstat(path.c_str(), &now) == 0 && now.st_dev == bound.st_dev &&
+      now.st_ino == bound.st_ino) {
+    ::unlink(path.c_str());
+  }
   if (c < 0) throw std::system_error(err, std::generic_category(), "accepting on " + spec);
   return c;
 }
@@ -197,9 +214,16 @@ std::string FilePath(const std::string& spec) {
   return spec;
 }
 
-Endpoint OpenDestination(const std::string& spec) {
-  if (spec == "-" || spec == "stdout:") return Endpoint(STDOUT_FILENO, false, "stdout");
-  if (auto fd = After(spec, "fd")) return Endpoint(ParseFd(*fd, spec), false, spec);
+Endpoint OpenDestination(const std::string& spec, const VetFn& vet) {
+  // Returns `e` once `vet` accepted the file open on it.
+  auto vetted = [&](Endpoint e) {
+    struct stat st;
+    if (::fstat(e.fd(), &st) != 0) qcow::ThrowErrno("stat " + e.description());
+    if (vet) vet(st);
+    return e;
+  };
+  if (spec == "-" || spec == "stdout:") return vetted(Endpoint(STDOUT_FILENO, false, "stdout"));
+  if (auto fd = After(spec, "fd")) return vetted(Endpoint(ParseFd(*fd, spec), false, spec));
   if (auto t = After(spec, "tcp")) return Endpoint(Tcp(*t, spec, false), true, spec);
   if (auto u = After(spec, "unix")) return Endpoint(Unix(*u, spec, false), true, spec);
   if (spec == "null:") {
@@ -208,9 +232,27 @@ Endpoint OpenDestination(const std::string& spec) {
     return Endpoint(fd, true, spec);
   }
   const std::string path = FilePath(spec);
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) qcow::ThrowErrno("opening destination " + path);
-  return Endpoint(fd, true, path);
+  auto refuse_kind = [&](const struct stat& st) {
+    if (S_ISDIR(st.st_mode) || S_ISBLK(st.st_mode)) {
+      throw qcow::UsageError("destination " + path + " is a " +
+                             (S_ISDIR(st.st_mode) ? "directory" : "block device") +
+                             "; stream writes an image file (a regular file, a FIFO, a "
+                             "character device or a socket)");
+    }
+  };
+  struct stat before;
+  if (::stat(path.c_str(), &before) == 0) refuse_kind(before);
+  // No O_TRUNC: a file is emptied only once it is known not to be one that is read.
+  Endpoint out(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644), true, path);
+  if (out.fd() < 0) qcow::ThrowErrno("opening destination " + path);
+  struct stat st;
+  if (::fstat(out.fd(), &st) != 0) qcow::ThrowErrno("stat " + path);
+  refuse_kind(st);
+  if (vet) vet(st);
+  if (S_ISREG(st.st_mode) && ::ftruncate(out.fd(), 0) != 0) {
+    qcow::ThrowErrno("truncating destination " + path);
+  }
+  return out;
 }
 
 Endpoint OpenImageSource(const std::string& spec) {
@@ -222,6 +264,22 @@ Endpoint OpenImageSource(const std::string& spec) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) qcow::ThrowErrno("opening source " + path);
   return Endpoint(fd, true, path);
+}
+
+std::optional<struct stat> StatEndpoint(const std::string& spec, bool destination) {
+  struct stat st;
+  if (spec == "-" || spec == (destination ? "stdout:" : "stdin:")) {
+    const int fd = destination ? STDOUT_FILENO : STDIN_FILENO;
+    if (::fstat(fd, &st) != 0) qcow::ThrowErrno(destination ? "stat stdout" : "stat stdin");
+    return st;
+  }
+  if (auto fd = After(spec, "fd")) {
+    if (::fstat(ParseFd(*fd, spec), &st) != 0) qcow::ThrowErrno("stat " + spec);
+    return st;
+  }
+  if (After(spec, "tcp") || After(spec, "unix") || spec == "null:") return std::nullopt;
+  if (::stat(FilePath(spec).c_str(), &st) != 0) return std::nullopt;
+  return st;
 }
 
 }  // namespace qcowfs

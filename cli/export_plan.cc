@@ -1,5 +1,6 @@
 #include "cli/export_plan.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include "cli/size_arg.h"
 #include "qcow/format/errors.h"
 #include "qcow/format/format.h"
+#include "qcow/io/disk_lock.h"
 #include "qcow/sources/allocation_map.h"
 #include "qcow/sources/chain_source.h"
 #include "qcow/sources/delta.h"
@@ -64,6 +66,31 @@ qcow::SourceOptions OptionsFor(const ExportArgs& a) {
   return o;
 }
 
+// Throws UsageError when `w` is the file the export reads at path.
+void RefuseSame(const WrittenFile& w, const std::string& path, const struct stat& st) {
+  if (!qcow::SameDisk(w.st, st)) return;
+  throw qcow::UsageError(w.role + " " + w.path + " is " +
+                         (path == w.path ? std::string() : path + ", ") +
+                         "a file the export reads; refusing to write over it");
+}
+
+void AddRead(PlannedExport& p, const std::string& path, const struct stat& st) {
+  for (const WrittenFile& w : p.written) RefuseSame(w, path, st);
+  p.reads.push_back({path, st});
+}
+
+void AddReads(PlannedExport& p, const qcow::ImageChain& chain) {
+  for (const auto& layer : chain.layers()) AddRead(p, layer.path, layer.st);
+}
+
+// Adds to p.reads the files `source` (opened from path) reads: each layer of its chain, or
+// the file itself.
+void AddReads(PlannedExport& p, const qcow::Source& source, const std::string& path) {
+  if (const qcow::ImageChain* chain = qcow::ChainOf(source)) return AddReads(p, *chain);
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0) AddRead(p, path, st);
+}
+
 // Plans the delta of p.source over a.relative_to: from the chain's metadata when the base
 // is one of its layers (the source's own chain, or the --allocation-from chain of a hybrid
 // source), else by comparing contents. Keeps the base in p.
@@ -80,6 +107,7 @@ qcow::DeltaPlan PlanDelta(PlannedExport& p, const ExportArgs& a, const qcow::Sou
     }
   }
   p.base = qcow::OpenSource(a.relative_to, options);
+  AddReads(p, *p.base, a.relative_to);
   qcow::DeltaPlan plan =
       qcow::ComparedDelta(source, *p.base, bits,
                           Progress("comparing " + source.name() + " with " + a.relative_to + ": "));
@@ -97,9 +125,11 @@ qcow::DeltaPlan PlanDelta(PlannedExport& p, const ExportArgs& a, const qcow::Sou
 
 qcow::SourceOptions SourceOptionsFor(const ExportArgs& args) { return OptionsFor(args); }
 
-PlannedExport PlanExport(const std::string& path, const ExportArgs& a) {
+PlannedExport PlanExport(const std::string& path, const ExportArgs& a,
+                         const std::vector<WrittenFile>& written) {
   const uint32_t bits = ClusterBits(a.cluster_size);
   PlannedExport p;
+  p.written = written;
   const qcow::SourceOptions options = OptionsFor(a);
   std::string disk = path, allocation = a.allocation_from;
   if (a.source_format == "hybrid") {
@@ -119,11 +149,13 @@ PlannedExport PlanExport(const std::string& path, const ExportArgs& a) {
   }
   if (allocation.empty()) {
     p.source = qcow::OpenSource(disk, options);
+    AddReads(p, *p.source, disk);
   } else {
     // The device is the guest view already: read raw, whatever its first bytes are. A chain
     // named as metadata is kept for a delta over one of its layers. The device is opened
     // first: its size bounds how much metadata is read.
     std::unique_ptr<qcow::Source> raw = qcow::OpenRawSource(disk, a.direct);
+    AddReads(p, *raw, disk);
     qcow::DataRanges data;
     if (allocation.rfind("fd:", 0) == 0) {
       data = qcow::ReadDataRanges(allocation, options, raw->size());
@@ -133,6 +165,7 @@ PlannedExport PlanExport(const std::string& path, const ExportArgs& a) {
                            .warn = options.warn,
                            .metadata = true};
       auto chain = std::make_unique<qcow::ImageChain>(qcow::ImageChain::Open(allocation, o));
+      AddReads(p, *chain);
       data = qcow::ReadDataRanges(*chain, allocation, raw->size());
       if (chain->layers().front().format != qcow::LayerFormat::kRaw) p.metadata = std::move(chain);
     }
@@ -155,6 +188,10 @@ PlannedExport PlanExport(const std::string& path, const ExportArgs& a) {
   if (a.scan_zeros) map = DropZeroClusters(*p.source, map, bits, ScanProgress(disk));
   p.layout = std::make_unique<qcow::ExportLayout>(p.source->size(), bits, std::move(map));
   return p;
+}
+
+void RefuseWritingOver(const PlannedExport& p, const WrittenFile& written) {
+  for (const PlannedExport::File& f : p.reads) RefuseSame(written, f.path, f.st);
 }
 
 }  // namespace qcowfs

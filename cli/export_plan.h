@@ -1,8 +1,11 @@
 // Opening and planning an export, shared by `mount --export` and `stream`.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "qcow/export/export_layout.h"
 #include "qcow/export/source.h"
@@ -22,6 +25,14 @@ struct ExportArgs {
   std::string backing_name;     // the delta's backing file name ("": the chain's own)
 };
 
+// A file the command writes (the stream's destination, the mount's import target), which
+// the export must not read.
+struct WrittenFile {
+  std::string role;  // "the destination", "--import"
+  std::string path;  // as given
+  struct stat st;
+};
+
 struct PlannedExport {
   std::unique_ptr<qcow::Source> source;
   std::unique_ptr<qcow::ExportLayout> layout;
@@ -32,6 +43,13 @@ struct PlannedExport {
   const qcow::ImageChain* base_chain = nullptr;
   uint32_t base_depth = 0;
   std::unique_ptr<qcow::Source> base;
+  // Every file the export reads (source, layers, metadata, base), and those it must not.
+  struct File {
+    std::string path;
+    struct stat st;
+  };
+  std::vector<File> reads;
+  std::vector<WrittenFile> written;
 };
 
 // Returns the library's options for opening the source (format, search path, warnings on
@@ -40,7 +58,12 @@ qcow::SourceOptions SourceOptionsFor(const ExportArgs& args);
 
 // Opens the source read-only, maps its clusters (from --allocation-from when given,
 // scanning for zeros if asked, with progress on stderr) and plans the image. Throws
-// UsageError/FormatError/std::system_error.
-PlannedExport PlanExport(const std::string& path, const ExportArgs& args);
+// UsageError as soon as a file it opens is one of `written`, before it reads it through;
+// UsageError/FormatError/std::system_error otherwise.
+PlannedExport PlanExport(const std::string& path, const ExportArgs& args,
+                         const std::vector<WrittenFile>& written = {});
+
+// Throws UsageError when `written` is one of the files p reads.
+void RefuseWritingOver(const PlannedExport& p, const WrittenFile& written);
 
 }  // namespace qcowfs

@@ -13,6 +13,7 @@
 #include <optional>
 #include <sstream>
 #include <stdexcept>
+#include <vector>
 
 #include "cli/endpoint.h"
 #include "cli/exit_codes.h"
@@ -125,7 +126,13 @@ int RunMount(const MountArgs& a) {
   // Open and plan everything before mounting, so that errors reach the terminal.
   PlannedExport plan;
   if (!a.export_source.empty()) {
-    plan = PlanExport(a.export_source, a.export_args);
+    // The import target is never read by the export: refused before the export reads it.
+    std::vector<WrittenFile> written;
+    struct stat st;
+    if (!a.import_target.empty() && ::stat(a.import_target.c_str(), &st) == 0) {
+      written.push_back({"--import", a.import_target, st});
+    }
+    plan = PlanExport(a.export_source, a.export_args, written);
     files.layout = plan.layout.get();
     files.source = plan.source.get();
   }
@@ -135,6 +142,12 @@ int RunMount(const MountArgs& a) {
     qcow::TargetOptions target_options;
     // The target of a delta holds its base: nothing there reads as zeros by default.
     target_options.prezeroed = a.prezeroed && !a.delta;
+    target_options.vet = [&](const struct stat& st) {
+      RefuseWritingOver(plan, {"--import", a.import_target, st});
+    };
+    target_options.warn = [](const std::string& w) { Log(LOG_WARNING, "%s", w.c_str()); };
+    // Opened before the daemon forks: the daemon inherits the open file, its O_EXCL claim
+    // and its lock, and they end when it exits.
     target = std::make_unique<qcow::RawTarget>(a.import_target, target_options);
     qcow::ImportOptions options;
     options.spool = SpoolLimits(a.spool);

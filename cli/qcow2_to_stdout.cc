@@ -1,5 +1,6 @@
 #include "cli/qcow2_to_stdout.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include "qcow/export/export_stream.h"
 #include "qcow/format/errors.h"
 #include "qcow/format/format.h"
+#include "qcow/io/disk_lock.h"
 #include "qcow/sources/allocation_map.h"
 #include "qcow/sources/delta.h"
 #include "qcow/sources/raw_source.h"
@@ -117,6 +119,17 @@ uint32_t ClusterBitsArg(const std::string& text) {
   return *bits;
 }
 
+// Throws UsageError when stdout is the disk at path (`1<>DEV` opens it without truncating):
+// the image would be written over what it is read from.
+void RefuseStdoutOver(const std::string& path, const std::string& role) {
+  struct stat out, disk;
+  if (::fstat(STDOUT_FILENO, &out) == 0 && ::stat(path.c_str(), &disk) == 0 &&
+      qcow::SameDisk(out, disk)) {
+    throw qcow::UsageError("stdout is " + path + ", " + role +
+                           "; refusing to write the image over it");
+  }
+}
+
 }  // namespace
 
 int RunQcow2ToStdout(const Qcow2ToStdoutArgs& a) {
@@ -136,6 +149,8 @@ int RunQcow2ToStdout(const Qcow2ToStdoutArgs& a) {
   if (::isatty(STDOUT_FILENO)) {
     throw qcow::UsageError("refusing to write a qcow2 image to a terminal; redirect stdout");
   }
+  RefuseStdoutOver(a.input, "the disk being exported");
+  if (!a.diff.empty()) RefuseStdoutOver(a.diff, "the --diff base");
   // The disks are opened before their hints are read, so that their sizes bound the reading.
   std::unique_ptr<qcow::Source> source = qcow::OpenRawSource(a.input, false);
   Hint top = ReadHint(a.program, "--json-header", a.map_fd, a.info_fd,

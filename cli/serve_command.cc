@@ -20,6 +20,7 @@
 #include "cli/xapi_options.h"
 #include "qcow/format/errors.h"
 #include "qcow/import/import_job.h"
+#include "qcow/io/disk_lock.h"
 
 namespace qcowfs {
 namespace {
@@ -71,7 +72,22 @@ int RunServe(const ServeArgs& a) {
   // The target of a delta holds its base: nothing there reads as zeros by default.
   const bool apply = a.delta || a.keep_unallocated;
   target_options.prezeroed = a.prezeroed && !apply;
-  qcow::RawTarget target(FilePath(a.destination), target_options);
+  const std::string source =
+      a.source_fd ? "fd:" + std::to_string(*a.source_fd) : (a.source.empty() ? "-" : a.source);
+  const std::string target_path = FilePath(a.destination);
+  // Before the target is opened for writing: the image must not be read from it.
+  const std::optional<struct stat> input = StatEndpoint(source, false);
+  target_options.vet = [&](const struct stat& st) {
+    if (input && qcow::SameDisk(*input, st)) {
+      throw qcow::UsageError("the image source (" + (source == "-" ? "stdin" : source) +
+                             ") is the target " + target_path +
+                             " itself; refusing to decode a file onto itself");
+    }
+  };
+  target_options.warn = [](const std::string& w) {
+    std::fprintf(stderr, "qcowfs: warning: %s\n", w.c_str());
+  };
+  qcow::RawTarget target(target_path, target_options);
   qcow::ImportOptions options;
   options.spool = SpoolLimits(a.spool);
   options.delta = apply;
@@ -83,8 +99,7 @@ int RunServe(const ServeArgs& a) {
   };
   qcow::ImportJob job(target, std::move(options));
   Progress progress(a.progress);
-  Endpoint in = OpenImageSource(a.source_fd ? "fd:" + std::to_string(*a.source_fd)
-                                            : (a.source.empty() ? "-" : a.source));
+  Endpoint in = OpenImageSource(source);
   struct stat st;
   const bool file = ::fstat(in.fd(), &st) == 0 && S_ISREG(st.st_mode);
   if (!input_size && file) input_size = static_cast<uint64_t>(st.st_size);

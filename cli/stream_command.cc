@@ -3,6 +3,7 @@
 #include <csignal>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "cli/endpoint.h"
 #include "cli/exit_codes.h"
@@ -19,10 +20,18 @@ int RunStream(const StreamArgs& a) {
   if (a.destination.empty() == !a.destination_fd.has_value()) {
     throw qcow::UsageError("stream needs exactly one of --destination and --destination-fd");
   }
-  // Planned first: a source that is refused leaves no empty destination file behind.
-  PlannedExport plan = PlanExport(a.source, a.export_args);
-  Endpoint out =
-      OpenDestination(a.destination_fd ? "fd:" + std::to_string(*a.destination_fd) : a.destination);
+  const std::string destination =
+      a.destination_fd ? "fd:" + std::to_string(*a.destination_fd) : a.destination;
+  // Planned first: a source that is refused leaves no empty destination file behind. The
+  // plan refuses to read the destination, before any long comparison or scan.
+  std::vector<WrittenFile> written;
+  if (const auto st = StatEndpoint(destination, true)) {
+    written.push_back({"the destination", destination, *st});
+  }
+  PlannedExport plan = PlanExport(a.source, a.export_args, written);
+  Endpoint out = OpenDestination(destination, [&](const struct stat& st) {
+    RefuseWritingOver(plan, {"the destination", destination, st});
+  });
   if (a.progress.enabled && a.progress.machine && a.progress.machine_fd() == out.fd()) {
     throw qcow::UsageError(
         "--progress --machine writes to stdout, which carries the image: "

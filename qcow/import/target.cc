@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "qcow/format/errors.h"
+#include "qcow/io/disk_lock.h"
 
 namespace qcow {
 namespace {
@@ -25,37 +26,46 @@ constexpr uint64_t kWritebackInterval = 32ull << 20;
 
 RawTarget::RawTarget(const std::string& path, const TargetOptions& options)
     : path_(path), prezeroed_(options.prezeroed) {
+  const std::string not_a_disk = "target " + path + " is neither a regular file nor a block device";
   // Look first: opening a directory read-write fails with EISDIR, a run-time error, where
   // the mistake is the command line's.
   struct stat before;
-  if (::stat(path.c_str(), &before) == 0 && !S_ISREG(before.st_mode) && !S_ISBLK(before.st_mode)) {
-    throw UsageError("target " + path + " is neither a regular file nor a block device");
+  const bool found = ::stat(path.c_str(), &before) == 0;
+  if (found && !S_ISREG(before.st_mode) && !S_ISBLK(before.st_mode)) throw UsageError(not_a_disk);
+  // O_EXCL on a block device: refused while it is mounted or opened exclusively by anyone
+  // (another import, a device-mapper table), through any of its nodes.
+  const bool block = found && S_ISBLK(before.st_mode);
+  fd_.Reset(::open(path.c_str(), O_RDWR | O_CLOEXEC | (block ? O_EXCL : 0)));
+  if (fd_.get() < 0) {
+    if (errno == EBUSY && block) {
+      throw DiskInUse("target " + path +
+                      " is in use: mounted, or opened exclusively by another process (an "
+                      "import in progress?)");
+    }
+    ThrowErrno("opening target " + path);
   }
-  fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-  if (fd_ < 0) ThrowErrno("opening target " + path);
   struct stat st;
-  if (::fstat(fd_, &st) != 0) ThrowErrno("stat " + path);
+  if (::fstat(fd_.get(), &st) != 0) ThrowErrno("stat " + path);
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) throw UsageError(not_a_disk);
+  if (options.vet) options.vet(st);
+  if (const auto warning = LockDisk(fd_.get(), "target " + path, DiskUse::kWrite)) {
+    if (options.warn) options.warn(*warning);
+  }
   uid_ = st.st_uid;
   gid_ = st.st_gid;
   if (S_ISBLK(st.st_mode)) {
     block_device_ = true;
-    if (::ioctl(fd_, BLKGETSIZE64, &size_) != 0) ThrowErrno("BLKGETSIZE64 on " + path);
-  } else if (S_ISREG(st.st_mode)) {
-    size_ = static_cast<uint64_t>(st.st_size);
+    if (::ioctl(fd_.get(), BLKGETSIZE64, &size_) != 0) ThrowErrno("BLKGETSIZE64 on " + path);
   } else {
-    ::close(fd_);
-    throw UsageError("target " + path + " is neither a regular file nor a block device");
+    size_ = static_cast<uint64_t>(st.st_size);
   }
   if (options.size) size_ = *options.size;
 }
 
-RawTarget::~RawTarget() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
 void RawTarget::Write(uint64_t offset, const uint8_t* data, uint64_t n) {
   while (n > 0) {
-    ssize_t w = ::pwrite(fd_, data, std::min<uint64_t>(n, 1u << 30), static_cast<off_t>(offset));
+    ssize_t w =
+        ::pwrite(fd_.get(), data, std::min<uint64_t>(n, 1u << 30), static_cast<off_t>(offset));
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) ThrowErrno("writing target " + path_ + " at offset " + std::to_string(offset));
     offset += w;
@@ -65,7 +75,7 @@ void RawTarget::Write(uint64_t offset, const uint8_t* data, uint64_t n) {
   }
   if (unflushed_ >= kWritebackInterval) {
     // Asynchronous: only starts writeback of dirty pages; errors surface at fsync.
-    (void)::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
+    (void)::sync_file_range(fd_.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
     unflushed_ = 0;
   }
 }
@@ -83,7 +93,7 @@ void RawTarget::WriteZeros(uint64_t offset, uint64_t n) {
 bool RawTarget::TryFallocate(int mode, bool& supported, const char* what, uint64_t offset,
                              uint64_t n) {
   if (!supported) return false;
-  if (::fallocate(fd_, mode | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+  if (::fallocate(fd_.get(), mode | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
                   static_cast<off_t>(n)) == 0) {
     return true;
   }
@@ -99,7 +109,7 @@ void RawTarget::Zero(uint64_t offset, uint64_t n) {
     const uint64_t hi = (offset + n) / kZeroOutAlign * kZeroOutAlign;
     if (zeroout_ok_ && lo < hi) {
       uint64_t range[2] = {lo, hi - lo};
-      if (::ioctl(fd_, BLKZEROOUT, range) == 0) {
+      if (::ioctl(fd_.get(), BLKZEROOUT, range) == 0) {
         WriteZeros(offset, lo - offset);
         WriteZeros(hi, offset + n - hi);
         return;
@@ -122,7 +132,8 @@ void RawTarget::Zero(uint64_t offset, uint64_t n) {
 
 void RawTarget::Read(uint64_t offset, uint8_t* out, uint64_t n) {
   while (n > 0) {
-    ssize_t r = ::pread(fd_, out, std::min<uint64_t>(n, 1u << 30), static_cast<off_t>(offset));
+    ssize_t r =
+        ::pread(fd_.get(), out, std::min<uint64_t>(n, 1u << 30), static_cast<off_t>(offset));
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) ThrowErrno("reading back target " + path_ + " at offset " + std::to_string(offset));
     if (r == 0) {
@@ -137,7 +148,7 @@ void RawTarget::Read(uint64_t offset, uint8_t* out, uint64_t n) {
 }
 
 void RawTarget::Sync() {
-  if (::fsync(fd_) != 0) ThrowErrno("fsync of target " + path_);
+  if (::fsync(fd_.get()) != 0) ThrowErrno("fsync of target " + path_);
 }
 
 }  // namespace qcow

@@ -1,20 +1,28 @@
 // Targets of imports: a raw regular file or a block device, opened read-write.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 
 #include "qcow/import/stream_decoder.h"
+#include "qcow/io/unique_fd.h"
 
 namespace qcow {
 
 struct TargetOptions {
   bool prezeroed = false;        // the target already reads as zeros: skip zeroing
   std::optional<uint64_t> size;  // overrides the size the target reports
+  // Called with the opened target's stat before it is locked or written; throws to refuse
+  // it (a target that is also a file the caller reads).
+  std::function<void(const struct stat&)> vet;
+  // Called with a warning when the target's file system takes no locks.
+  std::function<void(const std::string&)> warn;
 };
 
 // A raw disk that decoded guest data is written to. Zero ranges use BLKZEROOUT on block
@@ -22,10 +30,12 @@ struct TargetOptions {
 // last resort.
 class RawTarget : public ImageSink {
  public:
-  // Opens path read-write. Throws UsageError when it is neither a regular file nor a block
-  // device (a directory, say), std::system_error when it cannot be opened.
+  // Opens path read-write (a block device with O_EXCL) and locks it (DiskUse::kWrite) for
+  // as long as this object, or a process forked with it, keeps it open. Throws UsageError
+  // when it is neither a regular file nor a block device (a directory, say), DiskInUse when
+  // another process uses it (its lock, or a block device mounted or opened exclusively),
+  // what options.vet throws, std::system_error when it cannot be opened.
   RawTarget(const std::string& path, const TargetOptions& options);
-  ~RawTarget() override;
   RawTarget(const RawTarget&) = delete;
   RawTarget& operator=(const RawTarget&) = delete;
 
@@ -48,7 +58,7 @@ class RawTarget : public ImageSink {
   bool TryFallocate(int mode, bool& supported, const char* what, uint64_t offset, uint64_t n);
 
   std::string path_;
-  int fd_ = -1;
+  UniqueFd fd_;
   bool block_device_ = false;
   bool prezeroed_;
   uint64_t size_ = 0;

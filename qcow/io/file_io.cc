@@ -9,37 +9,37 @@
 #include <cerrno>
 
 #include "qcow/format/errors.h"
+#include "qcow/io/disk_lock.h"
+#include "qcow/io/unique_fd.h"
 
 namespace qcow {
 
 int OpenDisk(const std::string& path, int extra_flags, struct stat* st, uint64_t* size) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | extra_flags);
-  if (fd < 0) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | extra_flags));
+  if (fd.get() < 0) {
     if (errno == EINVAL && (extra_flags & O_DIRECT)) {
       ThrowErrno("opening " + path +
                  " with O_DIRECT (--direct): the file system does not support direct I/O");
     }
     ThrowErrno("opening " + path);
   }
-  try {
-    if (::fstat(fd, st) != 0) ThrowErrno("stat " + path);
-    if (S_ISREG(st->st_mode)) {
-      *size = static_cast<uint64_t>(st->st_size);
-    } else if (S_ISBLK(st->st_mode)) {
-      if (::ioctl(fd, BLKGETSIZE64, size) != 0) ThrowErrno("BLKGETSIZE64 on " + path);
-    } else {
-      throw UsageError(path + " is neither a regular file nor a block device");
-    }
-    // Reads of files and block devices do not block anyway; the flag only kept open() from
-    // waiting on a FIFO.
-    if (::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
-      ThrowErrno("fcntl on " + path);
-    }
-  } catch (...) {
-    ::close(fd);
-    throw;
+  if (::fstat(fd.get(), st) != 0) ThrowErrno("stat " + path);
+  if (S_ISREG(st->st_mode)) {
+    *size = static_cast<uint64_t>(st->st_size);
+  } else if (S_ISBLK(st->st_mode)) {
+    if (::ioctl(fd.get(), BLKGETSIZE64, size) != 0) ThrowErrno("BLKGETSIZE64 on " + path);
+  } else {
+    throw UsageError(path + " is neither a regular file nor a block device");
   }
-  return fd;
+  // A reader goes on where the file system takes no locks: a writer there could not lock
+  // the disk either, and says so itself.
+  (void)LockDisk(fd.get(), path, DiskUse::kRead);
+  // Reads of files and block devices do not block anyway; the flag only kept open() from
+  // waiting on a FIFO.
+  if (::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK) != 0) {
+    ThrowErrno("fcntl on " + path);
+  }
+  return fd.Release();
 }
 
 uint64_t PreadUpTo(int fd, const std::string& path, uint64_t offset, uint8_t* out, uint64_t n) {

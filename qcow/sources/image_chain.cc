@@ -15,6 +15,7 @@
 #include "qcow/format/byte_order.h"
 #include "qcow/format/errors.h"
 #include "qcow/format/format.h"
+#include "qcow/io/disk_lock.h"
 #include "qcow/sources/format_policy.h"
 #include "qcow/sources/layer_reader.h"
 #include "qcow/sources/paths.h"
@@ -151,6 +152,8 @@ Layer OpenVhdParent(const Layer& child, const ChainOptions& options) {
     Layer parent;
     try {
       parent = OpenLayer(c.path, c.named_as, LayerFormat::kVhd, options, FormatRole::kBacking);
+    } catch (const DiskInUse&) {
+      throw;  // the parent is there but being written: not a reason to look further
     } catch (const std::system_error& e) {
       if (OutOfResources(e)) throw;
       unreadable = c.path + ": " + std::strerror(e.code().value());

@@ -1,0 +1,169 @@
+// A typo must not destroy a file: a command never writes over a file it reads (stream's
+// destination against its source, every layer, the allocation metadata and the base; a
+// mount's import target against its export; serve's target against its image; the stdout of
+// qcow2-to-stdout against its disks), whatever name reaches the file (a symlink, file://,
+// a descriptor, another device node); a directory or a block device is no stream
+// destination; and serve replaces only a socket. Each is refused with one line before
+// anything is written, and every file keeps its bytes.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+
+#include "mount_fixture.h"
+#include "test_util.h"
+
+namespace {
+
+using namespace qcowfs_test;
+
+std::string Q() { return QcowfsBinary(); }
+
+class Typos : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    WriteAt(dir_ / "src.raw", 0, RandomBytes(2 << 20, 1));
+    WriteAt(dir_ / "other.raw", 0, RandomBytes(2 << 20, 2));
+    // img.qcow2 is an image of 1 MiB in a file of 4 MiB: decoded onto itself, its data
+    // would land inside it.
+    auto r = Sh("cd " + Quote(dir_.path()) +
+                " && qemu-img create -q -f qcow2 base.qcow2 2M"
+                " && qemu-io -c 'write -P 0x11 0 1M' base.qcow2"
+                " && qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2"
+                " && qemu-io -c 'write -P 0x22 1M 64k' top.qcow2"
+                " && qemu-img create -q -f qcow2 -b src.raw -F raw rtop.qcow2"
+                " && qemu-img create -q -f qcow2 meta.qcow2 2M"
+                " && qemu-io -c 'write 0 64k' meta.qcow2"
+                " && qemu-img create -q -f qcow2 img.qcow2 1M"
+                " && qemu-io -c 'write -P 0x33 0 1M' img.qcow2 && truncate -s 4M img.qcow2"
+                " && ln -s src.raw src.link && ln -s img.qcow2 img.link && mkdir adir mnt");
+    ASSERT_EQ(r.status, 0) << r.output;
+  }
+  // Runs `command` and expects it refused at once with exit `code` and one line saying
+  // `says`, every file of the directory (and `device`) keeping its bytes.
+  void ExpectRefusedIntact(const std::string& command, const std::string& says, int code = 2,
+                           const std::string& device = "") {
+    std::map<std::string, std::vector<uint8_t>> before;
+    auto files = Sh("cd " + Quote(dir_.path()) + " && find . -maxdepth 1 -type f");
+    std::string name;
+    for (char c : files.output + (device.empty() ? "" : device + "\n")) {
+      if (c != '\n') {
+        name += c;
+        continue;
+      }
+      before[name] = ReadFile(name[0] == '/' ? name : dir_ / name);
+      name.clear();
+    }
+    auto r = Sh("cd " + Quote(dir_.path()) + " && timeout 20 " + command);
+    EXPECT_EQ(r.status, code) << command << ": " << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << command << ": " << r.output;
+    EXPECT_NE(r.output.find("error: "), std::string::npos) << command << ": " << r.output;
+    EXPECT_NE(r.output.find(says), std::string::npos) << command << ": " << r.output;
+    for (const auto& [file, bytes] : before) {
+      EXPECT_TRUE(ReadFile(file[0] == '/' ? file : dir_ / file) == bytes)
+          << command << " changed " << file;
+    }
+  }
+  TempDir dir_;
+};
+
+TEST_F(Typos, StreamNeverWritesOverWhatItReads) {
+  const std::string reads = "a file the export reads; refusing to write over it";
+  const std::string src = Q() + " stream --source src.raw ";
+  for (const std::string& to :
+       std::vector<std::string>{"--destination src.raw", "--destination src.link",
+                                "--destination file://" + dir_.path() + "/src.raw",
+                                "--destination - 1<>src.raw", "--destination-fd 3 3<>src.raw"}) {
+    ExpectRefusedIntact(src + to, reads);
+  }
+  for (const std::string& typo : std::vector<std::string>{
+           "--source top.qcow2 --destination base.qcow2",  // a layer of the chain
+           "--source src.raw --allocation-from meta.qcow2 --destination meta.qcow2",
+           "--source-format hybrid --source src.raw:meta.qcow2 --destination meta.qcow2",
+           "--source top.qcow2 --relative-to base.qcow2 --destination base.qcow2",
+           "--source top.qcow2 --relative-to other.raw --destination other.raw",  // compared
+           "--source rtop.qcow2 --destination src.link",  // a raw backing file
+       }) {
+    ExpectRefusedIntact(Q() + " stream " + typo, reads);
+  }
+  // An existing file that is not read is still emptied and rewritten.
+  WriteAt(dir_ / "out.qcow2", 0, RandomBytes(8 << 20, 3));
+  auto r = Sh("cd " + Quote(dir_.path()) + " && " + src + "--destination out.qcow2 && " + src +
+              "--destination - | cmp - out.qcow2 && qemu-img compare -f raw src.raw out.qcow2");
+  EXPECT_EQ(r.status, 0) << r.output;
+}
+
+TEST_F(Typos, StreamWritesNoDirectoryOrBlockDevice) {
+  ExpectRefusedIntact(Q() + " stream --source src.raw --destination adir", "is a directory");
+  LoopDevice loop(dir_ / "other.raw");
+  ASSERT_FALSE(loop.device().empty()) << loop.output();
+  ExpectRefusedIntact(Q() + " stream --source src.raw --destination " + loop.device(),
+                      "is a block device", 2, loop.device());
+}
+
+TEST_F(Typos, MountNeverImportsOntoWhatItExports) {
+  // Unmounts what a mount that should have been refused mounted.
+  struct NoMountLeft {
+    std::string path;
+    ~NoMountLeft() {
+      if (IsMounted(path)) Sh("fusermount3 -u " + Quote(path));
+    }
+  };
+  for (const std::string& typo : std::vector<std::string>{"--export src.raw --import src.raw",
+                                                          "--export src.raw --import src.link",
+                                                          "--export rtop.qcow2 --import src.raw"}) {
+    NoMountLeft guard{dir_ / "mnt"};
+    ExpectRefusedIntact(Q() + " mount " + typo + " mnt", "a file the export reads");
+  }
+}
+
+TEST_F(Typos, ServeNeverDecodesAFileOntoItself) {
+  const std::string itself = "itself";
+  for (const std::string& typo : std::vector<std::string>{
+           "serve --source img.qcow2 --destination img.qcow2",
+           "serve --source file://" + dir_.path() + "/img.qcow2 --destination img.link",
+           "stream_decode img.qcow2 < img.qcow2",
+           "serve --source-fd 3 --destination img.qcow2 3< img.link"}) {
+    ExpectRefusedIntact(Q() + " " + typo, itself);
+  }
+  // Two nodes of one block device are one disk.
+  LoopDevice loop(dir_ / "img.qcow2");
+  ASSERT_FALSE(loop.device().empty()) << loop.output();
+  struct stat st;
+  ASSERT_EQ(stat(loop.device().c_str(), &st), 0);
+  ASSERT_EQ(mknod((dir_ / "node").c_str(), S_IFBLK | 0600, st.st_rdev), 0);
+  ExpectRefusedIntact(Q() + " stream_decode node < " + loop.device(), itself, 2, loop.device());
+}
+
+TEST_F(Typos, Qcow2ToStdoutNeverWritesOverItsDisks) {
+  ExpectRefusedIntact(Q() + " qcow2-to-stdout src.raw 1<>src.raw", "stdout is src.raw");
+  ExpectRefusedIntact(Q() + " qcow2-to-stdout src.raw --diff other.raw 1<>other.raw",
+                      "stdout is other.raw");
+}
+
+TEST_F(Typos, ServeReplacesOnlyASocket) {
+  WriteAt(dir_ / "sock", 0, RandomBytes(4096, 4));
+  ExpectRefusedIntact(Q() + " serve --source unix:sock --destination other.raw",
+                      "exists and is not a socket");
+  // A socket left by an earlier run is replaced as before.
+  ASSERT_EQ(unlink((dir_ / "sock").c_str()), 0);
+  const int s = socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un u{};
+  u.sun_family = AF_UNIX;
+  std::snprintf(u.sun_path, sizeof u.sun_path, "%s", (dir_ / "sock").c_str());
+  ASSERT_EQ(bind(s, reinterpret_cast<sockaddr*>(&u), sizeof u), 0);
+  close(s);
+  auto r = Sh("cd " + Quote(dir_.path()) + " && { (timeout 20 " + Q() +
+              " serve --source unix:sock --destination other.raw) & for i in $(seq 100); do " +
+              Q() + " stream --source src.raw --destination unix:sock 2>/dev/null && break; " +
+              "sleep 0.05; done; wait $!; } && cmp src.raw other.raw");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(access((dir_ / "sock").c_str(), F_OK), 0) << "the socket was left behind";
+}
+
+}  // namespace
