@@ -8,6 +8,8 @@
 #include <string>
 
 #include "cli/size_arg.h"
+#include "cli/stop_signals.h"
+#include "qcow/io/wait_io.h"
 
 namespace qcowfs {
 
@@ -24,10 +26,11 @@ void Progress::Emit(int percent) {
   char digits[12];  // room for any int, though percent is 0..100
   std::snprintf(digits, sizeof digits, "%03d", percent);
   for (size_t off = 0; off < 3;) {
-    ssize_t n = ::write(machine_fd_, digits + off, 3 - off);
-    if (n < 0 && errno == EINTR) continue;
+    // Waits for a reader that is behind, also on a descriptor its owner made non-blocking.
+    const ssize_t n = qcow::WriteWaiting(machine_fd_, digits + off, 3 - off, StopFd());
     if (n <= 0) {
-      machine_fd_ = -1;  // the reader went away; the data path reports its own errors
+      // The reader went away, or a stop: the data path reports its own errors.
+      machine_fd_ = -1;
       return;
     }
     off += static_cast<size_t>(n);

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "cli/exit_codes.h"
+#include "cli/stop_signals.h"
 #include "qcow/export/export_layout.h"
 #include "qcow/export/export_stream.h"
 #include "qcow/format/errors.h"
@@ -159,7 +160,7 @@ int RunQcow2ToStdout(const Qcow2ToStdoutArgs& a) {
   const qcow::ExportLayout layout(source->size(), bits, std::move(data));
   // A reader that goes away must give EPIPE and a message, not kill us.
   std::signal(SIGPIPE, SIG_IGN);
-  qcow::WriteExport(layout, *source, STDOUT_FILENO, {});
+  qcow::WriteExport(layout, *source, STDOUT_FILENO, {}, StopFd());
   return kExitOk;
 }
 

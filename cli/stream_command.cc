@@ -8,6 +8,7 @@
 #include "cli/exit_codes.h"
 #include "cli/export_plan.h"
 #include "cli/progress.h"
+#include "cli/stop_signals.h"
 #include "cli/xapi_options.h"
 #include "qcow/export/export_stream.h"
 #include "qcow/format/errors.h"
@@ -31,8 +32,9 @@ int RunStream(const StreamArgs& a) {
   Progress progress(a.progress);
   // A reader that goes away must give EPIPE and a message, not kill us.
   std::signal(SIGPIPE, SIG_IGN);
-  qcow::WriteExport(*plan.layout, *plan.source, out.fd(),
-                    [&](uint64_t done, uint64_t total) { progress.Update(done, total); });
+  qcow::WriteExport(
+      *plan.layout, *plan.source, out.fd(),
+      [&](uint64_t done, uint64_t total) { progress.Update(done, total); }, StopFd());
   progress.Complete();
   return kExitOk;
 }
