@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "cli/durable_output.h"
 #include "cli/exit_codes.h"
 #include "cli/stop_signals.h"
 #include "qcow/export/export_layout.h"
@@ -161,6 +162,7 @@ int RunQcow2ToStdout(const Qcow2ToStdoutArgs& a) {
   // A reader that goes away must give EPIPE and a message, not kill us.
   std::signal(SIGPIPE, SIG_IGN);
   qcow::WriteExport(layout, *source, STDOUT_FILENO, {}, StopFd());
+  EndDestination(STDOUT_FILENO, "stdout");
   return kExitOk;
 }
 

@@ -4,6 +4,7 @@
 #include <memory>
 #include <optional>
 
+#include "cli/durable_output.h"
 #include "cli/endpoint.h"
 #include "cli/exit_codes.h"
 #include "cli/export_plan.h"
@@ -35,6 +36,8 @@ int RunStream(const StreamArgs& a) {
   qcow::WriteExport(
       *plan.layout, *plan.source, out.fd(),
       [&](uint64_t done, uint64_t total) { progress.Update(done, total); }, StopFd());
+  // A file or device: on disk, or a failure naming it.
+  EndDestination(out.Release(), out.description());
   progress.Complete();
   return kExitOk;
 }

@@ -1,7 +1,8 @@
 // SIGTERM, SIGINT and SIGHUP sent to `qcowfs mount` at random moments of its start-up and
 // serving: as a daemon (to the command waiting for the daemon's ready report, then to the
 // daemon itself) and in the foreground. Every run ends within a second with one line, leaves
-// no mount and no process behind.
+// no mount and no process behind. Also a stream into a file system that runs out of room only
+// when the data reaches the disk, which must fail.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -134,6 +135,49 @@ TEST(StopMount, ForegroundStartUpAndServing) {
     EXPECT_NE(stop_lines[0].find(SignalName(runs[i].sig)), std::string::npos) << o.Describe();
     EXPECT_TRUE(GoneWithin(mnt, 0)) << "a mount or process is left at " << mnt;
   }
+}
+
+// A thin file system: ext4 on a loop device over a sparse file in a 4 MiB tmpfs. Writes are
+// taken into the page cache; the room runs out only when they reach the disk (at fsync).
+class ThinFs {
+ public:
+  explicit ThinFs(const TempDir& dir) : tmpfs_(dir / "tmpfs"), ext4_(dir / "ext4") {
+    Sh("mkdir -p " + Quote(tmpfs_) + " " + Quote(ext4_));
+    if (Sh("mount -t tmpfs -o size=4m qcowfs-test " + Quote(tmpfs_)).status != 0) return;
+    if (Sh("truncate -s 64M " + Quote(tmpfs_ + "/disk") + " && mkfs.ext4 -q -F " +
+           Quote(tmpfs_ + "/disk"))
+            .status != 0) {
+      return;
+    }
+    loop_ = std::make_unique<LoopDevice>(tmpfs_ + "/disk");
+    ok_ = !loop_->device().empty() &&
+          Sh("mount " + Quote(loop_->device()) + " " + Quote(ext4_)).status == 0;
+  }
+  ~ThinFs() {
+    if (IsMounted(ext4_)) Sh("umount " + Quote(ext4_) + " || umount -l " + Quote(ext4_));
+    loop_.reset();
+    if (IsMounted(tmpfs_)) Sh("umount " + Quote(tmpfs_) + " || umount -l " + Quote(tmpfs_));
+  }
+  bool ok() const { return ok_; }
+  const std::string& path() const { return ext4_; }
+
+ private:
+  std::string tmpfs_, ext4_;
+  std::unique_ptr<LoopDevice> loop_;
+  bool ok_ = false;
+};
+
+TEST(StopMount, StreamIntoAFileSystemThatFillsAtFsyncFails) {
+  TempDir dir;
+  WriteAt(dir / "src", 0, RandomBytes(8 << 20, 6));
+  ThinFs fs(dir);
+  ASSERT_TRUE(fs.ok());
+  const std::string out = fs.path() + "/disk.qcow2";
+  const auto r = Sh(QcowfsBinary() + " stream --source " + Quote(dir / "src") + " --destination " +
+                    Quote(out));
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  EXPECT_NE(r.output.find("flushing the image to " + out), std::string::npos) << r.output;
 }
 
 }  // namespace
