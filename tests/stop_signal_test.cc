@@ -71,7 +71,7 @@ TempDir* StopSignal::dir_ = nullptr;
 
 TEST_F(StopSignal, ServeAndStreamDecodeWaitingForInput) {
   const auto image = ReadFile(dir() / "img");
-  std::vector<Pipe> pipes(40), progress(40);
+  std::vector<Pipe> pipes(Runs(40)), progress(Runs(40));
   std::vector<StopRun> runs;
   for (size_t i = 0; i < pipes.size(); ++i) {
     // Half of them get the start of the image first, then nothing more.
@@ -107,7 +107,7 @@ TEST_F(StopSignal, ServeAndStreamDecodeWaitingForInput) {
 }
 
 TEST_F(StopSignal, StreamAndQcow2ToStdoutToAPipeNobodyReads) {
-  std::vector<Pipe> pipes(24);
+  std::vector<Pipe> pipes(Runs(24));
   std::vector<StopRun> runs;
   for (size_t i = 0; i < pipes.size(); ++i) {
     // A third of the pipes are non-blocking: the stop is seen in poll rather than ended by
@@ -140,7 +140,7 @@ TEST_F(StopSignal, StreamAndQcow2ToStdoutToAPipeNobodyReads) {
 }
 
 TEST_F(StopSignal, InspectCommands) {
-  std::vector<Pipe> pipes(40);
+  std::vector<Pipe> pipes(Runs(40));
   std::vector<StopRun> runs;
   for (size_t i = 0; i < pipes.size(); ++i) {
     StopRun run;

@@ -42,6 +42,9 @@ StopOutcome RunAndStop(const StopRun& run);
 // RunAndStop for each run, `parallel` of them at a time; the outcomes in the same order.
 std::vector<StopOutcome> RunAllAndStop(const std::vector<StopRun>& runs, int parallel);
 
+// Returns how many runs to make of n (fewer in the slow sanitizer build).
+size_t Runs(size_t n);
+
 // The stop signal's name, "SIGTERM".
 std::string SignalName(int sig);
 
