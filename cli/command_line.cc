@@ -17,9 +17,11 @@
 #include "cli/qcow2_to_stdout.h"
 #include "cli/serve_command.h"
 #include "cli/spool_options.h"
+#include "cli/stop_signals.h"
 #include "cli/stream_command.h"
 #include "cli/xapi_options.h"
 #include "qcow/format/errors.h"
+#include "qcow/io/wait_io.h"
 
 #ifndef QCOWFS_VERSION
 #define QCOWFS_VERSION "0"
@@ -344,11 +346,13 @@ int RunCommandLine(int argc, char** argv) {
     }
   }
   const char* prog = qcow2_to_stdout ? "qcow2-to-stdout" : "qcowfs";
+  SetProgramName(prog);
   if (!qcow2_to_stdout && argc > 1 && argv[1][0] != '-') {
     const std::vector<CLI::App*> subs = app.get_subcommands({});
     if (std::none_of(subs.begin(), subs.end(),
                      [&](const CLI::App* s) { return s->get_name() == argv[1]; })) {
-      std::fprintf(stderr, "qcowfs: error: unknown command '%s' (see qcowfs --help)\n", argv[1]);
+      PrintFinalError(std::string("unknown command '") + argv[1] + "' (see qcowfs --help)",
+                      kExitUsage);
       return kExitUsage;
     }
   }
@@ -364,10 +368,14 @@ int RunCommandLine(int argc, char** argv) {
     // Point at the help of the subcommand the error is in.
     std::string help = prog;
     for (const CLI::App* sub : app.get_subcommands()) help += " " + sub->get_name();
-    std::fprintf(stderr, "%s: error: %s (see %s --help)\n", prog, e.what(), help.c_str());
+    PrintFinalError(std::string(e.what()) + " (see " + help + " --help)", kExitUsage);
     return kExitUsage;
+  } catch (const qcow::Interrupted& e) {
+    // Work a stop signal cut short: what() says how far it got.
+    PrintFinalError(InterruptedBySignal() + " " + e.what(), kExitFailure);
+    return kExitFailure;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: error: %s\n", prog, e.what());
+    PrintFinalError(e.what(), ExitCodeFor(e));
     return ExitCodeFor(e);
   }
   return exit_code;

@@ -14,6 +14,7 @@
 #include <system_error>
 #include <vector>
 
+#include "cli/inherited_fds.h"
 #include "qcow/format/errors.h"
 
 namespace qcowfs {
@@ -37,10 +38,7 @@ int ParseFd(const std::string& text, const std::string& spec) {
   if (text.empty() || *end || errno || v < 0 || v > 1 << 20) {
     throw qcow::UsageError("'" + spec + "' does not name a file descriptor number");
   }
-  if (::fcntl(static_cast<int>(v), F_GETFD) < 0) {
-    qcow::ThrowErrno("file descriptor " + text + " (" + spec + ")");
-  }
-  return static_cast<int>(v);
+  return RequireInherited(static_cast<int>(v), spec);
 }
 
 // Splits "HOST:PORT" (HOST may be [v6]).

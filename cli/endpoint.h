@@ -19,6 +19,11 @@ class Endpoint {
   Endpoint(const Endpoint&) = delete;
   Endpoint& operator=(const Endpoint&) = delete;
   int fd() const { return fd_; }
+  // Stops owning the descriptor, which the caller then closes (or not), and returns it.
+  int Release() {
+    owned_ = false;
+    return fd_;
+  }
   const std::string& description() const { return description_; }
 
  private:

@@ -4,9 +4,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <optional>
 
+#include "cli/inherited_fds.h"
 #include "cli/size_arg.h"
 #include "qcow/format/errors.h"
 #include "qcow/format/format.h"
@@ -158,6 +160,10 @@ PlannedExport PlanExport(const std::string& path, const ExportArgs& a,
     AddReads(p, *raw, disk);
     qcow::DataRanges data;
     if (allocation.rfind("fd:", 0) == 0) {
+      int fd = -1;
+      const char* end = allocation.data() + allocation.size();
+      const auto [stop, ec] = std::from_chars(allocation.data() + 3, end, fd);
+      if (ec == std::errc() && stop == end) RequireInherited(fd, "--allocation-from " + allocation);
       data = qcow::ReadDataRanges(allocation, options, raw->size());
     } else {
       qcow::ChainOptions o{.search_path = options.search_path,

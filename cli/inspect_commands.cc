@@ -14,6 +14,7 @@
 #include "cli/exit_codes.h"
 #include "cli/export_plan.h"
 #include "cli/size_arg.h"
+#include "cli/stop_signals.h"
 #include "qcow/export/cluster_map.h"
 #include "qcow/format/errors.h"
 #include "qcow/format/format.h"
@@ -223,7 +224,7 @@ int RunInfo(const std::string& path, const std::string& search_path,
                                                          "bytes (give --source-format qcow2 "
                                                          "or vhd if it holds an image)");
     }
-    std::fprintf(stderr, "qcowfs: error: %s: %s\n", path.c_str(), why.c_str());
+    PrintFinalError(path + ": " + why, kExitFormat);
     return kExitFormat;
   }
   const qcow::QcowHeader& h = *r.header;
@@ -355,7 +356,7 @@ int RunCheck(const std::string& path, bool delta) {
   const qcow::ImageReport r = qcow::CheckImage(path, delta);
   for (const auto& w : r.warnings) std::fprintf(stderr, "qcowfs: warning: %s\n", w.c_str());
   if (!r.problem.empty()) {
-    std::fprintf(stderr, "qcowfs: error: %s: %s\n", path.c_str(), r.problem.c_str());
+    PrintFinalError(path + ": " + r.problem, kExitFormat);
     return kExitFormat;
   }
   std::printf("%s: would import: virtual size %llu bytes, %llu bytes of data\n", path.c_str(),

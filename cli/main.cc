@@ -6,6 +6,8 @@
 
 #include "cli/command_line.h"
 #include "cli/exit_codes.h"
+#include "cli/inherited_fds.h"
+#include "cli/stop_signals.h"
 
 namespace {
 
@@ -32,5 +34,11 @@ bool FillClosedStandardDescriptors() {
 
 int main(int argc, char** argv) {
   if (!FillClosedStandardDescriptors()) return qcowfs::kExitFailure;
-  return qcowfs::RunCommandLine(argc, argv);
+  // What the caller passed, before qcowfs opens anything of its own (cli/inherited_fds.h).
+  qcowfs::RecordInheritedDescriptors();
+  // Next (the watcher's descriptor must not land on 0, 1 or 2 either), before anything else
+  // is opened and before any other thread exists, so that every thread inherits the blocked
+  // mask and no stop signal is lost (cli/stop_signals.h).
+  qcowfs::WatchStopSignals();
+  return qcowfs::FinishMain(qcowfs::RunCommandLine(argc, argv));
 }

@@ -20,8 +20,10 @@
 #include "cli/export_plan.h"
 #include "cli/size_arg.h"
 #include "cli/spool_options.h"
+#include "cli/stop_signals.h"
 #include "fuse/filesystem.h"
 #include "fuse/log.h"
+#include "fuse/mount_table.h"
 #include "fuse/session.h"
 #include "qcow/export/export_layout.h"
 #include "qcow/export/source.h"
@@ -44,28 +46,8 @@ std::string AbsoluteDirectory(const std::string& path) {
 // Returns whether path is the mount point of a qcowfs mount now (a second daemon mounted
 // over it would hide the first one's files while it keeps running).
 bool IsQcowfsMount(const std::string& path) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    // "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER"
-    std::istringstream f(line);
-    std::string id, parent, dev, root, mnt, field;
-    f >> id >> parent >> dev >> root >> mnt;
-    while (f >> field && field != "-") {
-    }
-    std::string type;
-    f >> type;
-    // The kernel escapes space, tab, newline and backslash as \ooo.
-    std::string unescaped;
-    for (size_t i = 0; i < mnt.size(); ++i) {
-      if (mnt[i] == '\\' && i + 3 < mnt.size()) {
-        unescaped += static_cast<char>(std::stoi(mnt.substr(i + 1, 3), nullptr, 8));
-        i += 3;
-      } else {
-        unescaped += mnt[i];
-      }
-    }
-    if (unescaped == path && type == "fuse.qcowfs") return true;
+  for (const MountEntry& e : ReadMountTable()) {
+    if (e.mount_point == path && e.fs_type == "fuse.qcowfs") return true;
   }
   return false;
 }
@@ -117,6 +99,7 @@ int RunMount(const MountArgs& a) {
   config.readahead_kb =
       a.readahead_kb ? a.readahead_kb : static_cast<unsigned>(2 * RequestSizeForPipe() / 1024);
   config.max_threads = a.threads;
+  config.stop = &ProcessStopWatch();
   const std::string& shown = a.export_source.empty() ? a.import_target : a.export_source;
   config.fsname = shown.find(',') == std::string::npos ? shown : "qcowfs";
 

@@ -7,14 +7,18 @@
 #include <cstdio>
 #include <string>
 
+#include "cli/inherited_fds.h"
 #include "cli/size_arg.h"
+#include "cli/stop_signals.h"
+#include "qcow/io/wait_io.h"
 
 namespace qcowfs {
 
 Progress::Progress(const ProgressArgs& args) : start_(std::chrono::steady_clock::now()) {
   if (!args.enabled) return;
   if (args.machine) {
-    machine_fd_ = args.machine_fd();
+    machine_fd_ = args.fd ? RequireInherited(*args.fd, "--progress-fd " + std::to_string(*args.fd))
+                          : args.machine_fd();
   } else {
     bar_ = isatty(STDERR_FILENO);
   }
@@ -24,10 +28,11 @@ void Progress::Emit(int percent) {
   char digits[12];  // room for any int, though percent is 0..100
   std::snprintf(digits, sizeof digits, "%03d", percent);
   for (size_t off = 0; off < 3;) {
-    ssize_t n = ::write(machine_fd_, digits + off, 3 - off);
-    if (n < 0 && errno == EINTR) continue;
+    // Waits for a reader that is behind, also on a descriptor its owner made non-blocking.
+    const ssize_t n = qcow::WriteWaiting(machine_fd_, digits + off, 3 - off, StopFd());
     if (n <= 0) {
-      machine_fd_ = -1;  // the reader went away; the data path reports its own errors
+      // The reader went away, or a stop: the data path reports its own errors.
+      machine_fd_ = -1;
       return;
     }
     off += static_cast<size_t>(n);

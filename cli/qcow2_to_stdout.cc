@@ -9,7 +9,10 @@
 #include <cstdio>
 #include <memory>
 
+#include "cli/durable_output.h"
 #include "cli/exit_codes.h"
+#include "cli/inherited_fds.h"
+#include "cli/stop_signals.h"
 #include "qcow/export/export_layout.h"
 #include "qcow/export/export_stream.h"
 #include "qcow/format/errors.h"
@@ -46,7 +49,7 @@ std::optional<int> Descriptor(const std::string& program, const std::string& opt
                  program.c_str(), option.c_str(), value->c_str());
     return std::nullopt;
   }
-  return fd;
+  return RequireInherited(fd, option + " " + *value);
 }
 
 // Reads the hints of a disk of disk_size bytes: qemu-img map and info JSON on descriptors,
@@ -179,7 +182,8 @@ int RunQcow2ToStdout(const Qcow2ToStdoutArgs& a) {
   const qcow::ExportLayout layout(source->size(), bits, std::move(data));
   // A reader that goes away must give EPIPE and a message, not kill us.
   std::signal(SIGPIPE, SIG_IGN);
-  qcow::WriteExport(layout, *source, STDOUT_FILENO, {});
+  qcow::WriteExport(layout, *source, STDOUT_FILENO, {}, StopFd());
+  EndDestination(STDOUT_FILENO, "stdout");
   return kExitOk;
 }
 

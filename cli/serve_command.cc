@@ -17,43 +17,28 @@
 #include "cli/progress.h"
 #include "cli/size_arg.h"
 #include "cli/spool_options.h"
+#include "cli/stop_signals.h"
 #include "cli/xapi_options.h"
 #include "qcow/format/errors.h"
 #include "qcow/import/import_job.h"
 #include "qcow/io/disk_lock.h"
+#include "qcow/io/wait_io.h"
 
 namespace qcowfs {
 namespace {
 
-// The signal that asked serve to stop, or 0. A stopped import must say so and fail, not
-// die silently or report success.
-volatile sig_atomic_t stop_signal = 0;
-
-void OnStopSignal(int sig) { stop_signal = sig; }
-
 // How long a sender may pause, once the disk is whole, before serve stops reading.
 constexpr int kDrainPauseMs = 500;
 
-void CatchStopSignals() {
-  struct sigaction sa {};
-  sa.sa_handler = OnStopSignal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;  // no SA_RESTART: a blocked read returns EINTR and the loop sees it
-  for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaction(sig, &sa, nullptr);
-}
-
-// Returns whether fd has input (or its end) within kDrainPauseMs.
-bool InputWithinPause(int fd) {
-  struct pollfd p = {fd, POLLIN, 0};
-  return ::poll(&p, 1, kDrainPauseMs) > 0;
-}
+// Returns whether fd has input (or its end) within kDrainPauseMs, and no stop came first.
+bool InputWithinPause(int fd) { return qcow::WaitReady(fd, POLLIN, StopFd(), kDrainPauseMs) > 0; }
 
 // After an image that ended before its input did: reads and discards what the sender still
 // has in flight (bytes past everything the image names, such as the tail of a snapshot
 // table), until end of input or a pause, so that closing does not reset its connection.
 void DrainInput(int fd) {
   std::vector<uint8_t> buf(1u << 20);
-  while (InputWithinPause(fd) && ::read(fd, buf.data(), buf.size()) > 0) {
+  while (InputWithinPause(fd) && qcow::ReadWaiting(fd, buf.data(), buf.size(), StopFd()) > 0) {
   }
 }
 
@@ -105,7 +90,6 @@ int RunServe(const ServeArgs& a) {
   if (!input_size && file) input_size = static_cast<uint64_t>(st.st_size);
   // A progress reader that goes away must not kill the import (SIGPIPE).
   std::signal(SIGPIPE, SIG_IGN);
-  CatchStopSignals();
   uint64_t handle = 0;
   if (job.Begin(&handle) != 0) throw std::runtime_error("cannot start the import");
   if (input_size) job.SetInputSize(*input_size);
@@ -113,19 +97,19 @@ int RunServe(const ServeArgs& a) {
   uint64_t offset = 0;
   int rc = 0;
   bool ended_early = false;
+  SetInterruptNote("the target holds a partial image");
   for (;;) {
-    if (stop_signal) {
-      job.Abort("interrupted by signal " + std::to_string(stop_signal) + " (" +
-                strsignal(stop_signal) + ") after " + std::to_string(offset) +
+    if (input_size && offset >= *input_size) break;
+    const uint64_t want =
+        input_size ? std::min<uint64_t>(buf.size(), *input_size - offset) : buf.size();
+    // Waits for input or a stop signal, also on a descriptor its owner made non-blocking.
+    const ssize_t n = qcow::ReadWaiting(in.fd(), buf.data(), want, StopFd());
+    if (n < 0 && errno == ECANCELED) {
+      job.Abort(InterruptedBySignal() + " after " + std::to_string(offset) +
                 " bytes of the image; the target holds a partial image");
       rc = EIO;
       break;
     }
-    if (input_size && offset >= *input_size) break;
-    const uint64_t want =
-        input_size ? std::min<uint64_t>(buf.size(), *input_size - offset) : buf.size();
-    ssize_t n = ::read(in.fd(), buf.data(), want);
-    if (n < 0 && errno == EINTR) continue;
     if (n < 0) qcow::ThrowErrno("reading the image from " + in.description());
     if (n == 0) {
       if (input_size) {
@@ -153,15 +137,16 @@ int RunServe(const ServeArgs& a) {
     // refcounts count, which a damaged image may put past its end): read on while it
     // comes, but a sender that pauses has sent all it will.
     if (!input_size && job.Complete(handle, qcow::ImportJob::Until::kDisk) &&
-        !InputWithinPause(in.fd())) {
+        !InputWithinPause(in.fd()) && !qcow::StopRequested(StopFd())) {
       break;
     }
   }
   if (!rc) rc = job.Finish(handle);
   if (rc) {
-    std::fprintf(stderr, "qcowfs: error: %s\n", job.error().c_str());
+    PrintFinalError(job.error(), job.image_at_fault() ? kExitFormat : kExitFailure);
     return job.image_at_fault() ? kExitFormat : kExitFailure;
   }
+  SetInterruptNote(nullptr);  // the target holds the whole image, fsynced
   progress.Complete();
   if (ended_early) DrainInput(in.fd());
   return kExitOk;

@@ -5,10 +5,12 @@
 #include <optional>
 #include <vector>
 
+#include "cli/durable_output.h"
 #include "cli/endpoint.h"
 #include "cli/exit_codes.h"
 #include "cli/export_plan.h"
 #include "cli/progress.h"
+#include "cli/stop_signals.h"
 #include "cli/xapi_options.h"
 #include "qcow/export/export_stream.h"
 #include "qcow/format/errors.h"
@@ -40,8 +42,11 @@ int RunStream(const StreamArgs& a) {
   Progress progress(a.progress);
   // A reader that goes away must give EPIPE and a message, not kill us.
   std::signal(SIGPIPE, SIG_IGN);
-  qcow::WriteExport(*plan.layout, *plan.source, out.fd(),
-                    [&](uint64_t done, uint64_t total) { progress.Update(done, total); });
+  qcow::WriteExport(
+      *plan.layout, *plan.source, out.fd(),
+      [&](uint64_t done, uint64_t total) { progress.Update(done, total); }, StopFd());
+  // A file or device: on disk, or a failure naming it.
+  EndDestination(out.Release(), out.description());
   progress.Complete();
   return kExitOk;
 }

@@ -1,5 +1,5 @@
-// Mounting and serving a FUSE session: background daemon with a ready handshake, signal
-// handling, multithreaded loop, unmount on exit.
+// Mounting and serving a FUSE session: background daemon with a ready handshake, stop
+// signals, multithreaded loop, unmount on exit.
 #pragma once
 
 #define FUSE_USE_VERSION 312
@@ -8,6 +8,8 @@
 #include <functional>
 #include <string>
 #include <vector>
+
+#include "fuse/stop_watch.h"
 
 namespace qcowfs {
 
@@ -24,13 +26,19 @@ struct MountConfig {
   // Called in the serving process once the mount is in place or has failed (to release
   // the lock that keeps two qcowfs from mounting on one directory at once).
   std::function<void()> on_mounted;
+  // The process's watch for stop signals (SIGTERM, SIGINT, SIGHUP, blocked in every
+  // thread), or nullptr to serve until unmounted.
+  StopWatch* stop = nullptr;
 };
 
-// Mounts `ops` at config.mountpoint and serves until it is unmounted or the process gets
-// SIGINT/SIGTERM. Without `foreground`, the process forks: the parent returns 0 as soon as
-// the mount answers requests, the child serves and returns when the session ends. Returns
-// the exit status for the calling process; throws std::runtime_error with a one-line reason
-// when the mount cannot be set up.
+// Mounts `ops` at config.mountpoint and serves until it is unmounted or a stop signal comes,
+// which aborts the connection and unmounts at once (requests in flight fail), logs one line
+// and gives exit status 1. Without `foreground`, the process forks: the parent returns 0 as
+// soon as the mount answers requests, the child serves, logging to syslog, and ends the
+// process when the session ends; a stop signal to the parent before then is passed on to
+// the child, which unmounts, and the parent fails. Returns the exit status for the calling
+// process; throws qcow::Interrupted (how far it got) after a stop signal, and
+// std::runtime_error with a one-line reason when the mount cannot be set up.
 int MountAndServe(const fuse_lowlevel_ops& ops, void* userdata, const MountConfig& config);
 
 }  // namespace qcowfs

@@ -124,7 +124,7 @@ TEST(Misuse, ServeOutlivesItsProgressReaderAndFailsClearlyWhenStopped) {
          " >&3\nsleep 0.5\n"
          "kill -TERM $pid\nwait $pid\necho $?\ncat err2");
   EXPECT_EQ(r.output.substr(0, 2), "1\n") << r.output;
-  EXPECT_NE(r.output.find("interrupted by signal 15"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("interrupted by SIGTERM after"), std::string::npos) << r.output;
   EXPECT_EQ(Lines(r.output), 2) << r.output;
 }
 

@@ -146,6 +146,38 @@ TEST_F(Typos, Qcow2ToStdoutNeverWritesOverItsDisks) {
                       "stdout is other.raw");
 }
 
+// A descriptor number the caller did not pass names nothing qcowfs opened itself: a
+// progress descriptor that would have landed on the target (or the image) wrote its digits
+// into the disk and exited 0.
+TEST_F(Typos, ADescriptorNotPassedIsRefused) {
+  ASSERT_EQ(Sh("cd " + Quote(dir_.path()) + " && cp other.raw target.raw").status, 0);
+  const std::string not_passed = "was not passed to qcowfs";
+  // (The test runner may hold descriptors of its own: they are closed for the command.)
+  const std::string closed = " 3>&- 4>&- 5>&-";
+  for (int fd = 3; fd <= 5; ++fd) {
+    const std::string n = std::to_string(fd);
+    ExpectRefusedIntact(Q() + " serve --source img.qcow2 --destination target.raw --progress " +
+                            "--machine --progress-fd " + n + closed,
+                        not_passed);
+    ExpectRefusedIntact(Q() + " stream --source src.raw --destination-fd " + n + closed,
+                        not_passed);
+    ExpectRefusedIntact(Q() + " serve --source-fd " + n + " --destination target.raw" + closed,
+                        not_passed);
+    ExpectRefusedIntact(Q() + " stream --source src.raw --allocation-from fd:" + n +
+                            " --destination out.qcow2" + closed,
+                        not_passed);
+    ExpectRefusedIntact(Q() + " qcow2-to-stdout src.raw --json-header-map " + n +
+                            " --json-header-info " + n + " > out.qcow2" + closed,
+                        not_passed);
+  }
+  // Passed, the same numbers work.
+  auto r = Sh("cd " + Quote(dir_.path()) + " && " + Q() +
+              " serve --source img.qcow2 --destination target.raw --progress --machine "
+              "--progress-fd 7 7>progress && cat progress");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output.substr(r.output.size() - 3), "100") << r.output;
+}
+
 TEST_F(Typos, ServeReplacesOnlyASocket) {
   WriteAt(dir_ / "sock", 0, RandomBytes(4096, 4));
   ExpectRefusedIntact(Q() + " serve --source unix:sock --destination other.raw",

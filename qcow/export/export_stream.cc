@@ -1,5 +1,6 @@
 #include "qcow/export/export_stream.h"
 
+#include <poll.h>
 #include <sys/sendfile.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 
 #include "qcow/export/export_reader.h"
 #include "qcow/format/errors.h"
+#include "qcow/io/wait_io.h"
 
 namespace qcow {
 namespace {
@@ -18,6 +20,10 @@ constexpr uint64_t kChunk = 4u << 20;
 
 [[noreturn]] void WriteFailed(uint64_t done, uint64_t total) {
   const int err = errno;
+  if (err == ECANCELED) {
+    throw Interrupted("after " + std::to_string(done) + " of " + std::to_string(total) +
+                      " bytes of the image");
+  }
   if (err == EPIPE || err == ECONNRESET) {
     throw PeerClosedError("the destination closed early, after " + std::to_string(done) + " of " +
                           std::to_string(total) + " bytes");
@@ -26,10 +32,9 @@ constexpr uint64_t kChunk = 4u << 20;
                           "writing the image after " + std::to_string(done) + " bytes");
 }
 
-void WriteAll(int fd, const uint8_t* p, uint64_t n, uint64_t& done, uint64_t total) {
+void WriteAll(int fd, const uint8_t* p, uint64_t n, uint64_t& done, uint64_t total, int stop_fd) {
   while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
+    const ssize_t w = WriteWaiting(fd, p, n, stop_fd);
     if (w <= 0) WriteFailed(done, total);
     p += w;
     n -= static_cast<uint64_t>(w);
@@ -41,11 +46,18 @@ void WriteAll(int fd, const uint8_t* p, uint64_t n, uint64_t& done, uint64_t tot
 // when it fails or stops short in a way that may be the source's fault: the caller then
 // copies the rest, so that a source error is reported as one (naming the source) and a
 // destination error as one.
-bool SendAll(int out, int in, uint64_t pos, uint64_t n, uint64_t& done, uint64_t total) {
+bool SendAll(int out, int in, uint64_t pos, uint64_t n, uint64_t& done, uint64_t total,
+             int stop_fd) {
   off_t off = static_cast<off_t>(pos);
   while (n > 0) {
+    if (stop_fd >= 0 && WaitReady(out, POLLOUT, stop_fd) < 0) WriteFailed(done, total);
     ssize_t w = ::sendfile(out, in, &off, std::min<uint64_t>(n, 1u << 30));
     if (w < 0 && errno == EINTR) continue;
+    // A destination its owner made non-blocking is full: wait for room.
+    if (w < 0 && errno == EAGAIN) {
+      if (WaitReady(out, POLLOUT, stop_fd) < 0) WriteFailed(done, total);
+      continue;
+    }
     if (w < 0 && (errno == EPIPE || errno == ECONNRESET)) WriteFailed(done, total);
     if (w <= 0) return false;
     n -= static_cast<uint64_t>(w);
@@ -57,7 +69,7 @@ bool SendAll(int out, int in, uint64_t pos, uint64_t n, uint64_t& done, uint64_t
 }  // namespace
 
 void WriteExport(const ExportLayout& layout, const Source& source, int fd,
-                 const std::function<void(uint64_t, uint64_t)>& progress) {
+                 const std::function<void(uint64_t, uint64_t)>& progress, int stop_fd) {
   const uint64_t total = layout.image_size();
   std::vector<uint8_t> scratch, buf;
   std::vector<ExportSegment> segments;
@@ -71,11 +83,11 @@ void WriteExport(const ExportLayout& layout, const Source& source, int fd,
     for (const auto& s : segments) {
       switch (s.kind) {
         case ExportSegment::Kind::kBytes:
-          WriteAll(fd, scratch.data() + s.position, s.length, done, total);
+          WriteAll(fd, scratch.data() + s.position, s.length, done, total, stop_fd);
           break;
         case ExportSegment::Kind::kZero:
           buf.assign(s.length, 0);
-          WriteAll(fd, buf.data(), s.length, done, total);
+          WriteAll(fd, buf.data(), s.length, done, total, stop_fd);
           break;
         case ExportSegment::Kind::kSource:
           pieces.clear();
@@ -84,13 +96,13 @@ void WriteExport(const ExportLayout& layout, const Source& source, int fd,
             uint64_t sent = 0;
             if (use_sendfile && p.fd >= 0) {
               const uint64_t before = done;
-              if (SendAll(fd, p.fd, p.position, p.length, done, total)) continue;
+              if (SendAll(fd, p.fd, p.position, p.length, done, total, stop_fd)) continue;
               use_sendfile = false;  // copy the rest of this piece, and all later ones
               sent = done - before;
             }
             buf.resize(p.length - sent);
             source.ReadAt(p.offset + sent, buf.data(), buf.size());
-            WriteAll(fd, buf.data(), buf.size(), done, total);
+            WriteAll(fd, buf.data(), buf.size(), done, total, stop_fd);
           }
           break;
       }

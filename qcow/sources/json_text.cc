@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "qcow/format/errors.h"
+#include "qcow/io/wait_io.h"
 
 namespace qcow {
 namespace {
@@ -15,12 +16,11 @@ bool IsSpace(int b) { return b == ' ' || b == '\t' || b == '\n' || b == '\r'; }
 bool IsDigit(int b) { return b >= '0' && b <= '9'; }
 
 // The one read of a descriptor: n bytes at most, 0 at its end. Throws std::system_error.
+// A descriptor a caller set O_NONBLOCK on (a pipe from xapi) is waited on, not refused.
 size_t ReadSome(int fd, char* buf, size_t n, const std::string& name) {
-  for (;;) {
-    const ssize_t r = ::read(fd, buf, n);
-    if (r >= 0) return static_cast<size_t>(r);
-    if (errno != EINTR) ThrowErrno("reading " + name);
-  }
+  const ssize_t r = ReadWaiting(fd, buf, n);
+  if (r < 0) ThrowErrno("reading " + name);
+  return static_cast<size_t>(r);
 }
 
 }  // namespace
