@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -15,7 +16,9 @@
 #include <vector>
 
 #include "cli/inherited_fds.h"
+#include "cli/stop_signals.h"
 #include "qcow/format/errors.h"
+#include "qcow/io/wait_io.h"
 
 namespace qcowfs {
 namespace {
@@ -39,6 +42,19 @@ int ParseFd(const std::string& text, const std::string& spec) {
     throw qcow::UsageError("'" + spec + "' does not name a file descriptor number");
   }
   return RequireInherited(static_cast<int>(v), spec);
+}
+
+// Accepts one connection on the listening socket s, waiting for it together with the stop
+// descriptor: a stop signal ends the wait at once (closing s). Returns accept4's result.
+int AcceptWaiting(int s, const std::string& spec) {
+  for (;;) {
+    if (qcow::WaitReady(s, POLLIN, StopFd()) < 0 && errno == ECANCELED) {
+      ::close(s);
+      throw qcow::Interrupted("while waiting for a connection on " + spec);
+    }
+    const int c = ::accept4(s, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c >= 0 || errno != EINTR) return c;
+  }
 }
 
 // Splits "HOST:PORT" (HOST may be [v6]).
@@ -123,9 +139,7 @@ int Tcp(const std::string& text, const std::string& spec, bool listen_one) {
       int one = 1;
       ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
       if (::bind(s, sa, a.len) == 0 && ::listen(s, 1) == 0) {
-        int c;
-        do c = ::accept4(s, nullptr, nullptr, SOCK_CLOEXEC);
-        while (c < 0 && errno == EINTR);
+        const int c = AcceptWaiting(s, spec);
         err = errno;
         ::close(s);
         if (c < 0) throw std::system_error(err, std::generic_category(), "accepting on " + spec);
@@ -176,9 +190,7 @@ int Unix(const std::string& path, const std::string& spec, bool listen_one) {
     ::close(s);
     throw std::system_error(err, std::generic_category(), "listening on " + spec);
   }
-  int c;
-  do c = ::accept4(s, nullptr, nullptr, SOCK_CLOEXEC);
-  while (c < 0 && errno == EINTR);
+  const int c = AcceptWaiting(s, spec);
   int err = errno;
   ::close(s);
   // Only our own socket goes: something put at PATH meanwhile stays.
