@@ -95,7 +95,7 @@ TEST_F(StopSignal, ServeAndStreamDecodeWaitingForInput) {
         run.args = {"serve", "--source", "fd:3", "--destination", target};
         run.extra_fd = pipes[i].r;
         break;
-      default:  // waiting in accept(), which polls nothing: the watcher ends it
+      default:  // waiting in accept(), together with the stop descriptor
         run.args = {"serve", "--source", "unix:" + scratch_ / ("socket" + std::to_string(i)),
                     "--destination", target};
         break;
