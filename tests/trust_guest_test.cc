@@ -7,6 +7,8 @@
 // bytes at the disk's own size.
 #include <gtest/gtest.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -277,6 +279,46 @@ TEST(GuestBackingFile, UnrecordedFormatIsNotTakenFromTheGuestsBytes) {
               std::string::npos)
         << r.output;
   }
+}
+
+// A backing file that is a device is refused before it is opened (opening a watchdog arms
+// it); here a character device node, watched with inotify.
+TEST(GuestBackingFile, ACharacterDeviceIsNotOpened) {
+  TempDir dir;
+  ASSERT_EQ(::mknod((dir / "cdev").c_str(), S_IFCHR | 0600, makedev(1, 3)), 0);  // /dev/null
+  const auto made = Sh("cd " + Quote(dir.path()) +
+                       " && qemu-img create -q -f qcow2 -u -b cdev -F raw top.qcow2 1M");
+  ASSERT_EQ(made.status, 0) << made.output;
+  OpenWatch watch;
+  watch.Add(dir / "cdev");
+  const auto r = Sh(Q() + " stream --source " + Quote(dir / "top.qcow2") + " --destination null:");
+  EXPECT_EQ(watch.Events(), 0) << "the device was opened";
+  EXPECT_EQ(r.status, 3) << r.output;
+  EXPECT_NE(r.output.find("is neither a regular file nor a block device"), std::string::npos)
+      << r.output;
+}
+
+// A link named .qcow2 to a raw disk whose real path cannot be resolved (past PATH_MAX)
+// says nothing of its format: the disk is not read as the image its guest wrote.
+TEST(GuestBackingFile, ANameThatCannotBeResolvedSaysNothing) {
+  TempDir dir;
+  const auto made =
+      Sh("cd " + Quote(dir.path()) +
+         " && N=$(printf 'd%.0s' $(seq 250)) && R=$(python3 -c \"print('/'.join(['d'*250]*8))\")"
+         " && mkdir -p deep/$R/$R/$N"
+         " && qemu-img create -q -f qcow2 -u -b /etc/shadow -F raw h.qcow2 1M"
+         " && ln -sfn $PWD/deep/$R s1 && ln -sfn $PWD/s1/$R s2 && ln -sfn $PWD/s2/$N s3"
+         " && cp h.qcow2 s3/guest.raw && truncate -s 1M s3/guest.raw"
+         " && ln -sf $PWD/s3/guest.raw vm.qcow2");
+  ASSERT_EQ(made.status, 0) << made.output;
+  OpenWatch watch;
+  watch.Add("/etc/shadow");
+  const auto r = Sh(Q() + " stream --source " + Quote(dir / "vm.qcow2") + " --destination " +
+                    Quote(dir / "out.qcow2"));
+  EXPECT_EQ(watch.Events(), 0) << "/etc/shadow was opened";
+  EXPECT_EQ(r.status, 3) << r.output;
+  EXPECT_NE(r.output.find("its name does not say so"), std::string::npos) << r.output;
+  Sh("rm -rf " + Quote(dir / "deep"));
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstdlib>
 #include <string_view>
@@ -38,10 +39,14 @@ bool At(std::span<const uint8_t> bytes, size_t offset, std::string_view magic) {
 constexpr std::string_view kVhdCookie = "conectix";
 
 // Returns the name of a file with symlinks resolved: the name the SR gave the file, not
-// the name of a link to it.
-std::string ResolvedName(const std::string& path) {
+// the name of a link to it. A file that does not exist keeps its name (nothing links to
+// it); one that exists but cannot be resolved (a path past PATH_MAX, a loop of links) gives
+// nullopt, which says nothing of the format.
+std::optional<std::string> ResolvedName(const std::string& path) {
   char buf[PATH_MAX];
-  return ::realpath(path.c_str(), buf) ? std::string(buf) : path;
+  if (::realpath(path.c_str(), buf)) return std::string(buf);
+  if (errno == ENOENT) return path;
+  return std::nullopt;
 }
 
 std::optional<std::string> RealDirectory(const std::string& dir) {
@@ -61,7 +66,9 @@ std::string Article(const std::string& format) {
 }  // namespace
 
 std::optional<LayerFormat> FormatOfName(const std::string& path) {
-  const std::string name = BaseName(ResolvedName(path));
+  const std::optional<std::string> resolved = ResolvedName(path);
+  if (!resolved) return std::nullopt;
+  const std::string name = BaseName(*resolved);
   if (EndsWith(name, ".qcow2")) return LayerFormat::kQcow2;
   if (EndsWith(name, ".vhd") || EndsWith(name, ".vpc")) return LayerFormat::kVhd;
   if (EndsWith(name, ".raw")) return LayerFormat::kRaw;

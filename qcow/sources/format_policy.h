@@ -22,7 +22,8 @@ namespace qcow {
 
 // Returns the format the name of the file at path gives, symlinks resolved (the name the SR
 // gave the file, not the name of a link to it): ".qcow2" qcow2, ".vhd" and ".vpc" VHD, ".raw"
-// raw (the names XCP-ng's file SRs use; case does not matter), nullopt for any other name.
+// raw (the names XCP-ng's file SRs use; case does not matter), nullopt for any other name
+// and for a path that cannot be resolved.
 std::optional<LayerFormat> FormatOfName(const std::string& path);
 
 // Returns the image format QEMU would probe from a file's first bytes: "qcow2", "vpc" (a
