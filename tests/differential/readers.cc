@@ -42,6 +42,23 @@ void WriteAll(int fd, const void* p, size_t n) {
   }
 }
 
+// Reads what the child `pid` writes on fd until it closes it, then waits for the child;
+// returns its wait status.
+int Reap(pid_t pid, int fd, std::string& out) {
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return status;
+}
+
 // Runs fn in a child process and returns its verdict: what fn returned, or how the child
 // ended. fn returns the outcome's letter and message ("A", "R...", "T", "U...").
 Verdict RunIsolated(const std::function<std::string()>& fn) {
@@ -65,17 +82,7 @@ Verdict RunIsolated(const std::function<std::string()>& fn) {
   }
   ::close(p[1]);
   std::string out;
-  char buf[4096];
-  for (;;) {
-    const ssize_t n = ::read(p[0], buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  ::close(p[0]);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
+  const int status = Reap(pid, p[0], out);
   Verdict v;
   if (WIFSIGNALED(status)) {
     v.outcome = WTERMSIG(status) == SIGALRM ? Outcome::kHung : Outcome::kCrashed;
@@ -123,17 +130,7 @@ CommandResult Exec(const std::vector<std::string>& argv) {
   }
   ::close(p[1]);
   std::string out;
-  char buf[4096];
-  for (;;) {
-    const ssize_t n = ::read(p[0], buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  ::close(p[0]);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
+  const int status = Reap(pid, p[0], out);
   if (WIFSIGNALED(status)) return {WTERMSIG(status) == SIGALRM ? 124 : 128 + WTERMSIG(status), out};
   return {WEXITSTATUS(status), out};
 }

@@ -7,7 +7,6 @@
 // - bytes outside the clusters the source reports as allocated read as zeros (the export
 //   leaves those clusters out);
 // - the pieces the export splices from the file hold the bytes ReadAt reads.
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +17,7 @@
 #include <system_error>
 #include <vector>
 
+#include "memfd_input.h"
 #include "qcow/export/source.h"
 #include "qcow/format/errors.h"
 #include "qcow/sources/chain_source.h"
@@ -68,12 +68,8 @@ void Check(const qcow::Source& source, const qcow::ClusterMap& allocated, uint64
 }  // namespace
 
 extern "C" int QCOWFS_FUZZ_ENTRY(const uint8_t* data, size_t size) {
-  const int fd = memfd_create("qcow2", MFD_CLOEXEC);
+  const int fd = MemfdInput("qcow2", data, size);
   if (fd < 0) return 0;
-  if (size > 0 && ::write(fd, data, size) != static_cast<ssize_t>(size)) {
-    ::close(fd);
-    return 0;
-  }
   qcow::ChainOptions options;
   options.top_format = qcow::LayerFormat::kQcow2;
   options.top_only = true;  // the fuzzer's backing names name nothing
