@@ -65,7 +65,8 @@ sanitized_run() {
 # with unit or interop tests must be listed: one left out would show up as a failing
 # *_NOT_BUILT test. (Tests labelled "tools" check the tests' own tools.)
 SANITIZED_TARGETS=(qcowfs unit_tests export_interop_tests import_interop_tests fuzz_replay_tests
-  crafted_import_tests chain_export_tests vhd_format_tests vhd_export_tests differential_tests)
+  crafted_import_tests chain_export_tests vhd_format_tests vhd_export_tests differential_tests
+  disagreement_tests)
 
 # The packages (an RPM of the static binary and a Debian package of the same build), their
 # file lists and binaries checked, in build-packages/.
