@@ -319,6 +319,7 @@ class Mutator {
     if (bits >= 8) return Store("refcount", r->offset + i * bits / 8, bits / 8, value);
     // Sub-byte widths: refcount i sits in byte i*bits/8, lowest bits first.
     const uint64_t at = r->offset + i * bits / 8, shift = (i * bits) % 8;
+    if (at >= b_.size()) return FlipBits();  // truncated away by an earlier mutation
     const uint8_t old = b_[at];
     const uint8_t mask = static_cast<uint8_t>(((1u << bits) - 1) << shift);
     return Store("refcount", at, 1, (old & ~mask) | ((value << shift) & mask));
