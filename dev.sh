@@ -4,8 +4,9 @@
 #   ./dev.sh demo    install what is missing, build, export a sample disk, check it with
 #                    qemu-img, import it back and compare
 #   ./dev.sh test    install what is missing, build, run the whole test suite, build and
-#                    check the packages, try the static binary in an empty root, then run
-#                    the unit and interop suites again built with AddressSanitizer and UBSan
+#                    check the packages, fuzz each libFuzzer target for FUZZ_CI_SECONDS
+#                    (default 20), try the static binary in an empty root, then run the unit
+#                    and interop suites again built with AddressSanitizer and UBSan
 #   ./dev.sh build   install what is missing and build
 #   ./dev.sh asan    the whole test suite built with AddressSanitizer and UBSan (build-asan/)
 #   ./dev.sh packages  the RPM (packaging/rpm/qcowfs.spec, a static binary) and the Debian
@@ -21,7 +22,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 
 PACKAGES=(build-essential cmake pkg-config libfuse3-dev fuse3 libcli11-dev libgtest-dev
   zlib1g-dev libzstd-dev qemu-utils util-linux groff-base bc python3 procps curl
-  libvhdi-utils python3-libvhdi rpm cpio file)
+  libvhdi-utils python3-libvhdi rpm cpio file clang libclang-rt-14-dev)
 
 install_deps() {
   local missing=()
@@ -53,9 +54,12 @@ sanitized_build() {
 }
 
 # Runs the suites of build-asan/ with labels matching $1 (a ctest -L regex), one more at
-# a time than there are cores: most of them wait on qemu-img and qcowfs processes.
+# a time than there are cores: most of them wait on qemu-img and qcowfs processes. The
+# differential test runs a quarter of its mutants there (twice the time each under ASan;
+# the fuzz targets take the sanitizers over far more inputs).
 sanitized_run() {
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    DIFFERENTIAL_MUTANTS=${DIFFERENTIAL_MUTANTS:-68} \
     ctest --test-dir build-asan --output-on-failure -j "$(($(nproc) + 1))" -L "$1"
 }
 
@@ -65,7 +69,7 @@ sanitized_run() {
 # *_NOT_BUILT test. (Tests labelled "tools" check the tests' own tools.)
 SANITIZED_TARGETS=(qcowfs unit_tests export_interop_tests import_interop_tests fuzz_replay_tests
   crafted_import_tests chain_export_tests vhd_format_tests vhd_export_tests metadata_bounds_tests
-  stop_signal_tests)
+  stop_signal_tests differential_tests disagreement_tests)
 
 # The packages (an RPM of the static binary and a Debian package of the same build), their
 # file lists and binaries checked, in build-packages/.
@@ -86,42 +90,76 @@ run_tests() {
   # Unit, interop and tools suites in parallel.
   ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" -LE fuse
   # The FUSE suites run one at a time (RUN_SERIAL), which leaves a core idle: the sanitizer
-  # build and then the packages take it meanwhile, at low priority, their output kept for a
-  # failure.
+  # build, the packages, then the fuzz targets' build and a short run of each take it
+  # meanwhile, at low priority, their output kept for a failure.
   local log="$BUILD_DIR/background-builds.log" fuse=0 background=0 pid
-  (renice -n 10 "$BASHPID" >/dev/null && sanitized_build "${SANITIZED_TARGETS[@]}" &&
-    build_packages) > "$log" 2>&1 &
+  (renice -n 10 "$BASHPID" >/dev/null && timed sanitized_build "${SANITIZED_TARGETS[@]}" &&
+    timed build_packages && timed fuzz_build && timed fuzz_run "${FUZZ_CI_SECONDS:-20}") \
+    > "$log" 2>&1 &
   pid=$!
   ctest --test-dir "$BUILD_DIR" --output-on-failure -L fuse || fuse=$?
   wait "$pid" || background=$?
   if ((background)); then cat "$log"; fi
   if ((fuse || background)); then return 1; fi
-  tail -1 "$log"
+  grep '^dev.sh: \|^build-packages: ' "$log" || true
   static_root_test
   sanitized_run 'unit|interop'
 }
 
+# Runs "$@" and says how long it took.
+timed() {
+  local start=$SECONDS rc=0
+  "$@" || rc=$?
+  echo "dev.sh: $1 took $((SECONDS - start)) s$( ((rc)) && echo ", failed ($rc)")"
+  return "$rc"
+}
+
+# The libFuzzer targets (tests/fuzz/), instrumented with ASan and UBSan, in build-fuzz/: only
+# the qcow library and the targets, at -O1 (a third of the compile time of -O2).
+FUZZ_TARGETS=(header decoder chain vhd json)
+fuzz_build() {
+  local targets=()
+  for t in "${FUZZ_TARGETS[@]}"; do targets+=(--target "${t}_fuzz"); done
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DQCOWFS_FUZZ=ON >/dev/null
+  cmake --build build-fuzz -j "$(nproc)" "${targets[@]}"
+}
+
+# Runs each target for $1 seconds on its corpus (build-fuzz/corpus/, kept between runs),
+# seeds made by qemu-img and the inputs that once made it fail (tests/fuzz/regressions/).
+# A crash, a sanitizer report, a leak, an input slower than 60 s or a memory blow-up fails
+# the run, naming the input, which stays in build-fuzz/artifacts/.
+fuzz_run() {
+  local seconds=$1 failed=0 t input
+  rm -rf build-fuzz/seeds
+  tests/fuzz/make_corpus.sh build-fuzz/seeds >&2
+  mkdir -p build-fuzz/artifacts
+  for t in "${FUZZ_TARGETS[@]}"; do
+    local dirs=(build-fuzz/corpus/$t build-fuzz/seeds/$t)
+    mkdir -p "${dirs[0]}"
+    if [[ -d tests/fuzz/regressions/$t ]]; then dirs+=(tests/fuzz/regressions/$t); fi
+    echo "dev.sh: fuzzing $t for $seconds s" >&2
+    if UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 build-fuzz/tests/${t}_fuzz \
+      -max_total_time="$seconds" -timeout=60 -rss_limit_mb=2048 -print_final_stats=1 \
+      -artifact_prefix="build-fuzz/artifacts/$t-" "${dirs[@]}" > "build-fuzz/$t.log" 2>&1; then
+      echo "dev.sh: fuzzed $t: $(sed -n 's/^stat::number_of_executed_units: *//p' \
+        "build-fuzz/$t.log") inputs, $(ls "${dirs[0]}" | wc -l) in its corpus"
+    else
+      failed=1
+      tail -60 "build-fuzz/$t.log"
+      input=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "build-fuzz/$t.log" | tail -1)
+      echo "dev.sh: fuzz target $t failed on the input ${input:-(none written; see above)}:" \
+        "replay it with build-fuzz/tests/${t}_fuzz FILE, and once fixed add it to" \
+        "tests/fuzz/regressions/$t/"
+    fi
+  done
+  return "$failed"
+}
+
 fuzz() {
   install_deps
-  local seconds=${FUZZ_SECONDS:-600} missing=()
-  for p in clang libclang-rt-14-dev; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if ((${#missing[@]})); then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
-  CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQCOWFS_FUZZ=ON >/dev/null
-  cmake --build build-fuzz -j "$(nproc)" --target header_fuzz decoder_fuzz vhd_fuzz
-  tests/fuzz/make_corpus.sh build-fuzz/seeds
-  mkdir -p build-fuzz/corpus/header build-fuzz/corpus/decoder build-fuzz/corpus/vhd \
-    build-fuzz/artifacts tests/fuzz/regressions/vhd
-  for target in header decoder vhd; do
-    echo "dev.sh: fuzzing $target for $seconds s" >&2
-    build-fuzz/tests/${target}_fuzz -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 \
-      -artifact_prefix="build-fuzz/artifacts/$target-" \
-      build-fuzz/corpus/$target build-fuzz/seeds/$target tests/fuzz/regressions/$target
-  done
+  fuzz_build
+  fuzz_run "${FUZZ_SECONDS:-600}"
 }
 
 demo() {

@@ -13,6 +13,8 @@
 extern "C" int FuzzHeader(const uint8_t* data, size_t size);
 extern "C" int FuzzDecoder(const uint8_t* data, size_t size);
 extern "C" int FuzzVhd(const uint8_t* data, size_t size);
+extern "C" int FuzzChain(const uint8_t* data, size_t size);
+extern "C" int FuzzJson(const uint8_t* data, size_t size);
 
 namespace {
 
@@ -47,12 +49,14 @@ TEST(FuzzRegressions, DecoderInputsThatOnceFailed) {
   EXPECT_GT(Replay(std::string(FUZZ_DIR) + "/regressions/decoder", FuzzDecoder), 0u);
 }
 
-TEST(FuzzSeeds, QemuImgImagesPassBothTargets) {
+TEST(FuzzSeeds, QemuImgImagesAndTheirJsonPassTheQcow2AndJsonTargets) {
   TempDir dir;
   auto r = Sh(std::string(FUZZ_DIR) + "/make_corpus.sh " + Quote(dir.path()));
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_GT(Replay(dir / "header", FuzzHeader), 10u);
   EXPECT_GT(Replay(dir / "decoder", FuzzDecoder), 20u);
+  EXPECT_GT(Replay(dir / "chain", FuzzChain), 10u);
+  EXPECT_GT(Replay(dir / "json", FuzzJson), 20u);
 }
 
 TEST(FuzzSeeds, VhdSeedsAndQcow2ImagesPassTheVhdTarget) {

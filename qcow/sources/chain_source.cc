@@ -103,17 +103,21 @@ class ChainSource : public Source {
   }
 
   // Returns the decompressed cluster of e, from this thread's cache when it was the last.
+  // Keyed by the whole span: two descriptors may start at one offset and name different
+  // sector counts, and QEMU decompresses each from its own.
   const std::vector<uint8_t>& Decompressed(const ChainExtent& e) const {
     thread_local struct {
-      uint64_t source = 0, depth = 0, host = 0;
+      uint64_t source = 0, depth = 0, host = 0, host_end = 0;
       std::vector<uint8_t> bytes;
     } cache;
-    if (cache.source != id_ || cache.depth != e.depth || cache.host != e.host) {
+    if (cache.source != id_ || cache.depth != e.depth || cache.host != e.host ||
+        cache.host_end != e.host_end) {
       cache.source = 0;  // until the new cluster is in
       ReadCompressedCluster(chain_.layers()[e.depth], e.host, e.host_end, cache.bytes);
       cache.source = id_;
       cache.depth = e.depth;
       cache.host = e.host;
+      cache.host_end = e.host_end;
     }
     return cache.bytes;
   }

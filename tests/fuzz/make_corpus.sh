@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Seed corpora for the fuzz targets, made by qemu-img and qemu-io: small images of every
 # layout the decoder knows (small clusters, so that each run of a target stays fast), and
-# small VHDs (make_vhd_seeds.py). Usage: make_corpus.sh DIR (fills DIR/header, DIR/decoder
-# and DIR/vhd).
+# small VHDs (make_vhd_seeds.py), and the JSON qemu-img prints of the images. Usage:
+# make_corpus.sh DIR (fills DIR/header, DIR/decoder, DIR/chain, DIR/vhd and DIR/json).
 set -euo pipefail
 out=$(realpath -m "$1")
 here=$(dirname "$(realpath "$0")")
-mkdir -p "$out/header" "$out/decoder"
+mkdir -p "$out/header" "$out/decoder" "$out/chain" "$out/json"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 i=0
-add() {  # add NAME: img.qcow2 becomes a seed of both targets
+add() {  # add NAME: img.qcow2 becomes a seed of the qcow2 targets, its JSON of the json one
   i=$((i + 1))
   local c
-  c=$(qemu-img info --output=json img.qcow2 | sed -n 's/.*"cluster-size": \([0-9]*\).*/\1/p')
+  qemu-img info --output=json img.qcow2 > "$out/json/$i-$1-info"
+  qemu-img map --output=json img.qcow2 > "$out/json/$i-$1-map"
+  c=$(sed -n 's/.*"cluster-size": \([0-9]*\).*/\1/p' "$out/json/$i-$1-info")
   head -c "$c" img.qcow2 > "$out/header/$i-$1"
+  cp img.qcow2 "$out/chain/$i-$1"
   # Decoder seeds: two feedings' control bytes (front to back in 4 KiB, and shuffled in
   # 512 B with early completion), then the image.
   { printf '\x00\xff\x0f\x00\x02\xff\x01\x07'; cat img.qcow2; } > "$out/decoder/$i-$1"
@@ -52,5 +55,11 @@ qemu-img create -q -f qcow2 -o cluster_size=512 img.qcow2 0 && add empty
 /usr/bin/python3 "$here/make_vhd_seeds.py" "$out/vhd"
 qemu-img create -q -f vpc -o subformat=dynamic img.vhd 64K && cp img.vhd "$out/vhd/qemu-dynamic"
 qemu-img create -q -f vpc -o subformat=fixed img.vhd 64K && cp img.vhd "$out/vhd/qemu-fixed"
+# read_headers' JSON (qcow-stream-tool's), clusters as indices and as [first, last] pairs.
+printf '{"virtual_size": 1048576, "cluster_bits": 16, "data_clusters": [0, 3, 15]}' \
+  > "$out/json/read-headers-indices"
+printf '{"virtual_size": 1048576, "cluster_bits": 12, "data_clusters": [[0, 7], [100, 255]]}' \
+  > "$out/json/read-headers-pairs"
 echo "seeds: $(ls "$out/header" | wc -l) header, $(ls "$out/decoder" | wc -l) decoder," \
-  "$(ls "$out/vhd" | wc -l) vhd in $out"
+  "$(ls "$out/chain" | wc -l) chain, $(ls "$out/vhd" | wc -l) vhd, $(ls "$out/json" | wc -l) json" \
+  "in $out"

@@ -2,13 +2,13 @@
 // top layer (read through a memfd, as a file on disk is read); its footer, dynamic header,
 // parent locators, BAT and sector bitmaps decoded, or a FormatError out, never a crash, an
 // out-of-bounds read or an overflow (ASan/UBSan watch), and extents that stay in the file.
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
+#include "memfd_input.h"
 #include "qcow/format/errors.h"
 #include "qcow/sources/image_chain.h"
 #include "qcow/sources/vhd_layer.h"
@@ -18,12 +18,8 @@
 #endif
 
 extern "C" int QCOWFS_FUZZ_ENTRY(const uint8_t* data, size_t size) {
-  const int fd = memfd_create("vhd", MFD_CLOEXEC);
+  const int fd = MemfdInput("vhd", data, size);
   if (fd < 0) return 0;
-  if (size > 0 && ::write(fd, data, size) != static_cast<ssize_t>(size)) {
-    ::close(fd);
-    return 0;
-  }
   qcow::ChainOptions options;
   options.top_format = qcow::LayerFormat::kVhd;
   options.top_only = true;  // no parents: the fuzzer's paths name nothing
