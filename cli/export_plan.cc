@@ -108,7 +108,11 @@ qcow::DeltaPlan PlanDelta(PlannedExport& p, const ExportArgs& a, const qcow::Sou
       return qcow::ChainDelta(*chain, *depth, bits);
     }
   }
-  p.base = qcow::OpenSource(a.relative_to, options);
+  // --source-format speaks of the source: the base's own name decides its format (a guest's
+  // raw base must not be read as the image its first bytes describe).
+  qcow::SourceOptions base_options = options;
+  base_options.format = qcow::SourceFormat::kAuto;
+  p.base = qcow::OpenSource(a.relative_to, base_options);
   AddReads(p, *p.base, a.relative_to);
   qcow::DeltaPlan plan =
       qcow::ComparedDelta(source, *p.base, bits,

@@ -321,4 +321,48 @@ TEST(GuestBackingFile, ANameThatCannotBeResolvedSaysNothing) {
   Sh("rm -rf " + Quote(dir / "deep"));
 }
 
+// --source-format speaks of the source, not of the --relative-to base: a guest's raw base
+// (base.raw) whose first bytes are a qcow2 header naming a host file is compared as raw.
+TEST(GuestBackingFile, TheBaseOfADeltaIsReadByItsOwnName) {
+  TempDir dir;
+  WriteAt(dir / "host-secret", 0, Marked("HOST-SECRET-0600-MARKER", 64 << 10, 1));
+  const auto made = Sh("cd " + Quote(dir.path()) +
+                       " && qemu-img create -q -f qcow2 -u -b $PWD/host-secret -F raw h.qcow2 1M"
+                       " && cp h.qcow2 base.raw && truncate -s 1M base.raw"
+                       " && qemu-img create -q -f qcow2 top.qcow2 1M"
+                       " && qemu-io -c 'write -P 0x41 0 64k' top.qcow2 >/dev/null");
+  ASSERT_EQ(made.status, 0) << made.output;
+  OpenWatch watch;
+  watch.Add(dir / "host-secret");
+  const auto r =
+      Sh(Q() + " stream --source-format qcow2 --source " + Quote(dir / "top.qcow2") +
+         " --relative-to " + Quote(dir / "base.raw") + " --destination " + Quote(dir / "d.qcow2"));
+  EXPECT_EQ(watch.Events(), 0) << "the base's backing file was opened";
+  EXPECT_EQ(r.status, 0) << r.output;
+  const auto info = Sh("qemu-img info --output=json " + Quote(dir / "d.qcow2"));
+  EXPECT_EQ(JsonValues(info.output, "backing-filename-format"), std::vector<std::string>{"raw"})
+      << info.output;
+}
+
+// An image on a block device (read as one by the caller's word) reaches only block devices
+// beside it or in --path: not /dev/stdin (a link to /proc/self/fd/0), however the name
+// gets there.
+TEST(GuestBackingFile, AVolumeReachesOnlyVolumesBesideIt) {
+  TempDir dir;
+  WriteAt(dir / "host-secret", 0, Marked("HOST-SECRET-0600-MARKER", 1 << 20, 1));
+  const auto made = Sh("cd " + Quote(dir.path()) +
+                       " && qemu-img create -q -f qcow2 -u -b stdin -F raw h.qcow2 1M"
+                       " && cp h.qcow2 guest.raw && truncate -s 1M guest.raw");
+  ASSERT_EQ(made.status, 0) << made.output;
+  LoopDevice loop(dir / "guest.raw");
+  ASSERT_FALSE(loop.device().empty()) << loop.output();
+  const auto r =
+      Sh(Q() + " stream --source-format qcow2 --source " + Quote(loop.device()) +
+         " --destination " + Quote(dir / "out.qcow2") + " < " + Quote(dir / "host-secret"));
+  EXPECT_EQ(r.status, 3) << r.output;
+  EXPECT_NE(r.output.find("is not a block device in /dev or a --path directory"), std::string::npos)
+      << r.output;
+  EXPECT_NE(::access((dir / "out.qcow2").c_str(), F_OK), 0) << "an image was written";
+}
+
 }  // namespace

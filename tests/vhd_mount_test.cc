@@ -4,7 +4,9 @@
 // libvhdi reads from the chain.
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "chain_recipes.h"
 #include "mount_fixture.h"
@@ -80,15 +82,32 @@ TEST_P(VhdMount, TopOnABlockDevice) {
   TempDir dir;
   const VhdChain chain = qcowfs_test::BuildVhdChain(dir, GetParam());
   ASSERT_FALSE(HasFailure());
-  LoopDevice loop(chain.top);
-  ASSERT_FALSE(loop.device().empty()) << loop.output();
-  const std::string parents = chain.path_option.empty() ? dir.path() : dir / "store";
-  Mount m(dir / "mnt",
-          "--export " + Quote(loop.device()) + " --source-format vhd --path " + Quote(parents));
+  // Every layer a volume, as on an LVM SR: the parents are links to block devices in one
+  // directory (/dev/VG_XenStorage-SR), found with --path.
+  std::vector<std::unique_ptr<LoopDevice>> loops;
+  ASSERT_EQ(Sh("mkdir " + Quote(dir / "vg")).status, 0);
+  for (const std::string& file : chain.files) {
+    loops.push_back(std::make_unique<LoopDevice>(file));
+    ASSERT_FALSE(loops.back()->device().empty()) << loops.back()->output();
+    const std::string name = file.substr(file.rfind('/') + 1);
+    ASSERT_EQ(
+        Sh("ln -s " + Quote(loops.back()->device()) + " " + Quote(dir / ("vg/" + name))).status, 0);
+  }
+  Mount m(dir / "mnt", "--export " + Quote(loops.front()->device()) +
+                           " --source-format vhd --path " + Quote(dir / "vg"));
   ASSERT_TRUE(m.ok()) << m.result().output;
   const auto cmp = Sh("qemu-img compare -f raw -F qcow2 " + Quote(chain.reference) + " " +
                       Quote(m / "disk.qcow2"));
   EXPECT_EQ(cmp.status, 0) << cmp.output;
+  // Parents that are files (not volumes) are not reached from a volume.
+  Mount files(dir / "mnt2", "--export " + Quote(loops.front()->device()) +
+                                " --source-format vhd --path " +
+                                Quote(chain.path_option.empty() ? dir.path() : dir / "store"));
+  if (chain.files.size() > 1) {
+    EXPECT_EQ(files.result().status, 3) << files.result().output;
+    EXPECT_NE(files.result().output.find("is not a block device in"), std::string::npos)
+        << files.result().output;
+  }
 }
 
 // The delta of the top over the layer below it, read from the mount, rebased onto that
@@ -108,6 +127,29 @@ TEST_P(VhdMount, DeltaOverTheLayerBelow) {
   EXPECT_EQ(r.status, 0) << r.output;
   const auto map = Sh("qemu-img map --output=json " + Quote(dir / "delta.qcow2"));
   EXPECT_EQ(qcowfs_test::ClustersOfMap(map.output, 16, true, 1), VhdClusters(chain.layers, 1, 16));
+}
+
+// A dynamic VHD in a logical volume larger than itself, whose last sector still holds the
+// footer of a fixed VHD that used the volume before: the VHD is the one its footer copy at
+// offset 0 describes, not the stale fixed disk with the old bytes behind it.
+TEST(VhdVolume, AStaleFixedFooterAtTheEndIsNotTheVhds) {
+  TempDir dir;
+  const auto made =
+      Sh("cd " + Quote(dir.path()) +
+         " && qemu-img create -q -f vpc -o subformat=dynamic v.vhd 8M"
+         " && qemu-io -f vpc -c 'write -P 0x42 0 2M' v.vhd >/dev/null"
+         " && cp v.vhd lv.img && truncate -s 16M lv.img"
+         " && python3 -c \"f=open('lv.img','r+b');f.seek(4<<20);f.write(b'STALE-BYTES'*100000)\""
+         " && qemu-img create -q -f vpc -o subformat=fixed,force_size=on f.vhd 15M"
+         " && tail -c 512 f.vhd | dd of=lv.img bs=512 seek=32767 conv=notrunc status=none");
+  ASSERT_EQ(made.status, 0) << made.output;
+  LoopDevice loop(dir / "lv.img");
+  ASSERT_FALSE(loop.device().empty()) << loop.output();
+  const auto r =
+      Sh(QcowfsBinary() + " stream --source-format vhd --source " + Quote(loop.device()) +
+         " --destination " + Quote(dir / "o.qcow2") + " && qemu-img compare -f vpc -F qcow2 " +
+         Quote(dir / "v.vhd") + " " + Quote(dir / "o.qcow2"));
+  EXPECT_EQ(r.status, 0) << r.output;
 }
 
 INSTANTIATE_TEST_SUITE_P(Chains, VhdMount, ::testing::ValuesIn(MountCases()),

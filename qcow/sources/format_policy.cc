@@ -176,8 +176,12 @@ LayerFormat DecideFormatOf(const std::string& path, FormatRole role,
   }
 }
 
-bool InsideAllowedDirectories(const std::string& candidate, const std::string& image_path,
-                              const std::vector<std::string>& search_path) {
+bool AllowedFromBlockDevice(const std::string& candidate, const std::string& image_path,
+                            const std::vector<std::string>& search_path) {
+  // A block device itself (stat follows links, as LVs are links to dm nodes): not a link to
+  // a file or to /proc/self/fd/0, not a character device.
+  struct stat st;
+  if (::stat(candidate.c_str(), &st) != 0 || !S_ISBLK(st.st_mode)) return false;
   const std::optional<std::string> dir = RealDirectory(DirName(candidate));
   if (!dir) return false;
   if (RealDirectory(DirName(image_path)) == dir) return true;

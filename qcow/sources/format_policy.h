@@ -64,10 +64,11 @@ TailReader TailOf(int fd, const std::string& path, uint64_t size);
 LayerFormat DecideFormatOf(const std::string& path, FormatRole role,
                            const std::function<void(const std::string&)>& warn);
 
-// Whether `candidate`, a backing file or parent named by the image at `image_path`, lies in
-// the image's own directory or one of `search_path` (compared with `..` and symlinked
-// directories resolved; the file itself may be a symlink, as LVs are).
-bool InsideAllowedDirectories(const std::string& candidate, const std::string& image_path,
-                              const std::vector<std::string>& search_path);
+// Whether `candidate`, a backing file or parent named by the image at `image_path` (on a
+// block device), may be opened: it is a block device (links followed, as LVs are links to
+// device-mapper nodes) whose name lies in the image's own directory or one of `search_path`
+// (compared with `..` and symlinked directories resolved).
+bool AllowedFromBlockDevice(const std::string& candidate, const std::string& image_path,
+                            const std::vector<std::string>& search_path);
 
 }  // namespace qcow

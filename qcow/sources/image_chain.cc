@@ -38,7 +38,7 @@ bool Exists(const std::string& path) {
 std::string ResolveBackingName(const std::string& name, const std::string& parent,
                                const std::vector<std::string>& search_path, bool confined) {
   const auto usable = [&](const std::string& candidate) {
-    return (!confined || InsideAllowedDirectories(candidate, parent, search_path)) &&
+    return (!confined || AllowedFromBlockDevice(candidate, parent, search_path)) &&
            Exists(candidate);
   };
   const std::string direct = name.front() == '/' ? name : DirName(parent) + "/" + name;
@@ -92,7 +92,7 @@ Layer OpenLayer(const std::string& path, const std::string& named_as,
     }
     if (layer.format == LayerFormat::kVhd) {
       // A footer at the end, or its copy at the start (a VHD in a larger logical volume).
-      layer.vhd = ReadVhdMetadata(layer.fd, path, layer.file_size, head, true);
+      layer.vhd = ReadVhdMetadata(layer.fd, path, layer.file_size, head, S_ISBLK(layer.st.st_mode));
       if (!layer.vhd) {
         Refuse(path + " is not a VHD: neither its last sector nor its first is a VHD footer" +
                (decided ? NameHint(layer.format) : std::string()));
@@ -122,17 +122,18 @@ Layer OpenLayer(const std::string& path, const std::string& named_as,
   }
 }
 
-// Whether the files an image names must lie beside it or in the search path: an image on a
-// block device is there by the caller's word (a block device's format is never guessed),
-// and LVM SRs keep every layer of a chain in one volume group (or where --path points). A
-// guest's raw volume read as an image by mistake then reaches no host file.
+// Whether the files an image names must be block devices beside it or in the search path:
+// an image on a block device is there by the caller's word (a block device's format is
+// never guessed), and LVM SRs keep every layer of a chain as a volume of one volume group
+// (or where --path points). A guest's raw volume read as an image by mistake then reaches
+// no host file.
 bool Confined(const Layer& layer) { return S_ISBLK(layer.st.st_mode); }
 
-// The end of a refusal of a backing file or parent outside the allowed directories.
+// The end of a refusal of a backing file or parent an image on a block device may not name.
 std::string OutsideReason(const Layer& layer) {
-  return " is outside " + DirName(layer.path) +
-         " and the --path directories, where the files named by an image on a block device "
-         "must be";
+  return " is not a block device in " + DirName(layer.path) +
+         " or a --path directory, where the files named by an image on a block device must "
+         "be";
 }
 
 // Opens the parent of the differencing VHD `child`: the first place its locators or the
@@ -145,7 +146,7 @@ Layer OpenVhdParent(const Layer& child, const ChainOptions& options) {
   for (const VhdParentCandidate& c : candidates) {
     if (looked.size() < 400) looked += (looked.empty() ? "" : ", ") + c.path;
     if (!Exists(c.path)) continue;
-    if (Confined(child) && !InsideAllowedDirectories(c.path, child.path, options.search_path)) {
+    if (Confined(child) && !AllowedFromBlockDevice(c.path, child.path, options.search_path)) {
       outside = c.path;
       continue;
     }
@@ -273,7 +274,7 @@ ImageChain ImageChain::Open(const std::string& path, const ChainOptions& options
     }
     const std::string resolved =
         ResolveBackingName(name, layer.path, options.search_path, Confined(layer));
-    if (Confined(layer) && !InsideAllowedDirectories(resolved, layer.path, options.search_path)) {
+    if (Confined(layer) && !AllowedFromBlockDevice(resolved, layer.path, options.search_path)) {
       Refuse(layer.path + ": its backing file '" + name + "' (" + resolved + ")" +
              OutsideReason(layer));
     }

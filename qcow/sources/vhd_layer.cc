@@ -87,23 +87,25 @@ std::string UuidText(std::span<const uint8_t, 16> id) {
 }
 
 std::optional<VhdMetadata> ReadVhdMetadata(int fd, const std::string& path, uint64_t file_size,
-                                           std::span<const uint8_t> head, bool footer_at_start) {
+                                           std::span<const uint8_t> head, bool volume) {
   if (file_size < kVhdFooterSize) return std::nullopt;
   std::vector<uint8_t> tail(kVhdFooterSize);
   const uint64_t tail_at = file_size - kVhdFooterSize;
   tail.resize(PreadUpTo(fd, path, tail_at, tail.data(), tail.size()));
   const bool at_end = HasCookie(tail);
-  const bool at_start = footer_at_start && HasCookie(head);
+  const bool at_start = HasCookie(head);
   if (!at_end && !at_start) return std::nullopt;
 
   VhdMetadata m;
   if (at_end) {
     m.footer = Footer(tail, path, tail_at);
     m.footer_offset = m.data_end = tail_at;
-    if (at_start && m.footer.disk_type != kVhdFixed) {
+    if (at_start && (m.footer.disk_type != kVhdFixed || volume)) {
       // A VHD in a logical volume larger than itself keeps its footer where its data ends;
-      // the end of the volume may hold an older VHD's footer. The copy at offset 0 tells
-      // (a damaged copy does not: the footer at the end is the one that counts).
+      // the end of the volume may hold an older VHD's footer, of any type (LVM SRs hold
+      // dynamic and differencing VHDs only). The copy at offset 0 tells (a damaged copy
+      // does not: the footer at the end is the one that counts). In a file, whose end is the
+      // VHD's, a fixed footer there is the VHD's own: its offset 0 is guest data.
       std::optional<VhdFooter> copy;
       try {
         copy = DecodeVhdFooter(head);

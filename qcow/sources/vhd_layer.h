@@ -16,13 +16,15 @@
 namespace qcow {
 
 // Returns the VHD metadata of the file open on fd (`head` is its first bytes), or nullopt
-// when neither its last sector nor its first is a footer (the cookie "conectix"). With
-// `footer_at_start`, a footer at offset 0 counts (dynamic and differencing VHDs keep a copy
-// there); without it only a footer at the end does. Throws FormatError naming the file and
+// when neither its last sector nor its first is a footer (the cookie "conectix"). The
+// footer at the end counts, unless the copy at offset 0 (dynamic and differencing VHDs keep
+// one) is valid and of another VHD: then the end holds an older VHD's footer, as the end of
+// a logical volume larger than its VHD may; with `volume` (the file is a block device) that
+// holds for a fixed footer at the end too. Throws FormatError naming the file and
 // what is damaged (a checksum, the dynamic header, tables past the end of the file) and
 // std::system_error when the file cannot be read.
 std::optional<VhdMetadata> ReadVhdMetadata(int fd, const std::string& path, uint64_t file_size,
-                                           std::span<const uint8_t> head, bool footer_at_start);
+                                           std::span<const uint8_t> head, bool volume);
 
 // Returns the guest size QEMU reads for a VHD with this footer: the footer's current size,
 // except for images made by Virtual PC ("vpc ") and older QEMU ("qemu"), which size the
