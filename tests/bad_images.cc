@@ -73,6 +73,11 @@ const std::vector<BadCase>& BadImages() {
       {"refcount_order_7", kSmall, [](auto& p) { Put32(p, 96, 7); }, EIO, "refcount_order is 7",
        true},
       {"l1_too_small", kSmall, [](auto& p) { Put32(p, 36, 0); }, EIO, "l1_size is 0", true},
+      // QEMU counts the L1 entries a size needs before rounding it down to a sector.
+      {"l1_too_small_for_an_odd_size",
+       "qemu-img create -q -f qcow2 -o cluster_size=512 img.qcow2 1M && "
+       "qemu-io -c 'write -P 0x5 0 64k' img.qcow2 >/dev/null",
+       [](auto& p) { Put64(p, 24, (1 << 20) + 1); }, EIO, "l1_size is 32", true},
       {"l1_absurd", kSmall, [](auto& p) { Put32(p, 36, 5'000'000); }, EIO, "at most 32 MiB", true},
       {"l1_offset_unaligned", kSmall, [](auto& p) { Put64(p, 40, Be64At(p, 40) + 8); }, EIO,
        "l1_table_offset is", true},

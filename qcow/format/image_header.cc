@@ -209,16 +209,16 @@ ImageInfo ParseImageHeader(std::span<const uint8_t> c0,
     Refuse("size is " + std::to_string(h.size) + " bytes; qcowfs allows at most 2^62");
   }
   info.virtual_size = h.size / kSectorSize * kSectorSize;
+  // As QEMU counts them: for the size as written, before it is rounded down to a sector.
   const uint64_t l2_span = info.cluster_size * info.l2_entries;
-  const uint64_t l1_needed = (info.virtual_size + l2_span - 1) / l2_span;
+  const uint64_t l1_needed = DivRoundUp(h.size, l2_span);
   if (uint64_t{h.l1_size} * kTableEntrySize > kMaxL1Bytes) {
     Refuse("l1_size is " + std::to_string(h.l1_size) + " entries (" +
            std::to_string(uint64_t{h.l1_size} * 8) + " bytes); qcow2 allows at most 32 MiB");
   }
   if (h.l1_size < l1_needed) {
-    Refuse("l1_size is " + std::to_string(h.l1_size) + "; a virtual size of " +
-           std::to_string(info.virtual_size) + " bytes needs at least " +
-           std::to_string(l1_needed) + " entries");
+    Refuse("l1_size is " + std::to_string(h.l1_size) + "; a size of " + std::to_string(h.size) +
+           " bytes needs at least " + std::to_string(l1_needed) + " entries");
   }
   if (h.l1_size > 0) {
     CheckTableOffset("l1_table_offset", h.l1_table_offset, info.cluster_size);
