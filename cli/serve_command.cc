@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -33,12 +34,24 @@ constexpr int kDrainPauseMs = 500;
 // Returns whether fd has input (or its end) within kDrainPauseMs, and no stop came first.
 bool InputWithinPause(int fd) { return qcow::WaitReady(fd, POLLIN, StopFd(), kDrainPauseMs) > 0; }
 
+// What the drain reads at most, in bytes and in time: what a sender may still have in
+// flight once the image is complete is small; a peer that keeps sending does not keep the
+// finished import (and its target's lock) waiting.
+constexpr uint64_t kDrainMaxBytes = 64ull << 20;
+constexpr auto kDrainMaxTime = std::chrono::seconds(3);
+
 // After an image that ended before its input did: reads and discards what the sender still
 // has in flight (bytes past everything the image names, such as the tail of a snapshot
-// table), until end of input or a pause, so that closing does not reset its connection.
+// table), until end of input, a pause, kDrainMaxBytes or kDrainMaxTime, so that closing does
+// not reset its connection.
 void DrainInput(int fd) {
   std::vector<uint8_t> buf(1u << 20);
-  while (InputWithinPause(fd) && qcow::ReadWaiting(fd, buf.data(), buf.size(), StopFd()) > 0) {
+  const auto until = std::chrono::steady_clock::now() + kDrainMaxTime;
+  for (uint64_t drained = 0; drained < kDrainMaxBytes && std::chrono::steady_clock::now() < until &&
+                             InputWithinPause(fd);) {
+    const ssize_t n = qcow::ReadWaiting(fd, buf.data(), buf.size(), StopFd());
+    if (n <= 0) return;
+    drained += static_cast<uint64_t>(n);
   }
 }
 
