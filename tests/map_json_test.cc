@@ -2,6 +2,11 @@
 // qcow-stream-tool's read_headers (qcow2-to-stdout's hints).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <functional>
+#include <memory>
+#include <string>
+
 #include "qcow/format/errors.h"
 #include "qcow/sources/allocation_map.h"
 
@@ -134,6 +139,74 @@ TEST(ClusterHeaderJson, RefusesWhatItCannotTrust) {
        }) {
     EXPECT_THROW(qcow::ParseClusterHeader(bad, "h"), qcow::FormatError) << bad;
   }
+}
+
+// Returns a Pull that writes `pieces` texts made by `piece(i)` after `head` and before
+// `tail`, without holding them all (millions of entries).
+qcow::JsonText::Pull Generated(std::string head, uint64_t pieces,
+                               std::function<std::string(uint64_t)> piece, std::string tail) {
+  auto pending = std::make_shared<std::string>(std::move(head));
+  auto next = std::make_shared<uint64_t>(0);
+  return [=](char* buf, size_t n) -> size_t {
+    while (pending->size() < n && *next <= pieces) {
+      *pending += *next < pieces ? piece(*next) : tail;
+      ++*next;
+    }
+    const size_t k = std::min(n, pending->size());
+    std::copy(pending->begin(), pending->begin() + k, buf);
+    pending->erase(0, k);
+    return k;
+  };
+}
+
+// Expects `r` to hold every cluster of `wanted` (a superset: an allocation coarsened within
+// its bound), in at most kMaxDataRanges sorted ranges inside the disk.
+void ExpectBoundedSuperset(const qcow::DataRanges& r, uint64_t clusters, uint64_t cluster_size) {
+  EXPECT_LE(r.ranges.size(), qcow::kMaxDataRanges);
+  EXPECT_LT(r.ranges.size(), clusters / 2);  // fewer than the data clusters: coarsened
+  uint64_t end = 0;
+  for (const auto& [offset, length] : r.ranges) {
+    EXPECT_GE(offset, end);
+    end = offset + length;
+  }
+  EXPECT_LE(end, r.size);
+  // Every other cluster holds data: each must lie in a range.
+  size_t at = 0;
+  for (uint64_t c = 0; c < clusters; c += 2) {
+    const uint64_t o = c * cluster_size;
+    while (at < r.ranges.size() && r.ranges[at].first + r.ranges[at].second <= o) ++at;
+    ASSERT_LT(at, r.ranges.size()) << "cluster " << c;
+    ASSERT_LE(r.ranges[at].first, o) << "cluster " << c;
+    ASSERT_GE(r.ranges[at].first + r.ranges[at].second, o + cluster_size) << "cluster " << c;
+  }
+}
+
+// Allocations more fragmented than kMaxDataRanges ranges (every other 512-byte cluster)
+// come out coarser but whole.
+TEST(MapJson, AFragmentedAllocationIsCoarsenedNotCut) {
+  const uint64_t clusters = 4 * qcow::kMaxDataRanges;
+  const uint64_t size = clusters * 512;
+  const qcow::DataRanges map = qcow::ParseQemuImgMap(
+      Generated(
+          "[", clusters,
+          [](uint64_t i) {
+            return std::string(i ? "," : "") + "{\"start\": " + std::to_string(i * 512) +
+                   ", \"length\": 512, \"zero\": false, \"data\": " + (i % 2 ? "false" : "true") +
+                   "}";
+          },
+          "]"),
+      "map", size);
+  EXPECT_EQ(map.size, size);
+  ExpectBoundedSuperset(map, clusters, 512);
+  const qcow::ClusterHeader header = qcow::ParseClusterHeader(
+      Generated(
+          "{\"virtual_size\": " + std::to_string(size) +
+              ", \"cluster_bits\": 9, \"data_clusters\": [",
+          clusters / 2,
+          [](uint64_t i) { return std::string(i ? "," : "") + std::to_string(2 * i); }, "]}"),
+      "header", size);
+  EXPECT_EQ(header.data.size, size);
+  ExpectBoundedSuperset(header.data, clusters, 512);
 }
 
 }  // namespace

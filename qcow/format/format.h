@@ -64,9 +64,10 @@ inline constexpr uint64_t kSectorSize = 512;
 // Returns a / b rounded up, without overflowing for any a.
 inline constexpr uint64_t DivRoundUp(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
 
+// Returns n rounded up to a multiple of g.
+inline constexpr uint64_t RoundUpTo(uint64_t n, uint64_t g) { return DivRoundUp(n, g) * g; }
+
 // Returns n rounded up to whole sectors.
-inline constexpr uint64_t RoundUpToSector(uint64_t n) {
-  return DivRoundUp(n, kSectorSize) * kSectorSize;
-}
+inline constexpr uint64_t RoundUpToSector(uint64_t n) { return RoundUpTo(n, kSectorSize); }
 
 }  // namespace qcow

@@ -13,18 +13,40 @@
 namespace qcow {
 namespace {
 
-// Appends [offset, offset + length) to sorted ranges, merging with the last one when it
-// ends in the sector where this one starts (see DataRanges).
+// Doubles the granularity of `out` until it holds at most half of kMaxDataRanges ranges.
+void Coarsen(DataRanges& out) {
+  while (out.ranges.size() > kMaxDataRanges / 2) {
+    out.granularity *= 2;
+    size_t kept = 0;
+    for (const auto& [offset, length] : out.ranges) {
+      const uint64_t first = offset / out.granularity * out.granularity;
+      const uint64_t end = offset + length;
+      if (kept > 0 && first <= out.ranges[kept - 1].first + out.ranges[kept - 1].second) {
+        auto& [f, n] = out.ranges[kept - 1];
+        n = std::max(f + n, end) - f;
+      } else {
+        out.ranges[kept++] = {first, end - first};
+      }
+    }
+    out.ranges.resize(kept);
+  }
+}
+
+// Appends [offset, offset + length) to sorted ranges, widened to the granularity and merged
+// with the last one when they touch (see DataRanges).
 void AppendRange(DataRanges& out, uint64_t offset, uint64_t length) {
   if (!length) return;
+  const uint64_t first = offset / out.granularity * out.granularity;
+  const uint64_t end = offset + length;
   if (!out.ranges.empty()) {
-    auto& [first, n] = out.ranges.back();
-    if (offset / kSectorSize * kSectorSize <= first + n) {
-      n = std::max(first + n, offset + length) - first;
+    auto& [f, n] = out.ranges.back();
+    if (first <= f + RoundUpTo(n, out.granularity)) {
+      n = std::max(f + n, end) - f;
       return;
     }
   }
-  out.ranges.emplace_back(offset, length);
+  out.ranges.emplace_back(first, end - first);
+  if (out.ranges.size() > kMaxDataRanges) Coarsen(out);
 }
 
 // The most text one entry of qemu-img map's array may take (QEMU prints about 130 bytes).
@@ -52,23 +74,38 @@ void ParseMapEntry(JsonText& json, DataRanges& out) {
 }
 
 // Cluster indices in any order, merged into sorted runs as they come, so that memory
-// follows the runs rather than the number of indices.
+// follows the runs rather than the number of indices; past kMaxDataRanges runs, clusters are
+// taken two by two (then four by four...), as DataRanges does.
 class ClusterCollector {
  public:
   void Add(uint64_t first, uint64_t count) {
-    b_.Add(first, count);
-    if (++pending_ >= std::max<uint64_t>(4096, runs_)) {
-      const ClusterMap merged = b_.Build();
-      for (const ClusterMap::Run& r : merged.runs()) b_.Add(r.first, r.count);
-      runs_ = merged.runs().size();
-      pending_ = 0;
-    }
+    const uint64_t last = first + count - 1;
+    b_.Add(first >> shift_, (last >> shift_) - (first >> shift_) + 1);
+    if (++pending_ >= std::max<uint64_t>(4096, runs_)) Merge();
   }
+  // Returns the runs, in clusters of 2^shift() indices.
   ClusterMap Build() { return b_.Build(); }
+  uint32_t shift() const { return shift_; }
 
  private:
+  void Merge() {
+    ClusterMap merged = b_.Build();
+    while (merged.runs().size() > kMaxDataRanges / 2) {
+      ++shift_;
+      ClusterMap::Builder coarser;
+      for (const ClusterMap::Run& r : merged.runs()) {
+        coarser.Add(r.first >> 1, ((r.first + r.count - 1) >> 1) - (r.first >> 1) + 1);
+      }
+      merged = coarser.Build();
+    }
+    for (const ClusterMap::Run& r : merged.runs()) b_.Add(r.first, r.count);
+    runs_ = merged.runs().size();
+    pending_ = 0;
+  }
+
   ClusterMap::Builder b_;
   uint64_t pending_ = 0, runs_ = 0;
+  uint32_t shift_ = 0;
 };
 
 // A source whose bytes come from one disk and whose allocation from metadata.
@@ -270,9 +307,11 @@ ClusterHeader ParseClusterHeader(const JsonText::Pull& pull, const std::string& 
   out.cluster_bits = static_cast<uint32_t>(*bits);
   out.data.size = *size;
   const ClusterMap map = clusters.Build();
+  const uint32_t run_bits = static_cast<uint32_t>(*bits) + clusters.shift();
   for (const ClusterMap::Run& r : map.runs()) {
-    const uint64_t offset = r.first << *bits;
-    AppendRange(out.data, offset, std::min(r.count << *bits, *size - offset));
+    const uint64_t offset = r.first << run_bits;
+    if (offset >= *size) break;
+    AppendRange(out.data, offset, std::min(r.count << run_bits, *size - offset));
   }
   return out;
 }

@@ -21,11 +21,18 @@ namespace qcow {
 
 struct DataRanges {
   uint64_t size = 0;  // the guest size the metadata describes
-  // (offset, length) holding data, in order. A range may start up to a sector early (the
-  // allocation is used in clusters, whole sectors), so that there are never more ranges
-  // than sectors, whatever the metadata's granularity.
+  // (offset, length) holding data, in order, on multiples of `granularity` (but the last,
+  // which ends at `size`). The allocation is used in clusters, so a range may take in up to
+  // a granule around what the metadata names; the granularity starts at a sector and
+  // doubles whenever there would be more than kMaxDataRanges ranges, so that memory stays
+  // bounded whatever the metadata says. What is added then reads as zeros, and is exported
+  // as data clusters of zeros: the image reads the same.
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  uint64_t granularity = kSectorSize;
 };
+
+// The most ranges DataRanges holds (8 MiB of them).
+inline constexpr size_t kMaxDataRanges = size_t{1} << 19;
 
 // The JSON readers below pull their text through `pull` (see PullFromFd) and never read
 // more than the limits of JsonText and their own bounds allow; `name` starts every refusal.
