@@ -65,8 +65,9 @@ int RunServe(const ServeArgs& a) {
   target_options.vet = [&](const struct stat& st) {
     if (input && qcow::SameDisk(*input, st)) {
       throw qcow::UsageError("the image source (" + (source == "-" ? "stdin" : source) +
-                             ") is the target " + target_path +
-                             " itself; refusing to decode a file onto itself");
+                             ") is the target " + target_path + " itself" +
+                             qcow::SameDiskNote(*input, st) +
+                             "; refusing to decode a file onto itself");
     }
   };
   target_options.warn = [](const std::string& w) {

@@ -140,6 +140,25 @@ TEST_F(Typos, ServeNeverDecodesAFileOntoItself) {
   ExpectRefusedIntact(Q() + " stream_decode node < " + loop.device(), itself, 2, loop.device());
 }
 
+// A loop device and the file it reads are one disk: a stream from the device truncated its
+// own source, serve decoded an image onto itself, and a mount imported over its export.
+TEST_F(Typos, ALoopDeviceIsTheFileItReads) {
+  struct NoMountLeft {
+    std::string path;
+    ~NoMountLeft() {
+      if (IsMounted(path)) Sh("fusermount3 -u " + Quote(path));
+    }
+  } guard{dir_ / "mnt"};
+  LoopDevice src(dir_ / "src.raw"), img(dir_ / "img.qcow2");
+  ASSERT_FALSE(src.device().empty() || img.device().empty()) << src.output() << img.output();
+  const std::string reads = "a file the export reads", s = src.device(), i = img.device();
+  ExpectRefusedIntact(Q() + " stream --source " + s + " --destination src.raw", reads, 2, s);
+  ExpectRefusedIntact(Q() + " serve --source img.qcow2 --destination " + i, "itself", 2, i);
+  ExpectRefusedIntact(Q() + " stream_decode " + i + " < img.qcow2", "itself", 2, i);
+  ExpectRefusedIntact(Q() + " mount --export src.raw --import " + s + " mnt", reads, 2, s);
+  ExpectRefusedIntact(Q() + " mount --export " + s + " --import src.raw mnt", reads, 2, s);
+}
+
 TEST_F(Typos, Qcow2ToStdoutNeverWritesOverItsDisks) {
   ExpectRefusedIntact(Q() + " qcow2-to-stdout src.raw 1<>src.raw", "stdout is src.raw");
   ExpectRefusedIntact(Q() + " qcow2-to-stdout src.raw --diff other.raw 1<>other.raw",

@@ -254,6 +254,59 @@ TEST_F(Disks, AWriterThroughAnotherNodeOfTheDeviceIsRefused) {
   ExpectTargetIsA(device);
 }
 
+// A loop device and the file it reads are one disk for the locks, in both orders: the lock
+// of each covers the other (a serve into the device while a mount imported the file was a
+// second writer that exited 0).
+TEST_F(Disks, ALoopDeviceAndItsFileAreOneDisk) {
+  const std::string file = Target(false), device = Target(true);
+  const std::string b = Quote(dir_ / "b.qcow2");
+  for (bool file_first : {true, false}) {
+    const std::string first = file_first ? file : device, other = file_first ? device : file;
+    Fed writer(dir_, ImportCommand(Writer::kServe, first));
+    ASSERT_TRUE(WaitForLock(first));
+    ASSERT_TRUE(writer.Send(a_, 0, 65536));
+    ExpectRefused(Sh("timeout 20 " + Q() + " serve --destination " + Quote(other) + " < " + b),
+                  other, "serve into " + other + " while " + first + " is imported");
+    ExpectRefused(
+        Sh("timeout 20 " + Q() + " stream --source " + Quote(other) + " --destination null:"),
+        other, "stream from " + other + " while " + first + " is imported");
+    ASSERT_TRUE(writer.Send(a_, 65536, a_.size()));
+    EXPECT_EQ(writer.Finish().status, 0);
+    ExpectTargetIsA(file);
+  }
+  {
+    Mount import(dir_ / "mnt", "--import " + Quote(file));
+    ASSERT_TRUE(import.ok()) << import.result().output;
+    ExpectRefused(Sh("timeout 20 " + Q() + " stream_decode " + Quote(device) + " < " + b), device,
+                  "stream_decode into the device while a mount imports the file");
+  }
+  Mount exported(dir_ / "mnt", "--export " + Quote(device));
+  ASSERT_TRUE(exported.ok()) << exported.result().output;
+  ExpectRefused(Sh("timeout 20 " + Q() + " serve --destination " + Quote(file) + " < " + b), file,
+                "serve into the file while a mount exports the device");
+  EXPECT_TRUE(exported.Unmount());
+  ExpectTargetIsA(file);
+}
+
+// A loop device whose file was deleted is a disk of its own: a new file at that path (sysfs
+// names it "PATH (deleted)", and a file there now is not the one the device reads) does not
+// stand for it.
+TEST_F(Disks, ALoopDeviceOverADeletedFileIsItself) {
+  const std::string device = Target(true), file = dir_ / "target";
+  ASSERT_EQ(Sh("rm " + Quote(file) + " && cp " + Quote(dir_ / "b.qcow2") + " " +
+               Quote(file + " (deleted)") + " && grep -qx " + Quote(file + " (deleted)") +
+               " /sys/block/" + device.substr(5) + "/loop/backing_file")
+                .status,
+            0);
+  Fed writer(dir_, ImportCommand(Writer::kServe, file + " (deleted)"));
+  ASSERT_TRUE(WaitForLock(file + " (deleted)"));
+  auto r = Sh("timeout 20 " + Q() + " serve --destination " + Quote(device) + " < " +
+              Quote(dir_ / "a.qcow2"));
+  EXPECT_EQ(r.status, 0) << r.output;
+  writer.Kill();
+  ExpectTargetIsA(device);
+}
+
 // A writer killed with SIGKILL leaves no lock behind: the next one gets in.
 TEST_F(Disks, AKilledWritersLockIsGone) {
   const std::string target = Target(false);
