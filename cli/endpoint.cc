@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <system_error>
@@ -18,6 +20,7 @@
 #include "cli/inherited_fds.h"
 #include "cli/stop_signals.h"
 #include "qcow/format/errors.h"
+#include "qcow/io/disk_lock.h"
 #include "qcow/io/wait_io.h"
 
 namespace qcowfs {
@@ -210,8 +213,38 @@ Endpoint::~Endpoint() {
 }
 
 Endpoint::Endpoint(Endpoint&& o) noexcept
-    : fd_(o.fd_), owned_(o.owned_), description_(std::move(o.description_)) {
+    : fd_(o.fd_),
+      owned_(o.owned_),
+      description_(std::move(o.description_)),
+      held_(std::move(o.held_)) {
   o.fd_ = -1;
+}
+
+std::vector<qcow::UniqueFd> LockPassedFile(int fd, const std::string& name) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) qcow::ThrowErrno("stat " + name);
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) return {};
+  const std::string link = "/proc/self/fd/" + std::to_string(fd);
+  std::string shown = name;
+  char target[PATH_MAX];
+  const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
+  if (n > 0) shown += " (" + std::string(target, static_cast<size_t>(n)) + ")";
+  qcow::UniqueFd own(::open(link.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY));
+  struct stat again;
+  if (own.get() < 0 || ::fstat(own.get(), &again) != 0 || again.st_dev != st.st_dev ||
+      again.st_ino != st.st_ino) {
+    const int err = own.get() < 0 ? errno : ESTALE;
+    std::fprintf(stderr,
+                 "qcowfs: warning: %s cannot be locked: reopening it through %s failed (%s; is "
+                 "/proc mounted?); going on without a lock, so another process using it at "
+                 "the same time is not refused\n",
+                 shown.c_str(), link.c_str(), std::strerror(err));
+    return {};
+  }
+  qcow::DiskLock lock = qcow::LockDisk(own.get(), shown, qcow::DiskUse::kWrite);
+  if (lock.warning) std::fprintf(stderr, "qcowfs: warning: %s\n", lock.warning->c_str());
+  lock.held.push_back(std::move(own));
+  return std::move(lock.held);
 }
 
 std::string FilePath(const std::string& spec) {
@@ -230,6 +263,7 @@ Endpoint OpenDestination(const std::string& spec, const VetFn& vet) {
     struct stat st;
     if (::fstat(e.fd(), &st) != 0) qcow::ThrowErrno("stat " + e.description());
     if (vet) vet(st);
+    e.Hold(LockPassedFile(e.fd(), e.description()));
     return e;
   };
   if (spec == "-" || spec == "stdout:") return vetted(Endpoint(STDOUT_FILENO, false, "stdout"));
@@ -259,8 +293,12 @@ Endpoint OpenDestination(const std::string& spec, const VetFn& vet) {
   if (::fstat(out.fd(), &st) != 0) qcow::ThrowErrno("stat " + path);
   refuse_kind(st);
   if (vet) vet(st);
-  if (S_ISREG(st.st_mode) && ::ftruncate(out.fd(), 0) != 0) {
-    qcow::ThrowErrno("truncating destination " + path);
+  if (S_ISREG(st.st_mode)) {
+    // Another process's import or export of the file keeps it as it is.
+    qcow::DiskLock lock = qcow::LockDisk(out.fd(), "destination " + path, qcow::DiskUse::kWrite);
+    if (lock.warning) std::fprintf(stderr, "qcowfs: warning: %s\n", lock.warning->c_str());
+    out.Hold(std::move(lock.held));
+    if (::ftruncate(out.fd(), 0) != 0) qcow::ThrowErrno("truncating destination " + path);
   }
   return out;
 }

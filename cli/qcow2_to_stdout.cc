@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "cli/durable_output.h"
+#include "cli/endpoint.h"
 #include "cli/exit_codes.h"
 #include "cli/inherited_fds.h"
 #include "cli/stop_signals.h"
@@ -154,6 +155,9 @@ int RunQcow2ToStdout(const Qcow2ToStdoutArgs& a) {
   }
   RefuseStdoutOver(a.input, "the disk being exported");
   if (!a.diff.empty()) RefuseStdoutOver(a.diff, "the --diff base");
+  // A file or device on stdout is written: another process's import or export of it keeps
+  // it as it is.
+  const std::vector<qcow::UniqueFd> stdout_lock = LockPassedFile(STDOUT_FILENO, "stdout");
   // The disks are opened before their hints are read, so that their sizes bound the reading.
   std::unique_ptr<qcow::Source> source = qcow::OpenRawSource(a.input, false);
   Hint top = ReadHint(a.program, "--json-header", a.map_fd, a.info_fd,

@@ -307,6 +307,55 @@ TEST_F(Disks, ALoopDeviceOverADeletedFileIsItself) {
   ExpectTargetIsA(device);
 }
 
+// What stream and qcow2-to-stdout write to (a path, --destination-fd, stdout) is a disk they
+// write: a file another process exports or imports is refused at once with one line and
+// keeps its bytes (stream truncated it and exited 0). The lock is taken on an open file of
+// qcowfs's own: the caller's descriptor carries none once qcowfs has exited.
+TEST_F(Disks, StreamAndQcow2ToStdoutAreWritersOfTheirDestination) {
+  const std::string target = Target(false), raw = Quote(dir_ / "expected.raw");
+  const std::string t = Quote(target);
+  auto expect_writers_refused = [&](const std::string& source, const std::string& while_) {
+    const std::vector<uint8_t> before = ReadFile(target);
+    const std::string stream = "timeout 20 " + Q() + " stream --source " + source;
+    ExpectRefused(Sh(stream + " --destination " + t), target, "stream " + while_);
+    ExpectRefused(Sh(stream + " --destination-fd 7 7<>" + t), target, "--destination-fd " + while_);
+    ExpectRefused(Sh(stream + " --destination - 1<>" + t), target, "stream to stdout " + while_);
+    ExpectRefused(Sh("timeout 20 " + Q() + " qcow2-to-stdout " + raw + " 1<>" + t), target,
+                  "qcow2-to-stdout " + while_);
+    EXPECT_TRUE(ReadFile(target) == before) << while_;
+  };
+  ASSERT_EQ(Sh("cp " + raw + " " + t).status, 0);
+  {
+    Mount m(dir_ / "mnt", "--export " + t);
+    ASSERT_TRUE(m.ok()) << m.result().output;
+    expect_writers_refused(Quote(m / "disk.qcow2"), "while a mount exports it");
+  }
+  {
+    Fed writer(dir_, ImportCommand(Writer::kServe, target));
+    ASSERT_TRUE(WaitForLock(target));
+    ASSERT_TRUE(writer.Send(a_, 0, 65536));
+    expect_writers_refused(raw, "while serve imports it");
+    ASSERT_TRUE(writer.Send(a_, 65536, a_.size()));
+    EXPECT_EQ(writer.Finish().status, 0);
+    ExpectTargetIsA(target);
+  }
+  // The caller still holds its descriptor open when the next writer comes.
+  const std::string serve = Q() + " serve --destination " + t + " < " + Quote(dir_ / "a.qcow2");
+  auto r = Sh("{ " + Q() + " stream --source " + raw + " --destination-fd 7 && " + serve +
+              "; } 7<>" + t);
+  EXPECT_EQ(r.status, 0) << r.output;
+  r = Sh("{ " + Q() + " qcow2-to-stdout " + raw + " && " + serve + " >/dev/null; } 1<>" + t);
+  EXPECT_EQ(r.status, 0) << r.output;
+  ExpectTargetIsA(target);
+  // Without /proc the caller's file cannot be reopened: a warning, and the image is written.
+  r = Sh("unshare -m sh -c 'umount -l /proc && exec " + Q() + " stream --source " + raw +
+         " --destination-fd 7' 7<>" + Quote(dir_ / "out.qcow2") + " && qemu-img compare " + raw +
+         " " + Quote(dir_ / "out.qcow2"));
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(Has(r.output, "warning: fd:7 cannot be locked") && Has(r.output, "/proc"))
+      << r.output;
+}
+
 // A writer killed with SIGKILL leaves no lock behind: the next one gets in.
 TEST_F(Disks, AKilledWritersLockIsGone) {
   const std::string target = Target(false);
