@@ -197,6 +197,35 @@ TEST_F(Typos, ADescriptorNotPassedIsRefused) {
   EXPECT_EQ(r.output.substr(r.output.size() - 3), "100") << r.output;
 }
 
+// Machine progress on a descriptor open on a disk the command reads or writes wrote its
+// digits into it ("000099100" into a stream's source, into serve's target and exit 0).
+TEST_F(Typos, ProgressNeverGoesIntoADisk) {
+  const std::string into = "refusing to write progress into a disk";
+  const std::string progress = " --progress --machine";
+  const std::string stream = Q() + " stream --source src.raw --destination out.qcow2" + progress;
+  const std::string serve = Q() + " serve --source img.qcow2 --destination other.raw" + progress;
+  ExpectRefusedIntact(stream + " 1<>src.raw", into);
+  ExpectRefusedIntact(stream + " --progress-fd 5 5<>src.raw", into);
+  ExpectRefusedIntact(Q() + " stream --source top.qcow2 --destination out.qcow2" + progress +
+                          " 1<>base.qcow2",  // a layer
+                      into);
+  ExpectRefusedIntact(stream + " --progress-fd 5 5<>out.qcow2", into);  // the destination
+  ExpectRefusedIntact(serve + " 1<>other.raw", into);
+  ExpectRefusedIntact(serve + " --progress-fd 5 5<>img.qcow2", into);
+  LoopDevice loop(dir_ / "other.raw");
+  ASSERT_FALSE(loop.device().empty()) << loop.output();
+  ExpectRefusedIntact(Q() + " serve --source img.qcow2 --destination " + loop.device() + progress +
+                          " --progress-fd 5 5<>other.raw",
+                      into, 2, loop.device());
+  // A log file that is no disk of the command still takes the digits.
+  auto r = Sh("cd " + Quote(dir_.path()) + " && " + stream + " --progress-fd 5 5<>log && " + serve +
+              " >log2 && cat log log2");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(r.output.size() >= 6 && r.output.substr(r.output.size() - 3) == "100" &&
+              r.output.find("100") < r.output.size() - 3)
+      << r.output;
+}
+
 TEST_F(Typos, ServeReplacesOnlyASocket) {
   WriteAt(dir_ / "sock", 0, RandomBytes(4096, 4));
   ExpectRefusedIntact(Q() + " serve --source unix:sock --destination other.raw",
