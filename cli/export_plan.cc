@@ -170,7 +170,14 @@ PlannedExport PlanExport(const std::string& path, const ExportArgs& a,
       int fd = -1;
       const char* end = allocation.data() + allocation.size();
       const auto [stop, ec] = std::from_chars(allocation.data() + 3, end, fd);
-      if (ec == std::errc() && stop == end) RequireInherited(fd, "--allocation-from " + allocation);
+      if (ec == std::errc() && stop == end) {
+        RequireInherited(fd, "--allocation-from " + allocation);
+        // A file behind the descriptor is one the export reads, which nothing may write.
+        struct stat st;
+        if (::fstat(fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
+          AddRead(p, allocation, st);
+        }
+      }
       data = qcow::ReadDataRanges(allocation, options, raw->size());
     } else {
       qcow::ChainOptions o{.search_path = options.search_path,

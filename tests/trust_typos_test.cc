@@ -197,6 +197,38 @@ TEST_F(Typos, ADescriptorNotPassedIsRefused) {
   EXPECT_EQ(r.output.substr(r.output.size() - 3), "100") << r.output;
 }
 
+// JSON on a descriptor is a file the command reads: a stream destination, an import target
+// or qcow2-to-stdout's stdout on it wrote the image over the JSON and exited 0.
+TEST_F(Typos, MetadataOnADescriptorIsAFileRead) {
+  struct NoMountLeft {
+    std::string path;
+    ~NoMountLeft() {
+      if (IsMounted(path)) Sh("fusermount3 -u " + Quote(path));
+    }
+  } guard{dir_ / "mnt"};
+  ASSERT_EQ(Sh("cd " + Quote(dir_.path()) +
+               " && qemu-img map --output=json -f raw src.raw > m.json"
+               " && qemu-img info --output=json -f raw src.raw > i.json"
+               " && qemu-img map --output=json -f raw other.raw > o.json")
+                .status,
+            0);
+  const std::string reads = "a file the export reads";
+  ExpectRefusedIntact(
+      Q() + " stream --source src.raw --allocation-from fd:5 --destination m.json 5<m.json", reads);
+  ExpectRefusedIntact(
+      Q() + " mount --export src.raw --allocation-from fd:5 --import m.json mnt 5<m.json", reads);
+  const std::string to_stdout =
+      Q() + " qcow2-to-stdout src.raw --json-header-map 5 --json-header-info 6 5<m.json 6<i.json";
+  ExpectRefusedIntact(to_stdout + " 1<>m.json", "stdout is what --json-header-map 5 reads");
+  ExpectRefusedIntact(to_stdout + " 1<>i.json", "stdout is what --json-header-info 6 reads");
+  ExpectRefusedIntact(to_stdout + " --diff other.raw --json-header-diff-map 7 7<o.json 1<>o.json",
+                      "stdout is what --json-header-diff-map 7 reads");
+  // Another file takes the image.
+  auto r = Sh("cd " + Quote(dir_.path()) + " && " + to_stdout +
+              " > out.qcow2 && qemu-img compare -f raw src.raw out.qcow2");
+  EXPECT_EQ(r.status, 0) << r.output;
+}
+
 // Machine progress on a descriptor open on a disk the command reads or writes wrote its
 // digits into it ("000099100" into a stream's source, into serve's target and exit 0).
 TEST_F(Typos, ProgressNeverGoesIntoADisk) {
