@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cli/inherited_fds.h"
+#include "cli/socket_listener.h"
 #include "cli/stop_signals.h"
 #include "qcow/format/errors.h"
 #include "qcow/io/disk_lock.h"
@@ -176,13 +177,20 @@ int Unix(const std::string& path, const std::string& spec, bool listen_one) {
     }
     return s;
   }
-  // A socket left by an earlier run is replaced; anything else at PATH is a typo's victim.
+  // A socket left by an earlier run is replaced; anything else at PATH is a typo's victim,
+  // and a socket another process listens on is that process's.
   struct stat old;
   if (::lstat(path.c_str(), &old) == 0) {
     if (!S_ISSOCK(old.st_mode)) {
       ::close(s);
       throw qcow::UsageError("'" + spec + "': " + path +
                              " exists and is not a socket; refusing to replace it");
+    }
+    if (SocketListened(path, old)) {
+      ::close(s);
+      throw std::runtime_error("'" + spec + "': " + path +
+                               " is a socket another process listens on; refusing to take it "
+                               "over");
     }
     ::unlink(path.c_str());
   }

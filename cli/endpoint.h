@@ -64,8 +64,9 @@ std::vector<qcow::UniqueFd> LockPassedFile(int fd, const std::string& name);
 
 // Opens a serve source: "-" or "stdin:", "fd:N" or "fd://N", "tcp:HOST:PORT" or
 // "tcp://HOST:PORT" (listens and accepts one connection), "unix:PATH" or "unix://PATH"
-// (listens and accepts one; a socket left at PATH is replaced, anything else there is
-// refused with UsageError), "file:///PATH" or a plain path (read).
+// (listens and accepts one; a stale socket left at PATH is replaced, one another process
+// listens on is refused with std::runtime_error, anything else there with UsageError),
+// "file:///PATH" or a plain path (read).
 Endpoint OpenImageSource(const std::string& spec);
 
 // Returns the stat of the file a destination (`destination`) or serve source names (stdout

@@ -278,4 +278,24 @@ TEST_F(Typos, ServeReplacesOnlyASocket) {
   EXPECT_NE(access((dir_ / "sock").c_str(), F_OK), 0) << "the socket was left behind";
 }
 
+// A socket another server listens on is that server's: a second serve on the same path
+// unlinked it and took the image meant for the first. It is refused (exit 1, one line)
+// without connecting to it, so the first still gets its image.
+TEST_F(Typos, ServeTakesNoLiveSocket) {
+  ASSERT_EQ(Sh("cd " + Quote(dir_.path()) + " && cp other.raw first.raw").status, 0);
+  auto r = Sh("cd " + Quote(dir_.path()) + " && { (timeout 20 " + Q() +
+              " serve --source unix:sock --destination first.raw) & for i in $(seq 100); do " +
+              "test -S sock && break; sleep 0.02; done; timeout 20 " + Q() +
+              " serve --source unix:sock --destination other.raw; echo \"second: $?\"; " + Q() +
+              " stream --source src.raw --destination unix:sock; wait $!; } && cmp src.raw " +
+              "first.raw");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("error: 'unix:sock': sock is a socket another process listens on"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("second: 1"), std::string::npos) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 2) << r.output;
+  EXPECT_TRUE(ReadFile(dir_ / "other.raw") == RandomBytes(2 << 20, 2)) << "other.raw changed";
+}
+
 }  // namespace
