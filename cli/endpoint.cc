@@ -311,15 +311,28 @@ Endpoint OpenDestination(const std::string& spec, const VetFn& vet) {
   return out;
 }
 
+void RefuseDirectorySource(const struct stat& st, const std::string& name) {
+  if (!S_ISDIR(st.st_mode)) return;
+  throw qcow::UsageError("the image source " + name +
+                         " is a directory; serve reads an image from a regular file, a block "
+                         "device, a FIFO, a socket or a character device");
+}
+
 Endpoint OpenImageSource(const std::string& spec) {
-  if (spec == "-" || spec == "stdin:") return Endpoint(STDIN_FILENO, false, "stdin");
-  if (auto fd = After(spec, "fd")) return Endpoint(ParseFd(*fd, spec), false, spec);
+  // Returns `e` unless it is open on a directory.
+  auto checked = [](Endpoint e) {
+    struct stat st;
+    if (::fstat(e.fd(), &st) == 0) RefuseDirectorySource(st, e.description());
+    return e;
+  };
+  if (spec == "-" || spec == "stdin:") return checked(Endpoint(STDIN_FILENO, false, "stdin"));
+  if (auto fd = After(spec, "fd")) return checked(Endpoint(ParseFd(*fd, spec), false, spec));
   if (auto t = After(spec, "tcp")) return Endpoint(Tcp(*t, spec, true), true, spec);
   if (auto u = After(spec, "unix")) return Endpoint(Unix(*u, spec, true), true, spec);
   const std::string path = FilePath(spec);
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) qcow::ThrowErrno("opening source " + path);
-  return Endpoint(fd, true, path);
+  return checked(Endpoint(fd, true, path));
 }
 
 std::optional<struct stat> StatEndpoint(const std::string& spec, bool destination) {

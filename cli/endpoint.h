@@ -69,6 +69,10 @@ std::vector<qcow::UniqueFd> LockPassedFile(int fd, const std::string& name);
 // "file:///PATH" or a plain path (read).
 Endpoint OpenImageSource(const std::string& spec);
 
+// Throws UsageError when st, the file of the serve source `name`, is a directory: an image
+// is read from a regular file, a block device, a FIFO, a socket or a character device.
+void RefuseDirectorySource(const struct stat& st, const std::string& name);
+
 // Returns the stat of the file a destination (`destination`) or serve source names (stdout
 // or stdin, the descriptor, the path) without opening, connecting or accepting anything;
 // nullopt for sockets and null: and for a path that does not exist (yet).

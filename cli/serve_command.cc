@@ -63,6 +63,7 @@ int RunServe(const ServeArgs& a) {
   // Before the target is opened for writing: the image must not be read from it.
   const std::optional<struct stat> input = StatEndpoint(source, false);
   const std::string shown_source = source == "-" ? "stdin" : source;
+  if (input) RefuseDirectorySource(*input, shown_source);
   target_options.vet = [&](const struct stat& st) {
     if (input && qcow::SameDisk(*input, st)) {
       throw qcow::UsageError("the image source (" + shown_source + ") is the target " +

@@ -159,6 +159,16 @@ TEST_F(Typos, ALoopDeviceIsTheFileItReads) {
   ExpectRefusedIntact(Q() + " mount --export " + s + " --import src.raw mnt", reads, 2, s);
 }
 
+// A directory is no image source: a usage error (it was exit 1, "Is a directory").
+TEST_F(Typos, ServeReadsNoDirectory) {
+  const std::string directory = "the image source adir is a directory";
+  ExpectRefusedIntact(Q() + " serve --source adir --destination other.raw", directory);
+  ExpectRefusedIntact(Q() + " serve --source-fd 3 --destination other.raw 3<adir",
+                      "is a directory");
+  ExpectRefusedIntact(Q() + " stream_decode other.raw < adir",
+                      "the image source stdin is a directory");
+}
+
 TEST_F(Typos, Qcow2ToStdoutNeverWritesOverItsDisks) {
   ExpectRefusedIntact(Q() + " qcow2-to-stdout src.raw 1<>src.raw", "stdout is src.raw");
   ExpectRefusedIntact(Q() + " qcow2-to-stdout src.raw --diff other.raw 1<>other.raw",

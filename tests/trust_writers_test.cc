@@ -246,9 +246,11 @@ TEST_F(Disks, AWriterThroughAnotherNodeOfTheDeviceIsRefused) {
   ASSERT_EQ(mknod(node.c_str(), S_IFBLK | 0600, st.st_rdev), 0) << strerror(errno);
   Fed writer(dir_, ImportCommand(Writer::kServe, device));
   ASSERT_TRUE(WaitForLock(device));
-  ExpectRefused(Sh("timeout 20 " + Q() + " serve --destination " + Quote(node) + " < " +
-                   Quote(dir_ / "b.qcow2")),
-                node, "serve through another node");
+  const CommandResult r = Sh("timeout 20 " + Q() + " serve --destination " + Quote(node) + " < " +
+                             Quote(dir_ / "b.qcow2"));
+  ExpectRefused(r, node, "serve through another node");
+  EXPECT_TRUE(Has(r.output, "is in use: mounted, or opened exclusively by another process"))
+      << r.output;
   ASSERT_TRUE(writer.Send(a_, 0, a_.size()));
   EXPECT_EQ(writer.Finish().status, 0);
   ExpectTargetIsA(device);
