@@ -242,11 +242,15 @@ std::vector<qcow::UniqueFd> LockPassedFile(int fd, const std::string& name) {
   if (own.get() < 0 || ::fstat(own.get(), &again) != 0 || again.st_dev != st.st_dev ||
       again.st_ino != st.st_ino) {
     const int err = own.get() < 0 ? errno : ESTALE;
+    // A file that takes one writer at a time (a qcowfs mount's import.qcow2) has one: the
+    // caller's descriptor.
+    if (err == EBUSY) return {};
     std::fprintf(stderr,
-                 "qcowfs: warning: %s cannot be locked: reopening it through %s failed (%s; is "
-                 "/proc mounted?); going on without a lock, so another process using it at "
-                 "the same time is not refused\n",
-                 shown.c_str(), link.c_str(), std::strerror(err));
+                 "qcowfs: warning: %s cannot be locked: reopening it through %s failed (%s%s); "
+                 "going on without a lock, so another process using it at the same time is not "
+                 "refused\n",
+                 shown.c_str(), link.c_str(), std::strerror(err),
+                 err == ENOENT ? ": is /proc mounted?" : "");
     return {};
   }
   qcow::DiskLock lock = qcow::LockDisk(own.get(), shown, qcow::DiskUse::kWrite);

@@ -58,7 +58,8 @@ Endpoint OpenDestination(const std::string& spec, const VetFn& vet = {});
 // for writing, not truncated): a lock on the caller's open file would outlive qcowfs while
 // the caller keeps it open. `name` names the descriptor ("stdout", "fd:3"). Returns what
 // holds the lock (nothing for other files). Warns on stderr and goes on without a lock when
-// the file cannot be reopened (no /proc) or its file system takes no locks. Throws
+// the file cannot be reopened (no /proc) or its file system takes no locks; goes on quietly
+// when reopening gives EBUSY (a file that admits one writer, the caller's). Throws
 // qcow::DiskInUse when another process uses the file.
 std::vector<qcow::UniqueFd> LockPassedFile(int fd, const std::string& name);
 

@@ -24,6 +24,14 @@ using namespace qcowfs_test;
 
 std::string Q() { return QcowfsBinary(); }
 
+// Unmounts what a mount that should have been refused mounted.
+struct NoMountLeft {
+  std::string path;
+  ~NoMountLeft() {
+    if (IsMounted(path)) Sh("fusermount3 -u " + Quote(path));
+  }
+};
+
 class Typos : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -107,13 +115,6 @@ TEST_F(Typos, StreamWritesNoDirectoryOrBlockDevice) {
 }
 
 TEST_F(Typos, MountNeverImportsOntoWhatItExports) {
-  // Unmounts what a mount that should have been refused mounted.
-  struct NoMountLeft {
-    std::string path;
-    ~NoMountLeft() {
-      if (IsMounted(path)) Sh("fusermount3 -u " + Quote(path));
-    }
-  };
   for (const std::string& typo : std::vector<std::string>{"--export src.raw --import src.raw",
                                                           "--export src.raw --import src.link",
                                                           "--export rtop.qcow2 --import src.raw"}) {
@@ -143,12 +144,7 @@ TEST_F(Typos, ServeNeverDecodesAFileOntoItself) {
 // A loop device and the file it reads are one disk: a stream from the device truncated its
 // own source, serve decoded an image onto itself, and a mount imported over its export.
 TEST_F(Typos, ALoopDeviceIsTheFileItReads) {
-  struct NoMountLeft {
-    std::string path;
-    ~NoMountLeft() {
-      if (IsMounted(path)) Sh("fusermount3 -u " + Quote(path));
-    }
-  } guard{dir_ / "mnt"};
+  NoMountLeft guard{dir_ / "mnt"};
   LoopDevice src(dir_ / "src.raw"), img(dir_ / "img.qcow2");
   ASSERT_FALSE(src.device().empty() || img.device().empty()) << src.output() << img.output();
   const std::string reads = "a file the export reads", s = src.device(), i = img.device();
@@ -210,12 +206,7 @@ TEST_F(Typos, ADescriptorNotPassedIsRefused) {
 // JSON on a descriptor is a file the command reads: a stream destination, an import target
 // or qcow2-to-stdout's stdout on it wrote the image over the JSON and exited 0.
 TEST_F(Typos, MetadataOnADescriptorIsAFileRead) {
-  struct NoMountLeft {
-    std::string path;
-    ~NoMountLeft() {
-      if (IsMounted(path)) Sh("fusermount3 -u " + Quote(path));
-    }
-  } guard{dir_ / "mnt"};
+  NoMountLeft guard{dir_ / "mnt"};
   ASSERT_EQ(Sh("cd " + Quote(dir_.path()) +
                " && qemu-img map --output=json -f raw src.raw > m.json"
                " && qemu-img info --output=json -f raw src.raw > i.json"

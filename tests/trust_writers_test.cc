@@ -356,6 +356,15 @@ TEST_F(Disks, StreamAndQcow2ToStdoutAreWritersOfTheirDestination) {
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(Has(r.output, "warning: fd:7 cannot be locked") && Has(r.output, "/proc"))
       << r.output;
+  // A mount's import.qcow2 admits one writer (EBUSY): the caller's is it, and all is quiet.
+  Mount m(dir_ / "mnt", "--import " + t);
+  ASSERT_TRUE(m.ok()) << m.result().output;
+  r = Sh(Q() + " stream --source " + Quote(dir_ / "a.qcow2") + " --destination - > " +
+         Quote(m / "import.qcow2") + " && grep -x 'state: done' " + Quote(m / "import.status"));
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_FALSE(Has(r.output, "warning")) << r.output;
+  EXPECT_TRUE(m.Unmount());
+  ExpectTargetIsA(target);
 }
 
 // A writer killed with SIGKILL leaves no lock behind: the next one gets in.
