@@ -10,14 +10,18 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <system_error>
 #include <vector>
 
 #include "cli/inherited_fds.h"
+#include "cli/socket_listener.h"
 #include "cli/stop_signals.h"
 #include "qcow/format/errors.h"
+#include "qcow/io/disk_lock.h"
 #include "qcow/io/wait_io.h"
 
 namespace qcowfs {
@@ -173,13 +177,20 @@ int Unix(const std::string& path, const std::string& spec, bool listen_one) {
     }
     return s;
   }
-  // A socket left by an earlier run is replaced; anything else at PATH is a typo's victim.
+  // A socket left by an earlier run is replaced; anything else at PATH is a typo's victim,
+  // and a socket another process listens on is that process's.
   struct stat old;
   if (::lstat(path.c_str(), &old) == 0) {
     if (!S_ISSOCK(old.st_mode)) {
       ::close(s);
       throw qcow::UsageError("'" + spec + "': " + path +
                              " exists and is not a socket; refusing to replace it");
+    }
+    if (SocketListened(path, old)) {
+      ::close(s);
+      throw std::runtime_error("'" + spec + "': " + path +
+                               " is a socket another process listens on; refusing to take it "
+                               "over");
     }
     ::unlink(path.c_str());
   }
@@ -210,8 +221,42 @@ Endpoint::~Endpoint() {
 }
 
 Endpoint::Endpoint(Endpoint&& o) noexcept
-    : fd_(o.fd_), owned_(o.owned_), description_(std::move(o.description_)) {
+    : fd_(o.fd_),
+      owned_(o.owned_),
+      description_(std::move(o.description_)),
+      held_(std::move(o.held_)) {
   o.fd_ = -1;
+}
+
+std::vector<qcow::UniqueFd> LockPassedFile(int fd, const std::string& name) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) qcow::ThrowErrno("stat " + name);
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) return {};
+  const std::string link = "/proc/self/fd/" + std::to_string(fd);
+  std::string shown = name;
+  char target[PATH_MAX];
+  const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
+  if (n > 0) shown += " (" + std::string(target, static_cast<size_t>(n)) + ")";
+  qcow::UniqueFd own(::open(link.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY));
+  struct stat again;
+  if (own.get() < 0 || ::fstat(own.get(), &again) != 0 || again.st_dev != st.st_dev ||
+      again.st_ino != st.st_ino) {
+    const int err = own.get() < 0 ? errno : ESTALE;
+    // A file that takes one writer at a time (a qcowfs mount's import.qcow2) has one: the
+    // caller's descriptor.
+    if (err == EBUSY) return {};
+    std::fprintf(stderr,
+                 "qcowfs: warning: %s cannot be locked: reopening it through %s failed (%s%s); "
+                 "going on without a lock, so another process using it at the same time is not "
+                 "refused\n",
+                 shown.c_str(), link.c_str(), std::strerror(err),
+                 err == ENOENT ? ": is /proc mounted?" : "");
+    return {};
+  }
+  qcow::DiskLock lock = qcow::LockDisk(own.get(), shown, qcow::DiskUse::kWrite);
+  if (lock.warning) std::fprintf(stderr, "qcowfs: warning: %s\n", lock.warning->c_str());
+  lock.held.push_back(std::move(own));
+  return std::move(lock.held);
 }
 
 std::string FilePath(const std::string& spec) {
@@ -230,6 +275,7 @@ Endpoint OpenDestination(const std::string& spec, const VetFn& vet) {
     struct stat st;
     if (::fstat(e.fd(), &st) != 0) qcow::ThrowErrno("stat " + e.description());
     if (vet) vet(st);
+    e.Hold(LockPassedFile(e.fd(), e.description()));
     return e;
   };
   if (spec == "-" || spec == "stdout:") return vetted(Endpoint(STDOUT_FILENO, false, "stdout"));
@@ -259,21 +305,38 @@ Endpoint OpenDestination(const std::string& spec, const VetFn& vet) {
   if (::fstat(out.fd(), &st) != 0) qcow::ThrowErrno("stat " + path);
   refuse_kind(st);
   if (vet) vet(st);
-  if (S_ISREG(st.st_mode) && ::ftruncate(out.fd(), 0) != 0) {
-    qcow::ThrowErrno("truncating destination " + path);
+  if (S_ISREG(st.st_mode)) {
+    // Another process's import or export of the file keeps it as it is.
+    qcow::DiskLock lock = qcow::LockDisk(out.fd(), "destination " + path, qcow::DiskUse::kWrite);
+    if (lock.warning) std::fprintf(stderr, "qcowfs: warning: %s\n", lock.warning->c_str());
+    out.Hold(std::move(lock.held));
+    if (::ftruncate(out.fd(), 0) != 0) qcow::ThrowErrno("truncating destination " + path);
   }
   return out;
 }
 
+void RefuseDirectorySource(const struct stat& st, const std::string& name) {
+  if (!S_ISDIR(st.st_mode)) return;
+  throw qcow::UsageError("the image source " + name +
+                         " is a directory; serve reads an image from a regular file, a block "
+                         "device, a FIFO, a socket or a character device");
+}
+
 Endpoint OpenImageSource(const std::string& spec) {
-  if (spec == "-" || spec == "stdin:") return Endpoint(STDIN_FILENO, false, "stdin");
-  if (auto fd = After(spec, "fd")) return Endpoint(ParseFd(*fd, spec), false, spec);
+  // Returns `e` unless it is open on a directory.
+  auto checked = [](Endpoint e) {
+    struct stat st;
+    if (::fstat(e.fd(), &st) == 0) RefuseDirectorySource(st, e.description());
+    return e;
+  };
+  if (spec == "-" || spec == "stdin:") return checked(Endpoint(STDIN_FILENO, false, "stdin"));
+  if (auto fd = After(spec, "fd")) return checked(Endpoint(ParseFd(*fd, spec), false, spec));
   if (auto t = After(spec, "tcp")) return Endpoint(Tcp(*t, spec, true), true, spec);
   if (auto u = After(spec, "unix")) return Endpoint(Unix(*u, spec, true), true, spec);
   const std::string path = FilePath(spec);
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) qcow::ThrowErrno("opening source " + path);
-  return Endpoint(fd, true, path);
+  return checked(Endpoint(fd, true, path));
 }
 
 std::optional<struct stat> StatEndpoint(const std::string& spec, bool destination) {

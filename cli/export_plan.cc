@@ -71,9 +71,10 @@ qcow::SourceOptions OptionsFor(const ExportArgs& a) {
 // Throws UsageError when `w` is the file the export reads at path.
 void RefuseSame(const WrittenFile& w, const std::string& path, const struct stat& st) {
   if (!qcow::SameDisk(w.st, st)) return;
-  throw qcow::UsageError(w.role + " " + w.path + " is " +
-                         (path == w.path ? std::string() : path + ", ") +
-                         "a file the export reads; refusing to write over it");
+  throw qcow::UsageError(
+      w.role + " " + w.path + " is " +
+      (path == w.path ? std::string() : path + qcow::SameDiskNote(w.st, st) + ", ") +
+      "a file the export reads; refusing to write over it");
 }
 
 void AddRead(PlannedExport& p, const std::string& path, const struct stat& st) {
@@ -82,7 +83,13 @@ void AddRead(PlannedExport& p, const std::string& path, const struct stat& st) {
 }
 
 void AddReads(PlannedExport& p, const qcow::ImageChain& chain) {
-  for (const auto& layer : chain.layers()) AddRead(p, layer.path, layer.st);
+  for (const auto& layer : chain.layers()) {
+    AddRead(p, layer.path, layer.st);
+    if (!S_ISBLK(layer.st.st_mode)) continue;
+    // The chain checked a loop device's file when it opened the layer; held from here on.
+    qcow::DiskLock lock = qcow::LockDisk(layer.fd, layer.path, qcow::DiskUse::kRead);
+    for (qcow::UniqueFd& fd : lock.held) p.held.push_back(std::move(fd));
+  }
 }
 
 // Adds to p.reads the files `source` (opened from path) reads: each layer of its chain, or
@@ -167,7 +174,14 @@ PlannedExport PlanExport(const std::string& path, const ExportArgs& a,
       int fd = -1;
       const char* end = allocation.data() + allocation.size();
       const auto [stop, ec] = std::from_chars(allocation.data() + 3, end, fd);
-      if (ec == std::errc() && stop == end) RequireInherited(fd, "--allocation-from " + allocation);
+      if (ec == std::errc() && stop == end) {
+        RequireInherited(fd, "--allocation-from " + allocation);
+        // A file behind the descriptor is one the export reads, which nothing may write.
+        struct stat st;
+        if (::fstat(fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
+          AddRead(p, allocation, st);
+        }
+      }
       data = qcow::ReadDataRanges(allocation, options, raw->size());
     } else {
       qcow::ChainOptions o{.search_path = options.search_path,

@@ -9,6 +9,7 @@
 
 #include "qcow/export/export_layout.h"
 #include "qcow/export/source.h"
+#include "qcow/io/unique_fd.h"
 #include "qcow/sources/image_chain.h"
 #include "qcow/sources/open_source.h"
 
@@ -50,6 +51,9 @@ struct PlannedExport {
   };
   std::vector<File> reads;
   std::vector<WrittenFile> written;
+  // The files that loop devices among the chains' layers read, locked for reading as long
+  // as the plan lives (a raw source holds its own).
+  std::vector<qcow::UniqueFd> held;
 };
 
 // Returns the library's options for opening the source (format, search path, warnings on

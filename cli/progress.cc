@@ -10,15 +10,38 @@
 #include "cli/inherited_fds.h"
 #include "cli/size_arg.h"
 #include "cli/stop_signals.h"
+#include "qcow/format/errors.h"
+#include "qcow/io/disk_lock.h"
 #include "qcow/io/wait_io.h"
 
 namespace qcowfs {
+namespace {
+
+// Returns how messages name the descriptor machine progress goes to.
+std::string ProgressFdName(const ProgressArgs& args) {
+  return args.fd ? "--progress-fd " + std::to_string(*args.fd)
+                 : std::string("stdout, where --progress --machine writes,");
+}
+
+}  // namespace
+
+void RefuseProgressInto(const ProgressArgs& args, const std::vector<UsedDisk>& disks) {
+  if (!args.enabled || !args.machine) return;
+  const int fd = args.fd ? RequireInherited(*args.fd, ProgressFdName(args)) : STDOUT_FILENO;
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))) return;
+  for (const UsedDisk& disk : disks) {
+    if (!qcow::SameDisk(st, disk.st)) continue;
+    throw qcow::UsageError(ProgressFdName(args) + " is " + disk.name +
+                           qcow::SameDiskNote(st, disk.st) +
+                           "; refusing to write progress into a disk the command uses");
+  }
+}
 
 Progress::Progress(const ProgressArgs& args) : start_(std::chrono::steady_clock::now()) {
   if (!args.enabled) return;
   if (args.machine) {
-    machine_fd_ = args.fd ? RequireInherited(*args.fd, "--progress-fd " + std::to_string(*args.fd))
-                          : args.machine_fd();
+    machine_fd_ = args.fd ? RequireInherited(*args.fd, ProgressFdName(args)) : args.machine_fd();
   } else {
     bar_ = isatty(STDERR_FILENO);
   }

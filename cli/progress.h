@@ -2,11 +2,14 @@
 // format (the percentage as exactly three digits each time it changes, ending with 100).
 #pragma once
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <string>
+#include <vector>
 
 namespace qcowfs {
 
@@ -17,6 +20,17 @@ struct ProgressArgs {
   // Where machine output goes: --progress-fd, else stdout.
   int machine_fd() const { return fd.value_or(STDOUT_FILENO); }
 };
+
+// A file a command reads or writes, which progress must not go into.
+struct UsedDisk {
+  std::string name;  // as messages name it: "the target t.raw"
+  struct stat st;
+};
+
+// Throws UsageError when machine progress (--progress --machine) goes to a regular file or
+// a block device (--progress-fd N, checked to be one the caller passed; else stdout) that
+// is one of `disks` (qcow::SameDisk): its digits would land in a disk.
+void RefuseProgressInto(const ProgressArgs& args, const std::vector<UsedDisk>& disks);
 
 class Progress {
  public:

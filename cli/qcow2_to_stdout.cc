@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "cli/durable_output.h"
+#include "cli/endpoint.h"
 #include "cli/exit_codes.h"
 #include "cli/inherited_fds.h"
 #include "cli/stop_signals.h"
@@ -52,39 +53,47 @@ std::optional<int> Descriptor(const std::string& program, const std::string& opt
   return RequireInherited(fd, option + " " + *value);
 }
 
+// A descriptor JSON is read from, as an option gave it.
+struct HintFd {
+  std::optional<int> fd;  // nullopt: not given, or xapi's placeholder
+  std::string name;       // the option and its value: "--json-header-map 5"
+};
+
+// Returns the descriptor `option` names (Descriptor).
+HintFd ParseHintFd(const std::string& program, const std::string& option,
+                   const std::optional<std::string>& value) {
+  return {Descriptor(program, option, value), value ? option + " " + *value : option};
+}
+
 // Reads the hints of a disk of disk_size bytes: qemu-img map and info JSON on descriptors,
-// or the read_headers JSON on header_fd, each read no further than that size allows.
-Hint ReadHint(const std::string& program, const std::string& prefix,
-              const std::optional<std::string>& map_value,
-              const std::optional<std::string>& info_value, std::optional<int> header_fd,
-              const std::string& header_name, uint64_t disk_size) {
+// or the read_headers JSON on `header`, each read no further than that size allows.
+Hint ReadHint(const std::string& prefix, const HintFd& map, const HintFd& info_json,
+              const HintFd& header, uint64_t disk_size) {
   Hint h;
-  const std::optional<int> map_fd = Descriptor(program, prefix + "-map", map_value);
-  const std::optional<int> info_fd = Descriptor(program, prefix + "-info", info_value);
-  if (header_fd && (map_fd || info_fd)) {
-    throw qcow::UsageError("give " + header_name + " or " + prefix + "-map/-info, not both");
+  if (header.fd && (map.fd || info_json.fd)) {
+    throw qcow::UsageError("give " + header.name + " or " + prefix + "-map/-info, not both");
   }
-  if (map_fd) {
-    h.name = prefix + "-map " + *map_value;
-    h.data =
-        qcow::ParseQemuImgMap(qcow::PullFromFd(*map_fd, "fd:" + *map_value), h.name, disk_size);
+  if (map.fd) {
+    h.name = map.name;
+    h.data = qcow::ParseQemuImgMap(qcow::PullFromFd(*map.fd, "fd:" + std::to_string(*map.fd)),
+                                   h.name, disk_size);
   }
-  if (info_fd) {
-    const std::string name = prefix + "-info " + *info_value;
-    const qcow::ImageSummary info =
-        qcow::ParseQemuImgInfo(qcow::PullFromFd(*info_fd, "fd:" + *info_value), name);
+  if (info_json.fd) {
+    const std::string& name = info_json.name;
+    const qcow::ImageSummary info = qcow::ParseQemuImgInfo(
+        qcow::PullFromFd(*info_json.fd, "fd:" + std::to_string(*info_json.fd)), name);
     h.size = info.virtual_size;
     h.size_name = name;
     h.cluster_bits = info.cluster_bits;
   }
-  if (header_fd) {
-    h.name = header_name;
-    qcow::ClusterHeader header =
-        qcow::ParseClusterHeader(qcow::PullFromFd(*header_fd, header_name), header_name, disk_size);
-    h.cluster_bits = header.cluster_bits;
-    h.size = header.data.size;
-    h.size_name = header_name;
-    h.data = std::move(header.data);
+  if (header.fd) {
+    h.name = header.name;
+    qcow::ClusterHeader parsed =
+        qcow::ParseClusterHeader(qcow::PullFromFd(*header.fd, header.name), header.name, disk_size);
+    h.cluster_bits = parsed.cluster_bits;
+    h.size = parsed.data.size;
+    h.size_name = header.name;
+    h.data = std::move(parsed.data);
   }
   return h;
 }
@@ -122,15 +131,27 @@ uint32_t ClusterBitsArg(const std::string& text) {
   return *bits;
 }
 
-// Throws UsageError when stdout is the disk at path (`1<>DEV` opens it without truncating):
-// the image would be written over what it is read from.
-void RefuseStdoutOver(const std::string& path, const std::string& role) {
-  struct stat out, disk;
-  if (::fstat(STDOUT_FILENO, &out) == 0 && ::stat(path.c_str(), &disk) == 0 &&
-      qcow::SameDisk(out, disk)) {
-    throw qcow::UsageError("stdout is " + path + ", " + role +
+// Throws UsageError when stdout is `read`, a file or device read as `what` (`1<>DEV` opens
+// it without truncating): the image would be written over what it is read from.
+void RefuseStdoutOver(const struct stat& read, const std::string& what) {
+  struct stat out;
+  if ((S_ISREG(read.st_mode) || S_ISBLK(read.st_mode)) && ::fstat(STDOUT_FILENO, &out) == 0 &&
+      qcow::SameDisk(out, read)) {
+    throw qcow::UsageError("stdout is " + what + qcow::SameDiskNote(out, read) +
                            "; refusing to write the image over it");
   }
+}
+
+// The same for the disk at path.
+void RefuseStdoutOver(const std::string& path, const std::string& role) {
+  struct stat disk;
+  if (::stat(path.c_str(), &disk) == 0) RefuseStdoutOver(disk, path + ", " + role);
+}
+
+// The same for the file a JSON descriptor reads.
+void RefuseStdoutOver(const HintFd& hint) {
+  struct stat st;
+  if (hint.fd && ::fstat(*hint.fd, &st) == 0) RefuseStdoutOver(st, "what " + hint.name + " reads");
 }
 
 }  // namespace
@@ -152,13 +173,25 @@ int RunQcow2ToStdout(const Qcow2ToStdoutArgs& a) {
   if (::isatty(STDOUT_FILENO)) {
     throw qcow::UsageError("refusing to write a qcow2 image to a terminal; redirect stdout");
   }
+  const HintFd map = ParseHintFd(a.program, "--json-header-map", a.map_fd);
+  const HintFd info = ParseHintFd(a.program, "--json-header-info", a.info_fd);
+  const HintFd header = {a.json_header ? std::optional<int>(STDIN_FILENO) : std::nullopt,
+                         "--json-header (stdin)"};
+  const HintFd diff_map = ParseHintFd(a.program, "--json-header-diff-map", a.diff_map_fd);
+  const HintFd diff_info = ParseHintFd(a.program, "--json-header-diff-info", a.diff_info_fd);
+  const HintFd diff_header = {Descriptor(a.program, "--json-header-diff", a.json_header_diff),
+                              "--json-header-diff"};
   RefuseStdoutOver(a.input, "the disk being exported");
   if (!a.diff.empty()) RefuseStdoutOver(a.diff, "the --diff base");
+  for (const HintFd* hint : {&map, &info, &header, &diff_map, &diff_info, &diff_header}) {
+    RefuseStdoutOver(*hint);
+  }
+  // A file or device on stdout is written: another process's import or export of it keeps
+  // it as it is.
+  const std::vector<qcow::UniqueFd> stdout_lock = LockPassedFile(STDOUT_FILENO, "stdout");
   // The disks are opened before their hints are read, so that their sizes bound the reading.
   std::unique_ptr<qcow::Source> source = qcow::OpenRawSource(a.input, false);
-  Hint top = ReadHint(a.program, "--json-header", a.map_fd, a.info_fd,
-                      a.json_header ? std::optional<int>(STDIN_FILENO) : std::nullopt,
-                      "--json-header (stdin)", source->size());
+  Hint top = ReadHint("--json-header", map, info, header, source->size());
   source = WithHint(std::move(source), a.input, top);
   const uint32_t bits =
       a.cluster_size ? ClusterBitsArg(*a.cluster_size) : top.cluster_bits.value_or(16);
@@ -166,9 +199,7 @@ int RunQcow2ToStdout(const Qcow2ToStdoutArgs& a) {
   qcow::ClusterMap data;
   if (!a.diff.empty()) {
     std::unique_ptr<qcow::Source> base = qcow::OpenRawSource(a.diff, false);
-    Hint base_hint = ReadHint(a.program, "--json-header-diff", a.diff_map_fd, a.diff_info_fd,
-                              Descriptor(a.program, "--json-header-diff", a.json_header_diff),
-                              "--json-header-diff", base->size());
+    Hint base_hint = ReadHint("--json-header-diff", diff_map, diff_info, diff_header, base->size());
     base = WithHint(std::move(base), a.diff, base_hint);
     // Every cluster either disk may hold data in is compared; a cluster that now reads as
     // zeros over base data is exported as a data cluster of zeros, as the importers that

@@ -75,12 +75,17 @@ int RunServe(const ServeArgs& a) {
   const std::string target_path = FilePath(a.destination);
   // Before the target is opened for writing: the image must not be read from it.
   const std::optional<struct stat> input = StatEndpoint(source, false);
+  const std::string shown_source = source == "-" ? "stdin" : source;
+  if (input) RefuseDirectorySource(*input, shown_source);
   target_options.vet = [&](const struct stat& st) {
     if (input && qcow::SameDisk(*input, st)) {
-      throw qcow::UsageError("the image source (" + (source == "-" ? "stdin" : source) +
-                             ") is the target " + target_path +
-                             " itself; refusing to decode a file onto itself");
+      throw qcow::UsageError("the image source (" + shown_source + ") is the target " +
+                             target_path + " itself" + qcow::SameDiskNote(*input, st) +
+                             "; refusing to decode a file onto itself");
     }
+    std::vector<UsedDisk> used{{"the target " + target_path, st}};
+    if (input) used.push_back({"the image source " + shown_source, *input});
+    RefuseProgressInto(a.progress, used);
   };
   target_options.warn = [](const std::string& w) {
     std::fprintf(stderr, "qcowfs: warning: %s\n", w.c_str());

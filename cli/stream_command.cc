@@ -31,6 +31,12 @@ int RunStream(const StreamArgs& a) {
     written.push_back({"the destination", destination, *st});
   }
   PlannedExport plan = PlanExport(a.source, a.export_args, written);
+  std::vector<UsedDisk> used;
+  for (const WrittenFile& w : written) used.push_back({w.role + " " + w.path, w.st});
+  for (const PlannedExport::File& f : plan.reads) {
+    used.push_back({f.path + ", which stream reads", f.st});
+  }
+  RefuseProgressInto(a.progress, used);
   Endpoint out = OpenDestination(destination, [&](const struct stat& st) {
     RefuseWritingOver(plan, {"the destination", destination, st});
   });

@@ -24,6 +24,14 @@ using namespace qcowfs_test;
 
 std::string Q() { return QcowfsBinary(); }
 
+// Unmounts what a mount that should have been refused mounted.
+struct NoMountLeft {
+  std::string path;
+  ~NoMountLeft() {
+    if (IsMounted(path)) Sh("fusermount3 -u " + Quote(path));
+  }
+};
+
 class Typos : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -107,13 +115,6 @@ TEST_F(Typos, StreamWritesNoDirectoryOrBlockDevice) {
 }
 
 TEST_F(Typos, MountNeverImportsOntoWhatItExports) {
-  // Unmounts what a mount that should have been refused mounted.
-  struct NoMountLeft {
-    std::string path;
-    ~NoMountLeft() {
-      if (IsMounted(path)) Sh("fusermount3 -u " + Quote(path));
-    }
-  };
   for (const std::string& typo : std::vector<std::string>{"--export src.raw --import src.raw",
                                                           "--export src.raw --import src.link",
                                                           "--export rtop.qcow2 --import src.raw"}) {
@@ -138,6 +139,30 @@ TEST_F(Typos, ServeNeverDecodesAFileOntoItself) {
   ASSERT_EQ(stat(loop.device().c_str(), &st), 0);
   ASSERT_EQ(mknod((dir_ / "node").c_str(), S_IFBLK | 0600, st.st_rdev), 0);
   ExpectRefusedIntact(Q() + " stream_decode node < " + loop.device(), itself, 2, loop.device());
+}
+
+// A loop device and the file it reads are one disk: a stream from the device truncated its
+// own source, serve decoded an image onto itself, and a mount imported over its export.
+TEST_F(Typos, ALoopDeviceIsTheFileItReads) {
+  NoMountLeft guard{dir_ / "mnt"};
+  LoopDevice src(dir_ / "src.raw"), img(dir_ / "img.qcow2");
+  ASSERT_FALSE(src.device().empty() || img.device().empty()) << src.output() << img.output();
+  const std::string reads = "a file the export reads", s = src.device(), i = img.device();
+  ExpectRefusedIntact(Q() + " stream --source " + s + " --destination src.raw", reads, 2, s);
+  ExpectRefusedIntact(Q() + " serve --source img.qcow2 --destination " + i, "itself", 2, i);
+  ExpectRefusedIntact(Q() + " stream_decode " + i + " < img.qcow2", "itself", 2, i);
+  ExpectRefusedIntact(Q() + " mount --export src.raw --import " + s + " mnt", reads, 2, s);
+  ExpectRefusedIntact(Q() + " mount --export " + s + " --import src.raw mnt", reads, 2, s);
+}
+
+// A directory is no image source: a usage error (it was exit 1, "Is a directory").
+TEST_F(Typos, ServeReadsNoDirectory) {
+  const std::string directory = "the image source adir is a directory";
+  ExpectRefusedIntact(Q() + " serve --source adir --destination other.raw", directory);
+  ExpectRefusedIntact(Q() + " serve --source-fd 3 --destination other.raw 3<adir",
+                      "is a directory");
+  ExpectRefusedIntact(Q() + " stream_decode other.raw < adir",
+                      "the image source stdin is a directory");
 }
 
 TEST_F(Typos, Qcow2ToStdoutNeverWritesOverItsDisks) {
@@ -178,6 +203,62 @@ TEST_F(Typos, ADescriptorNotPassedIsRefused) {
   EXPECT_EQ(r.output.substr(r.output.size() - 3), "100") << r.output;
 }
 
+// JSON on a descriptor is a file the command reads: a stream destination, an import target
+// or qcow2-to-stdout's stdout on it wrote the image over the JSON and exited 0.
+TEST_F(Typos, MetadataOnADescriptorIsAFileRead) {
+  NoMountLeft guard{dir_ / "mnt"};
+  ASSERT_EQ(Sh("cd " + Quote(dir_.path()) +
+               " && qemu-img map --output=json -f raw src.raw > m.json"
+               " && qemu-img info --output=json -f raw src.raw > i.json"
+               " && qemu-img map --output=json -f raw other.raw > o.json")
+                .status,
+            0);
+  const std::string reads = "a file the export reads";
+  ExpectRefusedIntact(
+      Q() + " stream --source src.raw --allocation-from fd:5 --destination m.json 5<m.json", reads);
+  ExpectRefusedIntact(
+      Q() + " mount --export src.raw --allocation-from fd:5 --import m.json mnt 5<m.json", reads);
+  const std::string to_stdout =
+      Q() + " qcow2-to-stdout src.raw --json-header-map 5 --json-header-info 6 5<m.json 6<i.json";
+  ExpectRefusedIntact(to_stdout + " 1<>m.json", "stdout is what --json-header-map 5 reads");
+  ExpectRefusedIntact(to_stdout + " 1<>i.json", "stdout is what --json-header-info 6 reads");
+  ExpectRefusedIntact(to_stdout + " --diff other.raw --json-header-diff-map 7 7<o.json 1<>o.json",
+                      "stdout is what --json-header-diff-map 7 reads");
+  // Another file takes the image.
+  auto r = Sh("cd " + Quote(dir_.path()) + " && " + to_stdout +
+              " > out.qcow2 && qemu-img compare -f raw src.raw out.qcow2");
+  EXPECT_EQ(r.status, 0) << r.output;
+}
+
+// Machine progress on a descriptor open on a disk the command reads or writes wrote its
+// digits into it ("000099100" into a stream's source, into serve's target and exit 0).
+TEST_F(Typos, ProgressNeverGoesIntoADisk) {
+  const std::string into = "refusing to write progress into a disk";
+  const std::string progress = " --progress --machine";
+  const std::string stream = Q() + " stream --source src.raw --destination out.qcow2" + progress;
+  const std::string serve = Q() + " serve --source img.qcow2 --destination other.raw" + progress;
+  ExpectRefusedIntact(stream + " 1<>src.raw", into);
+  ExpectRefusedIntact(stream + " --progress-fd 5 5<>src.raw", into);
+  ExpectRefusedIntact(Q() + " stream --source top.qcow2 --destination out.qcow2" + progress +
+                          " 1<>base.qcow2",  // a layer
+                      into);
+  ExpectRefusedIntact(stream + " --progress-fd 5 5<>out.qcow2", into);  // the destination
+  ExpectRefusedIntact(serve + " 1<>other.raw", into);
+  ExpectRefusedIntact(serve + " --progress-fd 5 5<>img.qcow2", into);
+  LoopDevice loop(dir_ / "other.raw");
+  ASSERT_FALSE(loop.device().empty()) << loop.output();
+  ExpectRefusedIntact(Q() + " serve --source img.qcow2 --destination " + loop.device() + progress +
+                          " --progress-fd 5 5<>other.raw",
+                      into, 2, loop.device());
+  // A log file that is no disk of the command still takes the digits.
+  auto r = Sh("cd " + Quote(dir_.path()) + " && " + stream + " --progress-fd 5 5<>log && " + serve +
+              " >log2 && cat log log2");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(r.output.size() >= 6 && r.output.substr(r.output.size() - 3) == "100" &&
+              r.output.find("100") < r.output.size() - 3)
+      << r.output;
+}
+
 TEST_F(Typos, ServeReplacesOnlyASocket) {
   WriteAt(dir_ / "sock", 0, RandomBytes(4096, 4));
   ExpectRefusedIntact(Q() + " serve --source unix:sock --destination other.raw",
@@ -196,6 +277,26 @@ TEST_F(Typos, ServeReplacesOnlyASocket) {
               "sleep 0.05; done; wait $!; } && cmp src.raw other.raw");
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(access((dir_ / "sock").c_str(), F_OK), 0) << "the socket was left behind";
+}
+
+// A socket another server listens on is that server's: a second serve on the same path
+// unlinked it and took the image meant for the first. It is refused (exit 1, one line)
+// without connecting to it, so the first still gets its image.
+TEST_F(Typos, ServeTakesNoLiveSocket) {
+  ASSERT_EQ(Sh("cd " + Quote(dir_.path()) + " && cp other.raw first.raw").status, 0);
+  auto r = Sh("cd " + Quote(dir_.path()) + " && { (timeout 20 " + Q() +
+              " serve --source unix:sock --destination first.raw) & for i in $(seq 100); do " +
+              "test -S sock && break; sleep 0.02; done; timeout 20 " + Q() +
+              " serve --source unix:sock --destination other.raw; echo \"second: $?\"; " + Q() +
+              " stream --source src.raw --destination unix:sock; wait $!; } && cmp src.raw " +
+              "first.raw");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("error: 'unix:sock': sock is a socket another process listens on"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("second: 1"), std::string::npos) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 2) << r.output;
+  EXPECT_TRUE(ReadFile(dir_ / "other.raw") == RandomBytes(2 << 20, 2)) << "other.raw changed";
 }
 
 }  // namespace

@@ -246,12 +246,125 @@ TEST_F(Disks, AWriterThroughAnotherNodeOfTheDeviceIsRefused) {
   ASSERT_EQ(mknod(node.c_str(), S_IFBLK | 0600, st.st_rdev), 0) << strerror(errno);
   Fed writer(dir_, ImportCommand(Writer::kServe, device));
   ASSERT_TRUE(WaitForLock(device));
-  ExpectRefused(Sh("timeout 20 " + Q() + " serve --destination " + Quote(node) + " < " +
-                   Quote(dir_ / "b.qcow2")),
-                node, "serve through another node");
+  const CommandResult r = Sh("timeout 20 " + Q() + " serve --destination " + Quote(node) + " < " +
+                             Quote(dir_ / "b.qcow2"));
+  ExpectRefused(r, node, "serve through another node");
+  EXPECT_TRUE(Has(r.output, "is in use: mounted, or opened exclusively by another process"))
+      << r.output;
   ASSERT_TRUE(writer.Send(a_, 0, a_.size()));
   EXPECT_EQ(writer.Finish().status, 0);
   ExpectTargetIsA(device);
+}
+
+// A loop device and the file it reads are one disk for the locks, in both orders: the lock
+// of each covers the other (a serve into the device while a mount imported the file was a
+// second writer that exited 0).
+TEST_F(Disks, ALoopDeviceAndItsFileAreOneDisk) {
+  const std::string file = Target(false), device = Target(true);
+  const std::string b = Quote(dir_ / "b.qcow2");
+  for (bool file_first : {true, false}) {
+    const std::string first = file_first ? file : device, other = file_first ? device : file;
+    Fed writer(dir_, ImportCommand(Writer::kServe, first));
+    ASSERT_TRUE(WaitForLock(first));
+    ASSERT_TRUE(writer.Send(a_, 0, 65536));
+    ExpectRefused(Sh("timeout 20 " + Q() + " serve --destination " + Quote(other) + " < " + b),
+                  other, "serve into " + other + " while " + first + " is imported");
+    ExpectRefused(
+        Sh("timeout 20 " + Q() + " stream --source " + Quote(other) + " --destination null:"),
+        other, "stream from " + other + " while " + first + " is imported");
+    ASSERT_TRUE(writer.Send(a_, 65536, a_.size()));
+    EXPECT_EQ(writer.Finish().status, 0);
+    ExpectTargetIsA(file);
+  }
+  {
+    Mount import(dir_ / "mnt", "--import " + Quote(file));
+    ASSERT_TRUE(import.ok()) << import.result().output;
+    ExpectRefused(Sh("timeout 20 " + Q() + " stream_decode " + Quote(device) + " < " + b), device,
+                  "stream_decode into the device while a mount imports the file");
+  }
+  Mount exported(dir_ / "mnt", "--export " + Quote(device));
+  ASSERT_TRUE(exported.ok()) << exported.result().output;
+  ExpectRefused(Sh("timeout 20 " + Q() + " serve --destination " + Quote(file) + " < " + b), file,
+                "serve into the file while a mount exports the device");
+  EXPECT_TRUE(exported.Unmount());
+  ExpectTargetIsA(file);
+}
+
+// A loop device whose file was deleted is a disk of its own: a new file at that path (sysfs
+// names it "PATH (deleted)", and a file there now is not the one the device reads) does not
+// stand for it.
+TEST_F(Disks, ALoopDeviceOverADeletedFileIsItself) {
+  const std::string device = Target(true), file = dir_ / "target";
+  ASSERT_EQ(Sh("rm " + Quote(file) + " && cp " + Quote(dir_ / "b.qcow2") + " " +
+               Quote(file + " (deleted)") + " && grep -qx " + Quote(file + " (deleted)") +
+               " /sys/block/" + device.substr(5) + "/loop/backing_file")
+                .status,
+            0);
+  Fed writer(dir_, ImportCommand(Writer::kServe, file + " (deleted)"));
+  ASSERT_TRUE(WaitForLock(file + " (deleted)"));
+  auto r = Sh("timeout 20 " + Q() + " serve --destination " + Quote(device) + " < " +
+              Quote(dir_ / "a.qcow2"));
+  EXPECT_EQ(r.status, 0) << r.output;
+  writer.Kill();
+  ExpectTargetIsA(device);
+}
+
+// What stream and qcow2-to-stdout write to (a path, --destination-fd, stdout) is a disk they
+// write: a file another process exports or imports is refused at once with one line and
+// keeps its bytes (stream truncated it and exited 0). The lock is taken on an open file of
+// qcowfs's own: the caller's descriptor carries none once qcowfs has exited.
+TEST_F(Disks, StreamAndQcow2ToStdoutAreWritersOfTheirDestination) {
+  const std::string target = Target(false), raw = Quote(dir_ / "expected.raw");
+  const std::string t = Quote(target);
+  auto expect_writers_refused = [&](const std::string& source, const std::string& while_) {
+    const std::vector<uint8_t> before = ReadFile(target);
+    const std::string stream = "timeout 20 " + Q() + " stream --source " + source;
+    ExpectRefused(Sh(stream + " --destination " + t), target, "stream " + while_);
+    ExpectRefused(Sh(stream + " --destination-fd 7 7<>" + t), target, "--destination-fd " + while_);
+    ExpectRefused(Sh(stream + " --destination - 1<>" + t), target, "stream to stdout " + while_);
+    ExpectRefused(Sh("timeout 20 " + Q() + " qcow2-to-stdout " + raw + " 1<>" + t), target,
+                  "qcow2-to-stdout " + while_);
+    EXPECT_TRUE(ReadFile(target) == before) << while_;
+  };
+  ASSERT_EQ(Sh("cp " + raw + " " + t).status, 0);
+  {
+    Mount m(dir_ / "mnt", "--export " + t);
+    ASSERT_TRUE(m.ok()) << m.result().output;
+    expect_writers_refused(Quote(m / "disk.qcow2"), "while a mount exports it");
+  }
+  {
+    Fed writer(dir_, ImportCommand(Writer::kServe, target));
+    ASSERT_TRUE(WaitForLock(target));
+    ASSERT_TRUE(writer.Send(a_, 0, 65536));
+    expect_writers_refused(raw, "while serve imports it");
+    ASSERT_TRUE(writer.Send(a_, 65536, a_.size()));
+    EXPECT_EQ(writer.Finish().status, 0);
+    ExpectTargetIsA(target);
+  }
+  // The caller still holds its descriptor open when the next writer comes.
+  const std::string serve = Q() + " serve --destination " + t + " < " + Quote(dir_ / "a.qcow2");
+  auto r = Sh("{ " + Q() + " stream --source " + raw + " --destination-fd 7 && " + serve +
+              "; } 7<>" + t);
+  EXPECT_EQ(r.status, 0) << r.output;
+  r = Sh("{ " + Q() + " qcow2-to-stdout " + raw + " && " + serve + " >/dev/null; } 1<>" + t);
+  EXPECT_EQ(r.status, 0) << r.output;
+  ExpectTargetIsA(target);
+  // Without /proc the caller's file cannot be reopened: a warning, and the image is written.
+  r = Sh("unshare -m sh -c 'umount -l /proc && exec " + Q() + " stream --source " + raw +
+         " --destination-fd 7' 7<>" + Quote(dir_ / "out.qcow2") + " && qemu-img compare " + raw +
+         " " + Quote(dir_ / "out.qcow2"));
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(Has(r.output, "warning: fd:7 cannot be locked") && Has(r.output, "/proc"))
+      << r.output;
+  // A mount's import.qcow2 admits one writer (EBUSY): the caller's is it, and all is quiet.
+  Mount m(dir_ / "mnt", "--import " + t);
+  ASSERT_TRUE(m.ok()) << m.result().output;
+  r = Sh(Q() + " stream --source " + Quote(dir_ / "a.qcow2") + " --destination - > " +
+         Quote(m / "import.qcow2") + " && grep -x 'state: done' " + Quote(m / "import.status"));
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_FALSE(Has(r.output, "warning")) << r.output;
+  EXPECT_TRUE(m.Unmount());
+  ExpectTargetIsA(target);
 }
 
 // A writer killed with SIGKILL leaves no lock behind: the next one gets in.

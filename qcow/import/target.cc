@@ -48,9 +48,8 @@ RawTarget::RawTarget(const std::string& path, const TargetOptions& options)
   if (::fstat(fd_.get(), &st) != 0) ThrowErrno("stat " + path);
   if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) throw UsageError(not_a_disk);
   if (options.vet) options.vet(st);
-  if (const auto warning = LockDisk(fd_.get(), "target " + path, DiskUse::kWrite)) {
-    if (options.warn) options.warn(*warning);
-  }
+  lock_ = LockDisk(fd_.get(), "target " + path, DiskUse::kWrite);
+  if (lock_.warning && options.warn) options.warn(*lock_.warning);
   uid_ = st.st_uid;
   gid_ = st.st_gid;
   if (S_ISBLK(st.st_mode)) {

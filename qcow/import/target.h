@@ -11,6 +11,7 @@
 #include <string>
 
 #include "qcow/import/stream_decoder.h"
+#include "qcow/io/disk_lock.h"
 #include "qcow/io/unique_fd.h"
 
 namespace qcow {
@@ -30,8 +31,9 @@ struct TargetOptions {
 // last resort.
 class RawTarget : public ImageSink {
  public:
-  // Opens path read-write (a block device with O_EXCL) and locks it (DiskUse::kWrite) for
-  // as long as this object, or a process forked with it, keeps it open. Throws UsageError
+  // Opens path read-write (a block device with O_EXCL) and locks it (DiskUse::kWrite, a
+  // loop device's file too) for as long as this object, or a process forked with it, keeps
+  // it open. Throws UsageError
   // when it is neither a regular file nor a block device (a directory, say), DiskInUse when
   // another process uses it (its lock, or a block device mounted or opened exclusively),
   // what options.vet throws, std::system_error when it cannot be opened.
@@ -59,6 +61,7 @@ class RawTarget : public ImageSink {
 
   std::string path_;
   UniqueFd fd_;
+  DiskLock lock_;  // a loop device's file, locked for writing as long as fd_ is open
   bool block_device_ = false;
   bool prezeroed_;
   uint64_t size_ = 0;

@@ -7,6 +7,8 @@
 #include <initializer_list>
 #include <system_error>
 
+#include "qcow/io/loop_file.h"
+
 namespace qcow {
 namespace {
 
@@ -46,9 +48,12 @@ int TestByte(int fd, off_t at) {
   return fl.l_type == F_UNLCK ? 0 : EAGAIN;
 }
 
-}  // namespace
+// Loops over loop devices deeper than this are not followed (the kernel refuses cycles).
+constexpr int kMaxLoopDepth = 8;
 
-std::optional<std::string> LockDisk(int fd, const std::string& name, DiskUse use) {
+// Locks the open file fd alone (see LockDisk); returns a warning when its file system takes
+// no OFD locks.
+std::optional<std::string> LockOpenFile(int fd, const std::string& name, DiskUse use) {
   int err = 0;
   if (use == DiskUse::kWrite) {
     // Exclusive locks on the bytes of writing, unchanged writing and resizing, held and
@@ -81,9 +86,74 @@ std::optional<std::string> LockDisk(int fd, const std::string& name, DiskUse use
   throw std::system_error(err, std::generic_category(), "locking " + name);
 }
 
-bool SameDisk(const struct stat& a, const struct stat& b) {
+void AddWarning(DiskLock& lock, const std::string& warning) {
+  if (!lock.warning) lock.warning = warning;
+}
+
+// Locks fd, and the file it reads when it is a loop device, into `lock`.
+void LockInto(int fd, const std::string& name, DiskUse use, int depth, DiskLock& lock) {
+  if (auto warning = LockOpenFile(fd, name, use)) AddWarning(lock, *warning);
+  struct stat st;
+  if (depth >= kMaxLoopDepth || ::fstat(fd, &st) != 0) return;
+  const std::optional<LoopFile> file = LoopFileOf(fd, st);
+  if (!file) return;
+  UniqueFd backing = OpenLoopFile(*file, use == DiskUse::kWrite ? O_WRONLY : O_RDONLY);
+  if (backing.get() < 0) {
+    const int err = errno;
+    if (err == ENOENT) return;  // deleted, or out of reach: the loop device is a disk of its own
+    AddWarning(lock, name + " is a loop device over " + file->path + ", which cannot be opened (" +
+                         std::strerror(err) +
+                         ") to lock it; going on, so a process using that file at the same "
+                         "time is not refused");
+    return;
+  }
+  LockInto(backing.get(), name + " (a loop device over " + file->path + ")", use, depth + 1, lock);
+  lock.held.push_back(std::move(backing));
+}
+
+// Returns st, then the file each loop device in turn reads, as stats SameNode compares.
+std::vector<struct stat> DiskAndLoopFiles(const struct stat& st) {
+  std::vector<struct stat> out{st};
+  while (out.size() <= kMaxLoopDepth) {
+    const std::optional<LoopFile> file = LoopFileOf(out.back());
+    if (!file) break;
+    struct stat next {};
+    next.st_dev = file->dev;
+    next.st_ino = file->ino;
+    next.st_rdev = file->rdev;
+    next.st_mode = file->rdev ? S_IFBLK : S_IFREG;  // a loop reads a file or a block device
+    out.push_back(next);
+  }
+  return out;
+}
+
+bool SameNode(const struct stat& a, const struct stat& b) {
   if (a.st_dev == b.st_dev && a.st_ino == b.st_ino) return true;
   return S_ISBLK(a.st_mode) && S_ISBLK(b.st_mode) && a.st_rdev == b.st_rdev;
+}
+
+}  // namespace
+
+DiskLock LockDisk(int fd, const std::string& name, DiskUse use) {
+  DiskLock lock;
+  LockInto(fd, name, use, 0, lock);
+  return lock;
+}
+
+bool SameDisk(const struct stat& a, const struct stat& b) {
+  if (SameNode(a, b)) return true;
+  if (!S_ISBLK(a.st_mode) && !S_ISBLK(b.st_mode)) return false;
+  const std::vector<struct stat> as = DiskAndLoopFiles(a), bs = DiskAndLoopFiles(b);
+  for (const struct stat& x : as) {
+    for (const struct stat& y : bs) {
+      if (SameNode(x, y)) return true;
+    }
+  }
+  return false;
+}
+
+std::string SameDiskNote(const struct stat& a, const struct stat& b) {
+  return SameNode(a, b) ? "" : " (a loop device and the file it reads)";
 }
 
 }  // namespace qcow

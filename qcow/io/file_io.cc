@@ -14,7 +14,8 @@
 
 namespace qcow {
 
-int OpenDisk(const std::string& path, int extra_flags, struct stat* st, uint64_t* size) {
+int OpenDisk(const std::string& path, int extra_flags, struct stat* st, uint64_t* size,
+             DiskLock* lock) {
   // Looked at before it is opened: opening some character devices acts (a watchdog arms, a
   // terminal becomes the controlling one), and a name an image gives may lead anywhere.
   struct stat before;
@@ -39,7 +40,8 @@ int OpenDisk(const std::string& path, int extra_flags, struct stat* st, uint64_t
   }
   // A reader goes on where the file system takes no locks: a writer there could not lock
   // the disk either, and says so itself.
-  (void)LockDisk(fd.get(), path, DiskUse::kRead);
+  DiskLock locked = LockDisk(fd.get(), path, DiskUse::kRead);
+  if (lock) *lock = std::move(locked);
   // Reads of files and block devices do not block anyway; the flag only kept open() from
   // waiting on a FIFO.
   if (::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK) != 0) {

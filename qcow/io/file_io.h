@@ -8,15 +8,20 @@
 #include <functional>
 #include <string>
 
+#include "qcow/io/disk_lock.h"
+
 namespace qcow {
 
 // Opens the disk at path read-only (with extra_flags such as O_DIRECT) without blocking on
 // a FIFO or a device that waits, locks it for reading (DiskUse::kRead: writers are kept
 // out while the descriptor is open) and returns its descriptor (close-on-exec), its stat
-// in *st and its size in *size (BLKGETSIZE64 for a block device). Throws UsageError when it
-// is neither a regular file nor a block device, DiskInUse when another process writes it,
-// std::system_error when it cannot be opened.
-int OpenDisk(const std::string& path, int extra_flags, struct stat* st, uint64_t* size);
+// in *st and its size in *size (BLKGETSIZE64 for a block device). The file a loop device
+// reads is locked too: into *lock, which the caller keeps as long as the descriptor; without
+// `lock` it is checked and let go. Throws UsageError when it is neither a regular file nor
+// a block device, DiskInUse when another process writes it, std::system_error when it
+// cannot be opened.
+int OpenDisk(const std::string& path, int extra_flags, struct stat* st, uint64_t* size,
+             DiskLock* lock = nullptr);
 
 // Reads up to n bytes at offset; returns how many the file had (short only at its end).
 // Throws std::system_error naming `path` and the offset.

@@ -43,8 +43,15 @@ uint8_t* AlignedScratch(uint64_t n) {
 
 class FdSource : public Source {
  public:
-  FdSource(int fd, const std::string& path, const struct stat& st, uint64_t size, bool direct)
-      : fd_(fd), path_(path), mtime_(st.st_mtim), st_(st), size_(size), direct_(direct) {}
+  FdSource(int fd, DiskLock lock, const std::string& path, const struct stat& st, uint64_t size,
+           bool direct)
+      : fd_(fd),
+        lock_(std::move(lock)),
+        path_(path),
+        mtime_(st.st_mtim),
+        st_(st),
+        size_(size),
+        direct_(direct) {}
   ~FdSource() override { ::close(fd_); }
 
   uint64_t size() const override { return size_; }
@@ -103,6 +110,7 @@ class FdSource : public Source {
   }
 
   int fd_;
+  DiskLock lock_;  // a loop device's file, locked as long as fd_ is open
   std::string path_;
   timespec mtime_;
   struct stat st_;
@@ -138,9 +146,12 @@ class BlockDeviceSource : public FdSource {
 std::unique_ptr<Source> OpenRawSource(const std::string& path, bool direct) {
   struct stat st;
   uint64_t size = 0;
-  const int fd = OpenDisk(path, direct ? O_DIRECT : 0, &st, &size);
-  if (S_ISREG(st.st_mode)) return std::make_unique<FileSource>(fd, path, st, size, direct);
-  return std::make_unique<BlockDeviceSource>(fd, path, st, size, direct);
+  DiskLock lock;
+  const int fd = OpenDisk(path, direct ? O_DIRECT : 0, &st, &size, &lock);
+  if (S_ISREG(st.st_mode)) {
+    return std::make_unique<FileSource>(fd, std::move(lock), path, st, size, direct);
+  }
+  return std::make_unique<BlockDeviceSource>(fd, std::move(lock), path, st, size, direct);
 }
 
 }  // namespace qcow
