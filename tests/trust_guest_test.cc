@@ -230,7 +230,7 @@ TEST_P(GuestDisk, BlockDeviceIsReadRaw) {
       const auto r = Sh(command);
       ExpectNothingReached(command, r.output);
       EXPECT_EQ(r.status, 3) << r.output;
-      EXPECT_NE(r.output.find("is outside /dev and the --path directories"), std::string::npos)
+      EXPECT_NE(r.output.find("is not a block device in /dev or a --path directory"), std::string::npos)
           << r.output;
     }
   }
