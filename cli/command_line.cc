@@ -109,6 +109,11 @@ void AddServeOptions(CLI::App* cmd, ServeArgs& a) {
                 "--prezeroed is ignored)");
   cmd->add_flag("--direct", a.direct,
                 "xapi compatibility: accepted; the target is always fsynced before success");
+  cmd->add_option("--idle-timeout", a.idle_timeout,
+                  "Fail when no byte of the image arrives for this many seconds (0: wait "
+                  "forever)")
+      ->check(CLI::Range(0u, 2'000'000u))
+      ->capture_default_str();
   AddProgressOptions(cmd, a.progress);
   AddSpoolOptions(cmd, a.spool);
 }

@@ -116,15 +116,23 @@ int RunServe(const ServeArgs& a) {
   int rc = 0;
   bool ended_early = false;
   SetInterruptNote("the target holds a partial image");
+  const int idle_ms = a.idle_timeout ? static_cast<int>(a.idle_timeout * 1000) : -1;
   for (;;) {
     if (input_size && offset >= *input_size) break;
     const uint64_t want =
         input_size ? std::min<uint64_t>(buf.size(), *input_size - offset) : buf.size();
     // Waits for input or a stop signal, also on a descriptor its owner made non-blocking.
-    const ssize_t n = qcow::ReadWaiting(in.fd(), buf.data(), want, StopFd());
+    const ssize_t n = qcow::ReadWaiting(in.fd(), buf.data(), want, StopFd(), idle_ms);
     if (n < 0 && errno == ECANCELED) {
       job.Abort(InterruptedBySignal() + " after " + std::to_string(offset) +
                 " bytes of the image; the target holds a partial image");
+      rc = EIO;
+      break;
+    }
+    if (n < 0 && errno == ETIMEDOUT) {
+      job.Abort("no byte of the image came from " + in.description() + " for " +
+                std::to_string(a.idle_timeout) + " seconds (--idle-timeout) after " +
+                std::to_string(offset) + " bytes; the target holds a partial image");
       rc = EIO;
       break;
     }

@@ -21,6 +21,9 @@ struct ServeArgs {
   // stream_decode: apply any image as xapi's importer does (unallocated ranges untouched).
   bool keep_unallocated = false;
   bool direct = false;
+  // Seconds without a byte of the image before the import fails (0: no limit): a peer that
+  // stalls does not hold the target, and its lock, forever.
+  unsigned idle_timeout = 600;
   ProgressArgs progress;
   SpoolArgs spool;
   XapiArgs xapi;

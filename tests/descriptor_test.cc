@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -197,6 +198,33 @@ TEST_F(Descriptors, AFinishedImportDoesNotWaitForAPeerThatKeepsSending) {
                   .status,
               0);
   }
+}
+
+// A peer that stalls mid-image (its side stays open, nothing more comes) does not hold the
+// import and its target's lock forever: past --idle-timeout it fails with one line naming
+// the stall and how far the image got.
+TEST_F(Descriptors, APeerThatStallsMidImageFailsAfterTheIdleTimeout) {
+  int fds[2];
+  ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+  const auto image = ReadFile(dir_ / "img.qcow2");
+  ASSERT_GT(image.size(), 60000u);
+  ASSERT_EQ(write(fds[1], image.data(), 60000), 60000);
+  StopRun run;
+  run.args = {"stream_decode", "--idle-timeout", "1", dir_ / "target"};
+  run.in = fds[0];
+  run.limit = 20;
+  const StopOutcome o = RunAndStop(run);
+  close(fds[0]);
+  close(fds[1]);
+  ASSERT_TRUE(o.ended) << o.Describe();
+  ASSERT_TRUE(WIFEXITED(o.wait_status)) << o.Describe();
+  EXPECT_EQ(WEXITSTATUS(o.wait_status), 1) << o.Describe();
+  EXPECT_GE(o.seconds, 0.9) << o.Describe();
+  EXPECT_LT(o.seconds, 15.0) << o.Describe();
+  EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;
+  EXPECT_NE(o.err.find("no byte of the image came"), std::string::npos) << o.err;
+  EXPECT_NE(o.err.find("for 1 seconds (--idle-timeout) after 60000 bytes"), std::string::npos)
+      << o.err;
 }
 
 }  // namespace

@@ -31,12 +31,19 @@ int WaitReady(int fd, short events, int stop_fd, int timeout_ms) {
 namespace {
 
 // Runs op (a read or a write) on fd, first waiting for `events` when there is a stop_fd to
-// watch, and again after each EAGAIN.
+// watch or a time limit, and again after each EAGAIN.
 template <typename Op>
-ssize_t Waiting(int fd, short events, int stop_fd, Op op) {
-  bool wait = stop_fd >= 0;
+ssize_t Waiting(int fd, short events, int stop_fd, int timeout_ms, Op op) {
+  bool wait = stop_fd >= 0 || timeout_ms >= 0;
   for (;;) {
-    if (wait && WaitReady(fd, events, stop_fd) < 0) return -1;
+    if (wait) {
+      const int ready = WaitReady(fd, events, stop_fd, timeout_ms);
+      if (ready < 0) return -1;
+      if (ready == 0) {
+        errno = ETIMEDOUT;
+        return -1;
+      }
+    }
     const ssize_t r = op();
     if (r >= 0) return r;
     if (errno == EINTR) continue;
@@ -47,12 +54,12 @@ ssize_t Waiting(int fd, short events, int stop_fd, Op op) {
 
 }  // namespace
 
-ssize_t ReadWaiting(int fd, void* buf, size_t n, int stop_fd) {
-  return Waiting(fd, POLLIN, stop_fd, [&] { return ::read(fd, buf, n); });
+ssize_t ReadWaiting(int fd, void* buf, size_t n, int stop_fd, int timeout_ms) {
+  return Waiting(fd, POLLIN, stop_fd, timeout_ms, [&] { return ::read(fd, buf, n); });
 }
 
 ssize_t WriteWaiting(int fd, const void* buf, size_t n, int stop_fd) {
-  return Waiting(fd, POLLOUT, stop_fd, [&] { return ::write(fd, buf, n); });
+  return Waiting(fd, POLLOUT, stop_fd, -1, [&] { return ::write(fd, buf, n); });
 }
 
 }  // namespace qcow

@@ -27,11 +27,12 @@ bool StopRequested(int stop_fd);
 // ECANCELED when stop_fd is readable (checked first) or with poll's errno.
 int WaitReady(int fd, short events, int stop_fd, int timeout_ms = -1);
 
-// read(2) that waits. With a stop_fd it first waits for input, so that a stop is seen while
-// a blocking descriptor has nothing to read; EAGAIN from a non-blocking one is waited on the
-// same way; EINTR is retried. Returns read's count (0 at the end of input), or -1 with errno
-// (ECANCELED: stop_fd became readable).
-ssize_t ReadWaiting(int fd, void* buf, size_t n, int stop_fd = -1);
+// read(2) that waits. With a stop_fd or a timeout it first waits for input, so that a stop
+// is seen while a blocking descriptor has nothing to read; EAGAIN from a non-blocking one is
+// waited on the same way; EINTR is retried. Returns read's count (0 at the end of input), or
+// -1 with errno (ECANCELED: stop_fd became readable; ETIMEDOUT: no input came for
+// timeout_ms, -1 meaning no limit).
+ssize_t ReadWaiting(int fd, void* buf, size_t n, int stop_fd = -1, int timeout_ms = -1);
 
 // write(2) that waits likewise for room. Past the wait, a blocking pipe or socket can still
 // block inside the write until its reader makes room for all n bytes: a stop then needs a
