@@ -38,6 +38,18 @@ void RefuseProgressInto(const ProgressArgs& args, const std::vector<UsedDisk>& d
   }
 }
 
+void RefuseProgressIntoStream(const ProgressArgs& args, int fd, const std::string& name) {
+  if (!args.enabled || !args.machine) return;
+  struct stat progress, stream;
+  if (::fstat(args.machine_fd(), &progress) != 0 || ::fstat(fd, &stream) != 0) return;
+  // Files and devices are SameDisk's; a character device (/dev/null) takes both harmlessly.
+  if (!S_ISFIFO(stream.st_mode) && !S_ISSOCK(stream.st_mode)) return;
+  if (progress.st_dev != stream.st_dev || progress.st_ino != stream.st_ino) return;
+  throw qcow::UsageError(ProgressFdName(args) + " is the " +
+                         (S_ISFIFO(stream.st_mode) ? "pipe" : "socket") + " of " + name +
+                         ", which carries the image; refusing to mix progress into the image");
+}
+
 Progress::Progress(const ProgressArgs& args) : start_(std::chrono::steady_clock::now()) {
   if (!args.enabled) return;
   if (args.machine) {

@@ -32,6 +32,11 @@ struct UsedDisk {
 // is one of `disks` (qcow::SameDisk): its digits would land in a disk.
 void RefuseProgressInto(const ProgressArgs& args, const std::vector<UsedDisk>& disks);
 
+// Throws UsageError when machine progress goes to the pipe or socket open on `fd` (`name`),
+// which carries an image: the digits would land inside it (another descriptor of it, such
+// as --progress-fd 5 with 5>&1).
+void RefuseProgressIntoStream(const ProgressArgs& args, int fd, const std::string& name);
+
 class Progress {
  public:
   explicit Progress(const ProgressArgs& args);

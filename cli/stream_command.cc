@@ -45,6 +45,7 @@ int RunStream(const StreamArgs& a) {
         "--progress --machine writes to stdout, which carries the image: "
         "give --progress-fd N");
   }
+  RefuseProgressIntoStream(a.progress, out.fd(), out.description());
   Progress progress(a.progress);
   // A reader that goes away must give EPIPE and a message, not kill us.
   std::signal(SIGPIPE, SIG_IGN);

@@ -230,7 +230,8 @@ TEST_P(GuestDisk, BlockDeviceIsReadRaw) {
       const auto r = Sh(command);
       ExpectNothingReached(command, r.output);
       EXPECT_EQ(r.status, 3) << r.output;
-      EXPECT_NE(r.output.find("is not a block device in /dev or a --path directory"), std::string::npos)
+      EXPECT_NE(r.output.find("is not a block device in /dev or a --path directory"),
+                std::string::npos)
           << r.output;
     }
   }
@@ -296,6 +297,43 @@ TEST(GuestBackingFile, ACharacterDeviceIsNotOpened) {
   EXPECT_EQ(r.status, 3) << r.output;
   EXPECT_NE(r.output.find("is neither a regular file nor a block device"), std::string::npos)
       << r.output;
+}
+
+// check reads its image as every other command does: a character device or a FIFO is
+// refused unopened (it opened them: a watchdog armed, a FIFO waited for a writer).
+TEST(GuestBackingFile, CheckOpensNoDeviceOrFifo) {
+  TempDir dir;
+  ASSERT_EQ(::mknod((dir / "cdev").c_str(), S_IFCHR | 0600, makedev(1, 3)), 0);  // /dev/null
+  ASSERT_EQ(::mkfifo((dir / "fifo").c_str(), 0600), 0);
+  OpenWatch watch;
+  for (const char* name : {"cdev", "fifo"}) {
+    watch.Add(dir / name);
+    const auto r = Sh("timeout 10 " + Q() + " check " + Quote(dir / name));
+    EXPECT_EQ(watch.Events(), 0) << name << " was opened";
+    EXPECT_EQ(r.status, 2) << r.output;
+    EXPECT_EQ(Lines(r.output), 1u) << r.output;
+    EXPECT_NE(r.output.find("is neither a regular file nor a block device"), std::string::npos)
+        << r.output;
+  }
+}
+
+// sysfs names the file of a loop device whose file was deleted "PATH (deleted)"; whatever
+// now lies at that path is not the device's file and is not opened (it was, to be checked
+// after: a character device there was opened by every command that read the device).
+TEST(GuestBackingFile, ALoopDevicesDeletedFileIsNotOpened) {
+  TempDir dir;
+  WriteAt(dir / "disk", 0, RandomBytes(1 << 20, 7));
+  LoopDevice loop(dir / "disk");
+  ASSERT_FALSE(loop.device().empty()) << loop.output();
+  const std::string stand_in = dir / "disk (deleted)";
+  ASSERT_EQ(::unlink((dir / "disk").c_str()), 0);
+  ASSERT_EQ(::mknod(stand_in.c_str(), S_IFCHR | 0600, makedev(1, 3)), 0);  // /dev/null
+  OpenWatch watch;
+  watch.Add(stand_in);
+  const auto r = Sh(Q() + " stream --source " + Quote(loop.device()) + " --destination null: && " +
+                    Q() + " map " + Quote(loop.device()));
+  EXPECT_EQ(watch.Events(), 0) << "the character device at " << stand_in << " was opened";
+  EXPECT_EQ(r.status, 0) << r.output;
 }
 
 // A link named .qcow2 to a raw disk whose real path cannot be resolved (past PATH_MAX)

@@ -259,6 +259,28 @@ TEST_F(Typos, ProgressNeverGoesIntoADisk) {
       << r.output;
 }
 
+// Machine progress on another descriptor of the pipe that carries the image (5>&1, or the
+// FIFO the destination names) went into the image: exit 0 with digits among its bytes. It
+// is refused like progress on stdout itself, before anything is written.
+TEST_F(Typos, ProgressNeverGoesIntoTheImagesPipe) {
+  const std::string stream = Q() + " stream --source src.raw --progress --machine";
+  auto r = Sh("cd " + Quote(dir_.path()) + " && { timeout 20 " + stream +
+              " --destination - --progress-fd 5 5>&1 2>err; echo $? >rc; } | cat >out && cat rc "
+              "err && wc -c <out");
+  EXPECT_EQ(r.output,
+            "2\nqcowfs: error: --progress-fd 5 is the pipe of stdout, which carries "
+            "the image; refusing to mix progress into the image\n0\n");
+  r = Sh("cd " + Quote(dir_.path()) + " && mkfifo ff && { cat ff >out & } && timeout 20 " + stream +
+         " --destination ff --progress-fd 5 5<>ff; echo \"rc $?\"; wait; wc -c <out");
+  EXPECT_EQ(r.output,
+            "qcowfs: error: --progress-fd 5 is the pipe of ff, which carries the "
+            "image; refusing to mix progress into the image\nrc 2\n0\n");
+  // /dev/null takes both.
+  r = Sh("cd " + Quote(dir_.path()) + " && " + stream +
+         " --destination /dev/null --progress-fd 5 5>/dev/null");
+  EXPECT_EQ(r.status, 0) << r.output;
+}
+
 TEST_F(Typos, ServeReplacesOnlyASocket) {
   WriteAt(dir_ / "sock", 0, RandomBytes(4096, 4));
   ExpectRefusedIntact(Q() + " serve --source unix:sock --destination other.raw",

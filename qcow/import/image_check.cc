@@ -12,6 +12,7 @@
 
 #include "qcow/format/errors.h"
 #include "qcow/import/stream_decoder.h"
+#include "qcow/io/file_io.h"
 
 namespace qcow {
 namespace {
@@ -34,11 +35,16 @@ class CountingSink : public ImageSink {
 
 ImageReport CheckImage(const std::string& path, bool delta) {
   ImageReport report;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  RefuseNonDisk(path);
+  // Not blocking, and no controlling terminal, should another file take the name meanwhile.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) ThrowErrno("opening " + path);
   std::unique_ptr<int, void (*)(int*)> closer(&fd, [](int* f) { ::close(*f); });
   struct stat st;
   if (::fstat(fd, &st) != 0) ThrowErrno("stat " + path);
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+    throw UsageError(path + " is neither a regular file nor a block device");
+  }
   report.file_size = static_cast<uint64_t>(st.st_size);
 
   CountingSink sink;

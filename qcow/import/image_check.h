@@ -24,7 +24,8 @@ struct ImageReport {
 };
 
 // Reads the file at path and decodes it completely into nowhere (as a delta import would
-// with `delta`). Throws std::system_error only when the file cannot be read; problems with
+// with `delta`). Throws std::system_error only when the file cannot be read, and UsageError
+// (before opening it) when it is neither a regular file nor a block device; problems with
 // the image go into the report.
 ImageReport CheckImage(const std::string& path, bool delta = false);
 

@@ -14,14 +14,18 @@
 
 namespace qcow {
 
-int OpenDisk(const std::string& path, int extra_flags, struct stat* st, uint64_t* size,
-             DiskLock* lock) {
+void RefuseNonDisk(const std::string& path) {
   // Looked at before it is opened: opening some character devices acts (a watchdog arms, a
   // terminal becomes the controlling one), and a name an image gives may lead anywhere.
   struct stat before;
   if (::stat(path.c_str(), &before) == 0 && !S_ISREG(before.st_mode) && !S_ISBLK(before.st_mode)) {
     throw UsageError(path + " is neither a regular file nor a block device");
   }
+}
+
+int OpenDisk(const std::string& path, int extra_flags, struct stat* st, uint64_t* size,
+             DiskLock* lock) {
+  RefuseNonDisk(path);
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | extra_flags));
   if (fd.get() < 0) {
     if (errno == EINVAL && (extra_flags & O_DIRECT)) {

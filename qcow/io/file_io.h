@@ -12,6 +12,11 @@
 
 namespace qcow {
 
+// Throws UsageError when the file at path (links followed) is neither a regular file nor a
+// block device, before anything opens it: opening a character device may act (a watchdog
+// arms) and opening a FIFO waits. A path that leads nowhere passes (open says why).
+void RefuseNonDisk(const std::string& path);
+
 // Opens the disk at path read-only (with extra_flags such as O_DIRECT) without blocking on
 // a FIFO or a device that waits, locks it for reading (DiskUse::kRead: writers are kept
 // out while the descriptor is open) and returns its descriptor (close-on-exec), its stat

@@ -70,6 +70,15 @@ std::optional<LoopFile> LoopFileOf(const struct stat& st) {
 }
 
 UniqueFd OpenLoopFile(const LoopFile& file, int flags) {
+  // Looked at before it is opened: sysfs gives a deleted file's path with " (deleted)"
+  // appended, and whoever can write its directory may put a FIFO there, or a link to a
+  // character device, which opening would act on (a watchdog arms).
+  struct stat before;
+  if (::stat(file.path.c_str(), &before) != 0 || before.st_dev != file.dev ||
+      before.st_ino != file.ino) {
+    errno = ENOENT;
+    return UniqueFd();
+  }
   UniqueFd fd(::open(file.path.c_str(), flags | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
   if (fd.get() < 0) return fd;
   struct stat st;

@@ -30,7 +30,8 @@ std::optional<LoopFile> LoopFileOf(int fd, const struct stat& st);
 std::optional<LoopFile> LoopFileOf(const struct stat& st);
 
 // Opens the loop's file with `flags` (O_RDONLY or O_WRONLY; close-on-exec) through its
-// path, and checks that the path still leads to that file. Returns the descriptor, or an
+// path, and checks before and after opening that the path leads to that file (nothing else
+// at that path is opened). Returns the descriptor, or an
 // empty one with errno set: ENOENT when the path leads nowhere or to another file (the file
 // was deleted or replaced, or lies in another mount namespace), else open's errno.
 UniqueFd OpenLoopFile(const LoopFile& file, int flags);
