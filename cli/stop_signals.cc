@@ -191,9 +191,32 @@ ExitClaim ClaimExit(int status) {
   }
 }
 
+namespace {
+
+// The message with its control characters written out (a newline as \n, ESC as \x1b): a name that
+// holds a newline or an escape sequence keeps the error on one line and the terminal sane.
+std::string OneLine(const std::string& message) {
+  std::string out;
+  for (const char c : message) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '\n') {
+      out += "\\n";
+    } else if ((u < 0x20 && c != '\t') || u == 0x7f) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", u);
+      out += hex;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 void PrintFinalError(const std::string& message, int status) {
   if (ClaimExit(status) == ExitClaim::kOk) {
-    std::fprintf(stderr, "%s: error: %s\n", program.load(), message.c_str());
+    std::fprintf(stderr, "%s: error: %s\n", program.load(), OneLine(message).c_str());
   }
 }
 

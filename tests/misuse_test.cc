@@ -194,6 +194,17 @@ TEST(Misuse, RefusedDirtyImageIsOneLine) {
   EXPECT_NE(r.output.find("warning: the image's dirty bit is set"), std::string::npos) << r.output;
 }
 
+// A file name holding a newline or an escape sequence keeps the error one line, the
+// characters written out.
+TEST(Misuse, ControlCharactersInANameKeepTheErrorOneLine) {
+  TempDir dir;
+  const std::string name = dir / "a\nb\x1b[2J";
+  const auto r = Sh(Q() + " info " + Quote(name));
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_EQ(Lines(r.output), 1) << r.output;
+  EXPECT_NE(r.output.find("a\\nb\\x1b[2J"), std::string::npos) << r.output;
+}
+
 TEST(Misuse, UnknownCommandIsNamed) {
   const auto r = Sh(Q() + " bogus --source x");
   EXPECT_EQ(r.status, 2) << r.output;
