@@ -5,8 +5,8 @@
 #                    qemu-img, import it back and compare
 #   ./dev.sh test    install what is missing, build, run the whole test suite, build and
 #                    check the packages, fuzz each libFuzzer target for FUZZ_CI_SECONDS
-#                    (default 20), try the static binary in an empty root, then run the unit
-#                    and interop suites again built with AddressSanitizer and UBSan
+#                    (default 20), run the unit and interop suites again built with
+#                    AddressSanitizer and UBSan, then try the static binary in an empty root
 #   ./dev.sh build   install what is missing and build
 #   ./dev.sh asan    the whole test suite built with AddressSanitizer and UBSan (build-asan/)
 #   ./dev.sh packages  the RPM (packaging/rpm/qcowfs.spec, a static binary) and the Debian
@@ -90,20 +90,28 @@ run_tests() {
   # Unit, interop and tools suites in parallel.
   ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" -LE fuse
   # The FUSE suites run one at a time (RUN_SERIAL), which leaves a core idle: the sanitizer
-  # build, the packages, then the fuzz targets' build and a short run of each take it
-  # meanwhile, at low priority, their output kept for a failure.
+  # build takes it meanwhile, at low priority. The packages and the fuzz targets, much of
+  # whose work runs on one core (linking, rpmbuild, each fuzz run), then overlap the
+  # sanitized suites. Background output is kept for a failure.
   local log="$BUILD_DIR/background-builds.log" fuse=0 background=0 pid
-  (renice -n 10 "$BASHPID" >/dev/null && timed sanitized_build "${SANITIZED_TARGETS[@]}" &&
-    timed build_packages && timed fuzz_build && timed fuzz_run "${FUZZ_CI_SECONDS:-20}") \
+  (renice -n 10 "$BASHPID" >/dev/null && timed sanitized_build "${SANITIZED_TARGETS[@]}") \
     > "$log" 2>&1 &
   pid=$!
   ctest --test-dir "$BUILD_DIR" --output-on-failure -L fuse || fuse=$?
   wait "$pid" || background=$?
   if ((background)); then cat "$log"; fi
   if ((fuse || background)); then return 1; fi
+  (renice -n 10 "$BASHPID" >/dev/null && timed build_packages && timed fuzz_build &&
+    timed fuzz_run "${FUZZ_CI_SECONDS:-20}") >> "$log" 2>&1 &
+  pid=$!
+  local sanitized=0
+  sanitized_run 'unit|interop' || sanitized=$?
+  wait "$pid" || background=$?
+  if ((background)); then cat "$log"; fi
+  if ((sanitized || background)); then return 1; fi
   grep '^dev.sh: \|^build-packages: ' "$log" || true
+  # The static binary mounts FUSE: after the suites that do.
   static_root_test
-  sanitized_run 'unit|interop'
 }
 
 # Runs "$@" and says how long it took.
