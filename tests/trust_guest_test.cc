@@ -37,6 +37,17 @@ std::vector<uint8_t> Marked(const std::string& marker, uint64_t size, uint64_t s
   return bytes;
 }
 
+// What a host file a guest must not reach holds, and that file, written into dir.
+const std::string kSecret = "HOST-SECRET-0600-MARKER";
+void WriteHostSecret(const TempDir& dir, uint64_t size) {
+  WriteAt(dir / "host-secret", 0, Marked(kSecret, size, 1));
+}
+
+// Runs shell commands in dir (images made by qemu-img name their files relative to it).
+CommandResult ShIn(const TempDir& dir, const std::string& commands) {
+  return Sh("cd " + Quote(dir.path()) + " && " + commands);
+}
+
 // Reports every open of the files it watches.
 class OpenWatch {
  public:
@@ -74,7 +85,7 @@ class GuestDisk : public ::testing::TestWithParam<CraftCase> {
   void SetUp() override {
     // What the guest must not reach: a root-only host file, a neighbour's raw disk and a
     // neighbour's VHD, each full of a marker.
-    WriteAt(dir_ / "host-secret", 0, Marked(kSecret, 64 << 10, 1));
+    WriteHostSecret(dir_, 64 << 10);
     ASSERT_EQ(::chmod((dir_ / "host-secret").c_str(), 0600), 0);
     WriteAt(dir_ / "neighbour.raw", 0, Marked(kNeighbour, kDiskSize, 2));
     VhdImage neighbour = VhdImage::Dynamic(kDiskSize);
@@ -89,8 +100,8 @@ class GuestDisk : public ::testing::TestWithParam<CraftCase> {
         const std::string backing = GetParam().craft == Craft::kQcow2NamingHostFile
                                         ? dir_ / "host-secret"
                                         : std::string("neighbour.raw");
-        const auto r = Sh("cd " + Quote(dir_.path()) + " && qemu-img create -q -f qcow2 -u -b " +
-                          Quote(backing) + " -F raw crafted 4M");
+        const auto r = ShIn(
+            dir_, "qemu-img create -q -f qcow2 -u -b " + Quote(backing) + " -F raw crafted 4M");
         ASSERT_EQ(r.status, 0) << r.output;
         meta = ReadFile(dir_ / "crafted");
         break;
@@ -201,7 +212,6 @@ class GuestDisk : public ::testing::TestWithParam<CraftCase> {
     }
   }
 
-  static inline const std::string kSecret = "HOST-SECRET-0600-MARKER";
   static inline const std::string kNeighbour = "NEIGHBOUR-VDI-MARKER";
   TempDir dir_;
   OpenWatch watch_;
@@ -249,13 +259,13 @@ INSTANTIATE_TEST_SUITE_P(
 // QEMU would probe the guest's header; qcowfs refuses, or reads raw what QEMU reads raw.
 TEST(GuestBackingFile, UnrecordedFormatIsNotTakenFromTheGuestsBytes) {
   TempDir dir;
-  WriteAt(dir / "host-secret", 0, Marked("HOST-SECRET-0600-MARKER", 64 << 10, 1));
-  const auto made = Sh("cd " + Quote(dir.path()) +
-                       " && qemu-img create -q -f qcow2 -u -b host-secret -F raw crafted 4M"
-                       " && truncate -s 4M base && dd if=crafted of=base conv=notrunc status=none"
-                       " && cp base base.raw"
-                       " && qemu-img create -q -f qcow2 -u -b base -F raw top.qcow2 4M"
-                       " && qemu-img create -q -f qcow2 -u -b base.raw -F raw top2.qcow2 4M");
+  WriteHostSecret(dir, 64 << 10);
+  const auto made = ShIn(dir,
+                         "qemu-img create -q -f qcow2 -u -b host-secret -F raw crafted 4M"
+                         " && truncate -s 4M base && dd if=crafted of=base conv=notrunc status=none"
+                         " && cp base base.raw"
+                         " && qemu-img create -q -f qcow2 -u -b base -F raw top.qcow2 4M"
+                         " && qemu-img create -q -f qcow2 -u -b base.raw -F raw top2.qcow2 4M");
   ASSERT_EQ(made.status, 0) << made.output;
   // Drop the recorded format, as older images have none: the backing format extension
   // becomes one of an unknown type.
@@ -287,8 +297,7 @@ TEST(GuestBackingFile, UnrecordedFormatIsNotTakenFromTheGuestsBytes) {
 TEST(GuestBackingFile, ACharacterDeviceIsNotOpened) {
   TempDir dir;
   ASSERT_EQ(::mknod((dir / "cdev").c_str(), S_IFCHR | 0600, makedev(1, 3)), 0);  // /dev/null
-  const auto made = Sh("cd " + Quote(dir.path()) +
-                       " && qemu-img create -q -f qcow2 -u -b cdev -F raw top.qcow2 1M");
+  const auto made = ShIn(dir, "qemu-img create -q -f qcow2 -u -b cdev -F raw top.qcow2 1M");
   ASSERT_EQ(made.status, 0) << made.output;
   OpenWatch watch;
   watch.Add(dir / "cdev");
@@ -341,13 +350,13 @@ TEST(GuestBackingFile, ALoopDevicesDeletedFileIsNotOpened) {
 TEST(GuestBackingFile, ANameThatCannotBeResolvedSaysNothing) {
   TempDir dir;
   const auto made =
-      Sh("cd " + Quote(dir.path()) +
-         " && N=$(printf 'd%.0s' $(seq 250)) && R=$(python3 -c \"print('/'.join(['d'*250]*8))\")"
-         " && mkdir -p deep/$R/$R/$N"
-         " && qemu-img create -q -f qcow2 -u -b /etc/shadow -F raw h.qcow2 1M"
-         " && ln -sfn $PWD/deep/$R s1 && ln -sfn $PWD/s1/$R s2 && ln -sfn $PWD/s2/$N s3"
-         " && cp h.qcow2 s3/guest.raw && truncate -s 1M s3/guest.raw"
-         " && ln -sf $PWD/s3/guest.raw vm.qcow2");
+      ShIn(dir,
+           "N=$(printf 'd%.0s' $(seq 250)) && R=$(python3 -c \"print('/'.join(['d'*250]*8))\")"
+           " && mkdir -p deep/$R/$R/$N"
+           " && qemu-img create -q -f qcow2 -u -b /etc/shadow -F raw h.qcow2 1M"
+           " && ln -sfn $PWD/deep/$R s1 && ln -sfn $PWD/s1/$R s2 && ln -sfn $PWD/s2/$N s3"
+           " && cp h.qcow2 s3/guest.raw && truncate -s 1M s3/guest.raw"
+           " && ln -sf $PWD/s3/guest.raw vm.qcow2");
   ASSERT_EQ(made.status, 0) << made.output;
   OpenWatch watch;
   watch.Add("/etc/shadow");
@@ -363,12 +372,12 @@ TEST(GuestBackingFile, ANameThatCannotBeResolvedSaysNothing) {
 // (base.raw) whose first bytes are a qcow2 header naming a host file is compared as raw.
 TEST(GuestBackingFile, TheBaseOfADeltaIsReadByItsOwnName) {
   TempDir dir;
-  WriteAt(dir / "host-secret", 0, Marked("HOST-SECRET-0600-MARKER", 64 << 10, 1));
-  const auto made = Sh("cd " + Quote(dir.path()) +
-                       " && qemu-img create -q -f qcow2 -u -b $PWD/host-secret -F raw h.qcow2 1M"
-                       " && cp h.qcow2 base.raw && truncate -s 1M base.raw"
-                       " && qemu-img create -q -f qcow2 top.qcow2 1M"
-                       " && qemu-io -c 'write -P 0x41 0 64k' top.qcow2 >/dev/null");
+  WriteHostSecret(dir, 64 << 10);
+  const auto made = ShIn(dir,
+                         "qemu-img create -q -f qcow2 -u -b $PWD/host-secret -F raw h.qcow2 1M"
+                         " && cp h.qcow2 base.raw && truncate -s 1M base.raw"
+                         " && qemu-img create -q -f qcow2 top.qcow2 1M"
+                         " && qemu-io -c 'write -P 0x41 0 64k' top.qcow2 >/dev/null");
   ASSERT_EQ(made.status, 0) << made.output;
   OpenWatch watch;
   watch.Add(dir / "host-secret");
@@ -387,10 +396,10 @@ TEST(GuestBackingFile, TheBaseOfADeltaIsReadByItsOwnName) {
 // gets there.
 TEST(GuestBackingFile, AVolumeReachesOnlyVolumesBesideIt) {
   TempDir dir;
-  WriteAt(dir / "host-secret", 0, Marked("HOST-SECRET-0600-MARKER", 1 << 20, 1));
-  const auto made = Sh("cd " + Quote(dir.path()) +
-                       " && qemu-img create -q -f qcow2 -u -b stdin -F raw h.qcow2 1M"
-                       " && cp h.qcow2 guest.raw && truncate -s 1M guest.raw");
+  WriteHostSecret(dir, 1 << 20);
+  const auto made = ShIn(dir,
+                         "qemu-img create -q -f qcow2 -u -b stdin -F raw h.qcow2 1M"
+                         " && cp h.qcow2 guest.raw && truncate -s 1M guest.raw");
   ASSERT_EQ(made.status, 0) << made.output;
   LoopDevice loop(dir / "guest.raw");
   ASSERT_FALSE(loop.device().empty()) << loop.output();
