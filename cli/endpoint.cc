@@ -61,6 +61,14 @@ int AcceptWaiting(int s, const std::string& spec) {
   }
 }
 
+// Locks the disk open on fd for writing (DiskUse::kWrite), says on stderr when the lock
+// cannot be taken, and returns the files the lock holds open beside fd.
+std::vector<qcow::UniqueFd> LockForWriting(int fd, const std::string& name) {
+  qcow::DiskLock lock = qcow::LockDisk(fd, name, qcow::DiskUse::kWrite);
+  if (lock.warning) std::fprintf(stderr, "qcowfs: warning: %s\n", lock.warning->c_str());
+  return std::move(lock.held);
+}
+
 // Splits "HOST:PORT" (HOST may be [v6]).
 std::pair<std::string, std::string> HostPort(const std::string& text, const std::string& spec) {
   size_t colon = text.rfind(':');
@@ -253,10 +261,9 @@ std::vector<qcow::UniqueFd> LockPassedFile(int fd, const std::string& name) {
                  err == ENOENT ? ": is /proc mounted?" : "");
     return {};
   }
-  qcow::DiskLock lock = qcow::LockDisk(own.get(), shown, qcow::DiskUse::kWrite);
-  if (lock.warning) std::fprintf(stderr, "qcowfs: warning: %s\n", lock.warning->c_str());
-  lock.held.push_back(std::move(own));
-  return std::move(lock.held);
+  std::vector<qcow::UniqueFd> held = LockForWriting(own.get(), shown);
+  held.push_back(std::move(own));
+  return held;
 }
 
 std::string FilePath(const std::string& spec) {
@@ -307,9 +314,7 @@ Endpoint OpenDestination(const std::string& spec, const VetFn& vet) {
   if (vet) vet(st);
   if (S_ISREG(st.st_mode)) {
     // Another process's import or export of the file keeps it as it is.
-    qcow::DiskLock lock = qcow::LockDisk(out.fd(), "destination " + path, qcow::DiskUse::kWrite);
-    if (lock.warning) std::fprintf(stderr, "qcowfs: warning: %s\n", lock.warning->c_str());
-    out.Hold(std::move(lock.held));
+    out.Hold(LockForWriting(out.fd(), "destination " + path));
     if (::ftruncate(out.fd(), 0) != 0) qcow::ThrowErrno("truncating destination " + path);
   }
   return out;
