@@ -5,9 +5,9 @@
 #                    qemu-img, import it back and compare
 #   ./dev.sh test    install what is missing, build, run the whole test suite, build and
 #                    check the packages, fuzz each libFuzzer target for FUZZ_CI_SECONDS
-#                    (default 12), run the unit and interop suites again built with
-#                    AddressSanitizer and UBSan (the broadest sweeps in part), then try the
-#                    static binary in an empty root
+#                    (default 12), run the unit and interop suites again against the library
+#                    and the binary built with AddressSanitizer and UBSan (the broadest sweeps
+#                    in part), then try the static binary in an empty root
 #   ./dev.sh build   install what is missing and build
 #   ./dev.sh asan    the whole test suite built with AddressSanitizer and UBSan (build-asan/)
 #   ./dev.sh packages  the RPM (packaging/rpm/qcowfs.spec, a static binary) and the Debian
@@ -39,35 +39,42 @@ install_deps() {
 }
 
 # -g1 (line tables: stack traces and perf still name lines) compiles the suites a quarter
-# faster than full debug information.
+# faster than full debug information. With $1 set, the sanitized twins are defined too (not
+# built: see sanitized_twins_build); without, the build directory lists no tests of theirs.
 build() {
   install_deps
   cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" >/dev/null
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" \
+    -DQCOWFS_SANITIZED_TWINS="$([[ -n ${1:-} ]] && echo ON || echo OFF)" >/dev/null
   cmake --build "$BUILD_DIR" -j "$(nproc)"
 }
 
-# Builds with AddressSanitizer and UBSan in build-asan/: the targets named, or everything.
-# -O1 with line tables only: half the compile time of -O2 -g, stack traces still name lines.
-sanitized_build() {
-  local targets=()
-  for t in "$@"; do targets+=(--target "$t"); done
-  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" -DQCOWFS_SANITIZE=address,undefined >/dev/null
-  cmake --build build-asan -j "$(nproc)" "${targets[@]}"
+# The sanitized twins in $BUILD_DIR: the library and the binary built again with
+# AddressSanitizer and UBSan, and every unit and interop suite's objects linked against them
+# (CMakeLists.txt, qcowfs_sanitized_twin).
+sanitized_twins_build() {
+  cmake --build "$BUILD_DIR" -j "$(nproc)" --target sanitized_suites
 }
 
-# Runs the suites of build-asan/ with labels matching $1 (a ctest -L regex), one more at
-# a time than there are cores: most of them wait on qemu-img and qcowfs processes. The
-# differential test runs a quarter of its mutants there (twice the time each under ASan;
-# the fuzz targets take the sanitizers over far more inputs). With $2 set, the broad sweeps
+# Everything built with AddressSanitizer and UBSan, suites included, in build-asan/.
+# -O1 with line tables only: half the compile time of -O2 -g, stack traces still name lines.
+sanitized_build() {
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" -DQCOWFS_SANITIZE=address,undefined >/dev/null
+  cmake --build build-asan -j "$(nproc)"
+}
+
+# Runs the suites of build directory $1 with labels matching $2 (a ctest -L regex), one
+# more at a time than there are cores: most of them wait on qemu-img and qcowfs processes.
+# The differential test runs a quarter of its mutants there (twice the time each under ASan;
+# the fuzz targets take the sanitizers over far more inputs). With $3 set, the broad sweeps
 # that SANITIZED_SWEEPS_SKIPPED names run in the plain build only.
 sanitized_run() {
   local skip=()
-  if [[ -n ${2:-} ]]; then skip=(-E "$SANITIZED_SWEEPS_SKIPPED"); fi
+  if [[ -n ${3:-} ]]; then skip=(-E "$SANITIZED_SWEEPS_SKIPPED"); fi
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     DIFFERENTIAL_MUTANTS=${DIFFERENTIAL_MUTANTS:-68} \
-    ctest --test-dir build-asan --output-on-failure -j "$(($(nproc) + 1))" -L "$1" "${skip[@]}"
+    ctest --test-dir "$1" --output-on-failure -j "$(($(nproc) + 1))" -L "$2" "${skip[@]}"
 }
 
 # What `dev.sh test` leaves out of its sanitized run, to stay within CI's time: the parts of
@@ -84,14 +91,6 @@ SANITIZED_SWEEPS_SKIPPED+='|ImportLibrary\.DecodesIntoAPatternedTarget/.*_(seque
 SANITIZED_SWEEPS_SKIPPED+='|VhdChainExport\.DeltaOverEachLayerRebasesOntoItsContent/'
 
 
-# The library's own suites (decoder, planner, readers, fuzz regressions) again under the
-# sanitizers; the FUSE suites run the same library through the daemon. Every executable
-# with unit or interop tests must be listed: one left out would show up as a failing
-# *_NOT_BUILT test. (Tests labelled "tools" check the tests' own tools.)
-SANITIZED_TARGETS=(qcowfs unit_tests export_interop_tests import_interop_tests fuzz_replay_tests
-  crafted_import_tests chain_export_tests vhd_format_tests vhd_export_tests metadata_bounds_tests
-  stop_signal_tests differential_tests disagreement_tests)
-
 # The packages (an RPM of the static binary and a Debian package of the same build), their
 # file lists and binaries checked, in build-packages/.
 build_packages() {
@@ -107,30 +106,30 @@ static_root_test() {
 }
 
 run_tests() {
-  build
+  build twins
   # Unit, interop and tools suites in parallel.
-  ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" -LE fuse
-  # The FUSE suites run one at a time (RUN_SERIAL), which leaves a core idle: the sanitizer
-  # build takes it meanwhile, at low priority. The packages and the fuzz targets, much of
-  # whose work runs on one core (linking, rpmbuild, each fuzz run), then overlap the
-  # sanitized suites. Background output is kept for a failure.
-  local log="$BUILD_DIR/background-builds.log" fuse=0 background=0 pid
-  (renice -n 10 "$BASHPID" >/dev/null && timed sanitized_build "${SANITIZED_TARGETS[@]}") \
-    > "$log" 2>&1 &
+  ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" -L 'unit|interop|tools'
+  # The FUSE suites run one at a time (RUN_SERIAL), which leaves a core idle: background
+  # jobs take it meanwhile, at low priority: the sanitized twins first, then the packages
+  # and the fuzz targets, much of whose work runs on one core (linking, rpmbuild, each fuzz
+  # run), which go on beside the sanitized suites. Their output is kept for a failure.
+  local twins_log="$BUILD_DIR/sanitized-twins.log" log="$BUILD_DIR/background-builds.log"
+  local fuse=0 twins=0 background=0 sanitized=0 twins_pid pid
+  (renice -n 10 "$BASHPID" >/dev/null && timed sanitized_twins_build) > "$twins_log" 2>&1 &
+  twins_pid=$!
+  (renice -n 15 "$BASHPID" >/dev/null && timed build_packages && timed fuzz_build &&
+    timed fuzz_run "${FUZZ_CI_SECONDS:-12}") > "$log" 2>&1 &
   pid=$!
   ctest --test-dir "$BUILD_DIR" --output-on-failure -L fuse || fuse=$?
+  wait "$twins_pid" || twins=$?
+  if ((twins)); then cat "$twins_log"; fi
+  if ((!fuse && !twins)); then
+    sanitized_run "$BUILD_DIR" sanitized skip-sweeps || sanitized=$?
+  fi
   wait "$pid" || background=$?
   if ((background)); then cat "$log"; fi
-  if ((fuse || background)); then return 1; fi
-  (renice -n 10 "$BASHPID" >/dev/null && timed build_packages && timed fuzz_build &&
-    timed fuzz_run "${FUZZ_CI_SECONDS:-12}") >> "$log" 2>&1 &
-  pid=$!
-  local sanitized=0
-  sanitized_run 'unit|interop' skip-sweeps || sanitized=$?
-  wait "$pid" || background=$?
-  if ((background)); then cat "$log"; fi
-  if ((sanitized || background)); then return 1; fi
-  grep '^dev.sh: \|^build-packages: ' "$log" || true
+  if ((fuse || twins || sanitized || background)); then return 1; fi
+  grep -h '^dev.sh: \|^build-packages: ' "$twins_log" "$log" || true
   # The static binary mounts FUSE: after the suites that do.
   static_root_test
 }
@@ -224,7 +223,7 @@ demo() {
 }
 
 case "${1:-}" in
-  asan) install_deps && sanitized_build && sanitized_run '.*' ;;
+  asan) install_deps && sanitized_build && sanitized_run build-asan '.*' ;;
   packages) install_deps && build_packages && static_root_test ;;
   fuzz) fuzz ;;
   demo) demo ;;

@@ -188,10 +188,10 @@ TEST_F(Descriptors, AFinishedImportDoesNotWaitForAPeerThatKeepsSending) {
   for (const char* tail : {"cat /dev/zero", "while :; do printf x; sleep 0.2; done"}) {
     SCOPED_TRACE(tail);
     WriteAt(dir_ / "target", (2 << 20) - 1, {0});
-    const auto r =
-        Sh("bash -c " + Quote("( cat " + Quote(dir_ / "img.qcow2") + "; " + tail +
-                              " ) | timeout -s KILL 20 " + Quote(QCOWFS_BIN) + " stream_decode " +
-                              Quote(dir_ / "target") + "; echo rc=${PIPESTATUS[1]}"));
+    const auto r = Sh("bash -c " +
+                      Quote("( cat " + Quote(dir_ / "img.qcow2") + "; " + tail +
+                            " ) | timeout -s KILL 20 " + Quote(QcowfsBinary()) + " stream_decode " +
+                            Quote(dir_ / "target") + "; echo rc=${PIPESTATUS[1]}"));
     EXPECT_NE(r.output.find("rc=0"), std::string::npos) << r.output;
     EXPECT_EQ(Sh("qemu-img compare -q -f qcow2 -F raw " + Quote(dir_ / "img.qcow2") + " " +
                  Quote(dir_ / "target"))

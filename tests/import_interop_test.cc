@@ -131,8 +131,8 @@ TEST(ImportLibrarySpool, MetadataFirstImagesSpoolOnlyMetadata) {
   // qcowfs's own export layout (all metadata, then all data).
   WriteAt(dir / "raw", 5000, RandomBytes(3 << 20, 3));
   ASSERT_EQ(truncate((dir / "raw").c_str(), 64 << 20), 0);
-  ASSERT_EQ(Sh(Quote(QCOWFS_BIN) + " stream --source " + Quote(dir / "raw") + " --destination " +
-               Quote(dir / "export.qcow2"))
+  ASSERT_EQ(Sh(Quote(QcowfsBinary()) + " stream --source " + Quote(dir / "raw") +
+               " --destination " + Quote(dir / "export.qcow2"))
                 .status,
             0);
   use = PeakSpool(dir / "export.qcow2");

@@ -20,14 +20,10 @@ namespace {
 
 using namespace qcowfs_test;
 
-#ifdef __SANITIZE_ADDRESS__
-// AddressSanitizer's shadow memory and redzones come on top (reading junk whole would still
-// take a GiB); its quarantine of freed memory, 256 MiB by default, is cut to 16 MiB for the
-// measured commands (see RunMeasured), or it alone would fill the bound.
-constexpr long kMaxRssKib = 256 << 10;
-#else
-constexpr long kMaxRssKib = 64 << 10;
-#endif
+// For a sanitized binary AddressSanitizer's shadow memory and redzones come on top (reading
+// junk whole would still take a GiB); its quarantine of freed memory, 256 MiB by default, is
+// cut to 16 MiB for the measured commands (see RunMeasured), or it alone would fill the bound.
+const long kMaxRssKib = QcowfsBinarySanitized() ? 256 << 10 : 64 << 10;
 
 struct Measured {
   int status = -1;
@@ -40,17 +36,13 @@ struct Measured {
 // wait4.
 Measured RunMeasured(const TempDir& dir, const std::string& command) {
   const std::string out = dir / "output";
-#ifdef __SANITIZE_ADDRESS__
   const char* asan = ::getenv("ASAN_OPTIONS");
   const std::string asan_options =
       (asan && *asan ? std::string(asan) + ":" : std::string()) + "quarantine_size_mb=16";
-#endif
   const pid_t pid = ::fork();
   if (pid == 0) {
     ::setpgid(0, 0);
-#ifdef __SANITIZE_ADDRESS__
-    ::setenv("ASAN_OPTIONS", asan_options.c_str(), 1);
-#endif
+    if (QcowfsBinarySanitized()) ::setenv("ASAN_OPTIONS", asan_options.c_str(), 1);
     const int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
@@ -77,7 +69,7 @@ Measured RunMeasured(const TempDir& dir, const std::string& command) {
   return m;
 }
 
-std::string Qcowfs() { return Quote(QCOWFS_BIN); }
+std::string Qcowfs() { return Quote(QcowfsBinary()); }
 
 void WriteText(const std::string& path, const std::string& text) {
   WriteAt(path, 0, std::vector<uint8_t>(text.begin(), text.end()));

@@ -10,8 +10,6 @@
 
 namespace qcowfs_test {
 
-std::string QcowfsBinary() { return QCOWFS_BIN; }
-
 bool IsMounted(const std::string& path) {
   std::ifstream in("/proc/self/mountinfo");
   std::string line;

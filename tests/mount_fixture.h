@@ -8,9 +8,6 @@
 
 namespace qcowfs_test {
 
-// Path of the qcowfs binary under test (set by CMake).
-std::string QcowfsBinary();
-
 class Mount {
  public:
   // Runs `qcowfs mount ARGS MOUNTPOINT` (the mountpoint is created) with a time limit.

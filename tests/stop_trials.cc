@@ -14,21 +14,18 @@
 #include <sstream>
 #include <thread>
 
+#include "qcowfs_binary.h"
+
 namespace qcowfs_test {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-#ifdef __SANITIZE_ADDRESS__
 // AddressSanitizer's start, and its leak check at exit, take a good part of a second on a
-// loaded machine: the time limits stretch for it, and fewer runs do for its purpose (the
-// same code paths under its eyes).
-constexpr double kSlowdown = 3;
-constexpr int kFewer = 4;
-#else
-constexpr double kSlowdown = 1;
-constexpr int kFewer = 1;
-#endif
+// loaded machine: for a sanitized binary the time limits stretch, and fewer runs do for its
+// purpose (the same code paths under its eyes).
+const double kSlowdown = QcowfsBinarySanitized() ? 3 : 1;
+const int kFewer = QcowfsBinarySanitized() ? 4 : 1;
 
 double Since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
@@ -54,7 +51,7 @@ pid_t Start(const StopRun& run, int err_fd) {
   std::vector<char*> argv;
   for (auto& w : words) argv.push_back(w.data());
   argv.push_back(nullptr);
-  const std::string bin = QCOWFS_BIN;
+  const std::string bin = QcowfsBinary();
   const pid_t pid = fork();
   if (pid != 0) return pid;
   // Only async-signal-safe calls here: the test has other threads.

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "qcow/export/source.h"
+#include "qcowfs_binary.h"
 
 namespace qcowfs_test {
 

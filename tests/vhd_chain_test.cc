@@ -17,6 +17,7 @@
 namespace {
 
 using qcowfs_test::MappedClusters;
+using qcowfs_test::QcowfsBinary;
 using qcowfs_test::Quote;
 using qcowfs_test::ReadFile;
 using qcowfs_test::Sh;
@@ -27,7 +28,7 @@ using qcowfs_test::VhdClusters;
 using qcowfs_test::VhdImage;
 using qcowfs_test::VhdQuirks;
 
-std::string Qcowfs() { return QCOWFS_BIN; }
+std::string Qcowfs() { return QcowfsBinary(); }
 
 class VhdChainExport : public ::testing::TestWithParam<VhdChainCase> {};
 

@@ -16,13 +16,14 @@
 
 namespace {
 
+using qcowfs_test::QcowfsBinary;
 using qcowfs_test::Quote;
 using qcowfs_test::ReadFile;
 using qcowfs_test::Sh;
 using qcowfs_test::TempDir;
 using qcowfs_test::WriteAt;
 
-std::string Qcowfs() { return QCOWFS_BIN; }
+std::string Qcowfs() { return QcowfsBinary(); }
 
 struct QemuVhdCase {
   const char* name;
