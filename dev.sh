@@ -13,8 +13,8 @@
 #   ./dev.sh packages  the RPM (packaging/rpm/qcowfs.spec, a static binary) and the Debian
 #                    package, checked, in build-packages/; the static binary tried in an
 #                    empty root
-#   ./dev.sh fuzz    build the libFuzzer targets with clang (build-fuzz/) and run each for
-#                    FUZZ_SECONDS (default 600) on seeds made by qemu-img
+#   ./dev.sh fuzz    build the libFuzzer targets with clang (build-fuzz/) and run them side
+#                    by side for FUZZ_SECONDS (default 600) on seeds made by qemu-img
 #
 # BUILD_DIR (default: build) selects the build directory.
 set -euo pipefail
@@ -107,28 +107,30 @@ static_root_test() {
 
 run_tests() {
   build twins
-  # Unit, interop and tools suites in parallel.
-  ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" -L 'unit|interop|tools'
-  # The FUSE suites run one at a time (RUN_SERIAL), which leaves a core idle: background
-  # jobs take it meanwhile, at low priority: the sanitized twins first, then the packages
-  # and the fuzz targets, much of whose work runs on one core (linking, rpmbuild, each fuzz
-  # run), which go on beside the sanitized suites. Their output is kept for a failure.
+  # Background jobs take what the suites leave of the cores (the FUSE suites run one at a
+  # time, and most suites wait on qemu-img and qcowfs processes), at low priority: the
+  # sanitized twins first, then the packages and the fuzz targets, much of whose work runs on
+  # one core (linking, rpmbuild), which go on beside the sanitized suites. Their output is
+  # kept for a failure.
   local twins_log="$BUILD_DIR/sanitized-twins.log" log="$BUILD_DIR/background-builds.log"
-  local fuse=0 twins=0 background=0 sanitized=0 twins_pid pid
+  local plain=0 fuse=0 twins=0 background=0 sanitized=0 twins_pid pid
   (renice -n 10 "$BASHPID" >/dev/null && timed sanitized_twins_build) > "$twins_log" 2>&1 &
   twins_pid=$!
   (renice -n 15 "$BASHPID" >/dev/null && timed build_packages && timed fuzz_build &&
     timed fuzz_run "${FUZZ_CI_SECONDS:-12}") > "$log" 2>&1 &
   pid=$!
+  # Unit, interop and tools suites in parallel, then the FUSE suites.
+  ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" -L 'unit|interop|tools' ||
+    plain=$?
   ctest --test-dir "$BUILD_DIR" --output-on-failure -L fuse || fuse=$?
   wait "$twins_pid" || twins=$?
   if ((twins)); then cat "$twins_log"; fi
-  if ((!fuse && !twins)); then
+  if ((!plain && !fuse && !twins)); then
     sanitized_run "$BUILD_DIR" sanitized skip-sweeps || sanitized=$?
   fi
   wait "$pid" || background=$?
   if ((background)); then cat "$log"; fi
-  if ((fuse || twins || sanitized || background)); then return 1; fi
+  if ((plain || fuse || twins || sanitized || background)); then return 1; fi
   grep -h '^dev.sh: \|^build-packages: ' "$twins_log" "$log" || true
   # The static binary mounts FUSE: after the suites that do.
   static_root_test
@@ -153,12 +155,13 @@ fuzz_build() {
   cmake --build build-fuzz -j "$(nproc)" "${targets[@]}"
 }
 
-# Runs each target for $1 seconds on its corpus (build-fuzz/corpus/, kept between runs),
-# seeds made by qemu-img and the inputs that once made it fail (tests/fuzz/regressions/).
-# A crash, a sanitizer report, a leak, an input slower than 60 s or a memory blow-up fails
-# the run, naming the input, which stays in build-fuzz/artifacts/.
+# Runs the targets side by side, each for $1 seconds on its corpus (build-fuzz/corpus/, kept
+# between runs), seeds made by qemu-img and the inputs that once made it fail
+# (tests/fuzz/regressions/). A crash, a sanitizer report, a leak, an input slower than 60 s
+# or a memory blow-up fails the run, naming the input, which stays in build-fuzz/artifacts/.
 fuzz_run() {
   local seconds=$1 failed=0 t input
+  local -A pids
   rm -rf build-fuzz/seeds
   tests/fuzz/make_corpus.sh build-fuzz/seeds >&2
   mkdir -p build-fuzz/artifacts
@@ -167,11 +170,15 @@ fuzz_run() {
     mkdir -p "${dirs[0]}"
     if [[ -d tests/fuzz/regressions/$t ]]; then dirs+=(tests/fuzz/regressions/$t); fi
     echo "dev.sh: fuzzing $t for $seconds s" >&2
-    if UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 build-fuzz/tests/${t}_fuzz \
+    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 build-fuzz/tests/${t}_fuzz \
       -max_total_time="$seconds" -timeout=60 -rss_limit_mb=2048 -print_final_stats=1 \
-      -artifact_prefix="build-fuzz/artifacts/$t-" "${dirs[@]}" > "build-fuzz/$t.log" 2>&1; then
+      -artifact_prefix="build-fuzz/artifacts/$t-" "${dirs[@]}" > "build-fuzz/$t.log" 2>&1 &
+    pids[$t]=$!
+  done
+  for t in "${FUZZ_TARGETS[@]}"; do
+    if wait "${pids[$t]}"; then
       echo "dev.sh: fuzzed $t: $(sed -n 's/^stat::number_of_executed_units: *//p' \
-        "build-fuzz/$t.log") inputs, $(ls "${dirs[0]}" | wc -l) in its corpus"
+        "build-fuzz/$t.log") inputs, $(ls "build-fuzz/corpus/$t" | wc -l) in its corpus"
     else
       failed=1
       tail -60 "build-fuzz/$t.log"
