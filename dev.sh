@@ -109,15 +109,15 @@ run_tests() {
   build twins
   # Background jobs take what the suites leave of the cores (the FUSE suites run one at a
   # time, and most suites wait on qemu-img and qcowfs processes), at low priority: the
-  # sanitized twins first, then the packages and the fuzz targets, much of whose work runs on
-  # one core (linking, rpmbuild), which go on beside the sanitized suites. Their output is
-  # kept for a failure.
+  # sanitized twins first, then the packages, the fuzz targets and their seeds. Their output
+  # is kept for a failure. The fuzz targets run last, alone: niced beside the suites they
+  # would hardly get through their seeds in the time they have.
   local twins_log="$BUILD_DIR/sanitized-twins.log" log="$BUILD_DIR/background-builds.log"
   local plain=0 fuse=0 twins=0 background=0 sanitized=0 twins_pid pid
   (renice -n 10 "$BASHPID" >/dev/null && timed sanitized_twins_build) > "$twins_log" 2>&1 &
   twins_pid=$!
   (renice -n 15 "$BASHPID" >/dev/null && timed build_packages && timed fuzz_build &&
-    timed fuzz_run "${FUZZ_CI_SECONDS:-12}") > "$log" 2>&1 &
+    timed fuzz_seeds) > "$log" 2>&1 &
   pid=$!
   # Unit, interop and tools suites in parallel, then the FUSE suites.
   ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" -L 'unit|interop|tools' ||
@@ -132,6 +132,7 @@ run_tests() {
   if ((background)); then cat "$log"; fi
   if ((plain || fuse || twins || sanitized || background)); then return 1; fi
   grep -h '^dev.sh: \|^build-packages: ' "$twins_log" "$log" || true
+  timed fuzz_run "${FUZZ_CI_SECONDS:-12}"
   # The static binary mounts FUSE: after the suites that do.
   static_root_test
 }
@@ -155,15 +156,19 @@ fuzz_build() {
   cmake --build build-fuzz -j "$(nproc)" "${targets[@]}"
 }
 
+# Seeds for the targets, made by qemu-img, in build-fuzz/seeds/.
+fuzz_seeds() {
+  rm -rf build-fuzz/seeds
+  tests/fuzz/make_corpus.sh build-fuzz/seeds >&2
+}
+
 # Runs the targets side by side, each for $1 seconds on its corpus (build-fuzz/corpus/, kept
-# between runs), seeds made by qemu-img and the inputs that once made it fail
-# (tests/fuzz/regressions/). A crash, a sanitizer report, a leak, an input slower than 60 s
-# or a memory blow-up fails the run, naming the input, which stays in build-fuzz/artifacts/.
+# between runs), its seeds and the inputs that once made it fail (tests/fuzz/regressions/).
+# A crash, a sanitizer report, a leak, an input slower than 60 s or a memory blow-up fails
+# the run, naming the input, which stays in build-fuzz/artifacts/.
 fuzz_run() {
   local seconds=$1 failed=0 t input
   local -A pids
-  rm -rf build-fuzz/seeds
-  tests/fuzz/make_corpus.sh build-fuzz/seeds >&2
   mkdir -p build-fuzz/artifacts
   for t in "${FUZZ_TARGETS[@]}"; do
     local dirs=(build-fuzz/corpus/$t build-fuzz/seeds/$t)
@@ -194,6 +199,7 @@ fuzz_run() {
 fuzz() {
   install_deps
   fuzz_build
+  fuzz_seeds
   fuzz_run "${FUZZ_SECONDS:-600}"
 }
 
