@@ -198,10 +198,10 @@ for count in $CORES; do
     rate '>= 55%' '>= 70%' "$rss_fuse_cat"
   row 'cat MNT/disk.qcow2 vs qemu-img convert -O qcow2 to tmpfs' "$best_fuse_cat" \
     "$best_convert" speed '>= 2.3x' '>= 2.5x' "$rss_fuse_cat"
-  row 'stream | cat vs qemu-img convert -O qcow2 to tmpfs' "$best_stream" "$best_convert" \
+  row 'stream \| cat vs qemu-img convert -O qcow2 to tmpfs' "$best_stream" "$best_convert" \
     speed '>= 3x' '>= 4x' "$rss_stream"
   if [[ -n $script ]]; then
-    row 'stream | cat vs qcow2-to-stdout.py' "$best_stream" "$best_script" speed '>= 6x' \
+    row 'stream \| cat vs qcow2-to-stdout.py' "$best_stream" "$best_script" speed '>= 6x' \
       '>= 8x' "$rss_stream"
   else
     echo '| stream \| cat vs qcow2-to-stdout.py | | not installed | | >= 6x | >= 8x | |'
