@@ -121,6 +121,27 @@ sync
 warm "$work/plain.qcow2" "$work/compressed.qcow2" "$work/disk.raw" "$work/disk.raw.data" \
   "$work/disk.vhd" "$work/base.qcow2" "$work/mid.qcow2" "$work/top.qcow2"
 
+# Imports $work/NAME.qcow2 with serve (checked by qemu-img compare), through the mount, and
+# with durable qemu-img convert: best_serve_NAME, best_mount_NAME, best_qemu_NAME.
+measure_import() {
+  local name=$1 image="$work/$1.qcow2"
+  best "serve_$name" fresh_target "$QCOWFS" serve --source "$image" --destination "$work/target"
+  qemu-img compare -q -f qcow2 -F raw "$image" "$work/target"
+  best_mounted "mount_$name" "--import $work/target" fresh_target \
+    sh -c "cat '$image' > '$mnt/import.qcow2'"
+  best "qemu_$name" fresh_target qemu-img convert -n -t writeback -f qcow2 -O raw "$image" \
+    "$work/target"
+}
+
+# Exports SOURCE (of FORMAT) with cat of a fresh mount's disk.qcow2, and with qemu-img
+# convert -O qcow2 to tmpfs: best_fuse_NAME, best_convert_NAME.
+measure_export() {
+  local name=$1 source=$2 format=$3
+  best_mounted "fuse_$name" "--export $source" : sh -c "cat '$mnt/disk.qcow2' > /dev/null"
+  best "convert_$name" 'rm -f "$shm/out.qcow2"' qemu-img convert -f "$format" -O qcow2 \
+    "$source" "$shm/out.qcow2"
+}
+
 # row LABEL OURS REFERENCE KIND FLOOR GOAL RSS: KIND "time" prints OURS/REFERENCE (lower is
 # better), "speed" REFERENCE/OURS (times faster), "rate" REFERENCE/OURS in percent.
 row() {
@@ -140,43 +161,25 @@ for count in $CORES; do
   echo "measuring on $count core(s)..." >&2
 
   # Import.
-  best serve_plain fresh_target "$QCOWFS" serve --source "$work/plain.qcow2" \
-    --destination "$work/target"
-  qemu-img compare -q -f qcow2 -F raw "$work/plain.qcow2" "$work/target"
-  best_mounted mount_plain "--import $work/target" fresh_target \
-    sh -c "cat '$work/plain.qcow2' > '$mnt/import.qcow2'"
-  best qemu_plain fresh_target qemu-img convert -n -t writeback -f qcow2 -O raw \
-    "$work/plain.qcow2" "$work/target"
+  measure_import plain
   best dd_plain fresh_target dd if="$work/disk.raw.data" of="$work/target" bs=1M conv=fsync \
     status=none
-  best serve_compressed fresh_target "$QCOWFS" serve --source "$work/compressed.qcow2" \
-    --destination "$work/target"
-  qemu-img compare -q -f qcow2 -F raw "$work/compressed.qcow2" "$work/target"
-  best_mounted mount_compressed "--import $work/target" fresh_target \
-    sh -c "cat '$work/compressed.qcow2' > '$mnt/import.qcow2'"
-  best qemu_compressed fresh_target qemu-img convert -n -t writeback -f qcow2 -O raw \
-    "$work/compressed.qcow2" "$work/target"
+  measure_import compressed
   rm -f "$work/target"
 
   # Export.
-  best_mounted fuse_cat "--export $work/disk.raw" : sh -c "cat '$mnt/disk.qcow2' > /dev/null"
+  measure_export raw "$work/disk.raw" raw
   "$QCOWFS" mount --export "$work/disk.raw" "$mnt"
   size=$(stat -c %s "$mnt/disk.qcow2")
   fusermount3 -u "$mnt"
   best pagecache : dd if="$work/disk.raw" of=/dev/null bs=128K count="$size" \
     iflag=count_bytes status=none
-  best convert 'rm -f "$shm/out.qcow2"' qemu-img convert -f raw -O qcow2 "$work/disk.raw" \
-    "$shm/out.qcow2"
   best stream : sh -c "'$QCOWFS' stream --source '$work/disk.raw' --destination - | cat > /dev/null"
   if [[ -n $script ]]; then
     best script : sh -c "'$script' '$work/disk.raw' | cat > /dev/null"
   fi
-  best_mounted fuse_vhd "--export $work/disk.vhd" : sh -c "cat '$mnt/disk.qcow2' > /dev/null"
-  best convert_vhd 'rm -f "$shm/out.qcow2"' qemu-img convert -f vpc -O qcow2 "$work/disk.vhd" \
-    "$shm/out.qcow2"
-  best_mounted fuse_chain "--export $work/top.qcow2" : sh -c "cat '$mnt/disk.qcow2' > /dev/null"
-  best convert_chain 'rm -f "$shm/out.qcow2"' qemu-img convert -O qcow2 "$work/top.qcow2" \
-    "$shm/out.qcow2"
+  measure_export vhd "$work/disk.vhd" vpc
+  measure_export chain "$work/top.qcow2" qcow2
   rm -f "$shm/out.qcow2"
 
   echo
@@ -194,11 +197,11 @@ for count in $CORES; do
     "$best_qemu_compressed" time '<= 0.8' '<= 0.6' "$rss_serve_compressed"
   row '  the same through the mount' "$best_mount_compressed" "$best_qemu_compressed" time \
     '<= 0.8' '<= 0.6' "$rss_mount_compressed"
-  row 'cat MNT/disk.qcow2 vs cat from page cache (rate)' "$best_fuse_cat" "$best_pagecache" \
-    rate '>= 55%' '>= 70%' "$rss_fuse_cat"
-  row 'cat MNT/disk.qcow2 vs qemu-img convert -O qcow2 to tmpfs' "$best_fuse_cat" \
-    "$best_convert" speed '>= 2.3x' '>= 2.5x' "$rss_fuse_cat"
-  row 'stream \| cat vs qemu-img convert -O qcow2 to tmpfs' "$best_stream" "$best_convert" \
+  row 'cat MNT/disk.qcow2 vs cat from page cache (rate)' "$best_fuse_raw" "$best_pagecache" \
+    rate '>= 55%' '>= 70%' "$rss_fuse_raw"
+  row 'cat MNT/disk.qcow2 vs qemu-img convert -O qcow2 to tmpfs' "$best_fuse_raw" \
+    "$best_convert_raw" speed '>= 2.3x' '>= 2.5x' "$rss_fuse_raw"
+  row 'stream \| cat vs qemu-img convert -O qcow2 to tmpfs' "$best_stream" "$best_convert_raw" \
     speed '>= 3x' '>= 4x' "$rss_stream"
   if [[ -n $script ]]; then
     row 'stream \| cat vs qcow2-to-stdout.py' "$best_stream" "$best_script" speed '>= 6x' \
