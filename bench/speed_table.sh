@@ -15,6 +15,9 @@
 # for the compressed image). Each row is measured with the commands pinned to 1 core, then
 # to all of them (taskset), or to each count in CORES ("1 2 4").
 #
+# RUNS below 2 misleads: here the first run of a kind (a mount's cat, a convert to tmpfs)
+# took up to 6 times longer, while the kernel reclaimed memory for the new file's pages.
+#
 # Usage: bench/speed_table.sh [path/to/qcowfs]   (as root; qemu-img, fuse3, python3)
 set -euo pipefail
 
