@@ -92,7 +92,6 @@ SANITIZED_SWEEPS_SKIPPED+='|LayoutTest\.OnDemandBytesEqualTheReference/bits21_(s
 SANITIZED_SWEEPS_SKIPPED+='|ImportLibrary\.DecodesIntoAPatternedTarget/.*_(sequential|odd_chunks)( |$)'
 SANITIZED_SWEEPS_SKIPPED+='|VhdChainExport\.DeltaOverEachLayerRebasesOntoItsContent/'
 
-
 # The packages (an RPM of the static binary and a Debian package of the same build), their
 # file lists and binaries checked, in build-packages/.
 build_packages() {

@@ -492,7 +492,7 @@ TEST_F(ChainRefusal, VhdBackingIsReadNamedOrProbed) {
         "qemu-img create -q -f qcow2 -b base.vhd -F vpc top.qcow2 8M && "
         "qemu-io -c 'write -P 0x6b 2M 64k' top.qcow2 >/dev/null");
     if (probe) DropBackingFormat(dir_);
-    const auto r = Sh(QcowfsBinary() + " stream --source " + Quote(dir_ / "top.qcow2") +
+    const auto r = Sh(Qcowfs() + " stream --source " + Quote(dir_ / "top.qcow2") +
                       " --destination " + Quote(dir_ / "out.qcow2") + " && qemu-img compare " +
                       Quote(dir_ / "top.qcow2") + " " + Quote(dir_ / "out.qcow2"));
     EXPECT_EQ(r.status, 0) << r.output;
