@@ -23,6 +23,7 @@
 #include "qcow/format/errors.h"
 #include "qcow/import/import_job.h"
 #include "qcow/io/disk_lock.h"
+#include "qcow/io/file_io.h"
 #include "qcow/io/wait_io.h"
 
 namespace qcowfs {
@@ -103,6 +104,7 @@ int RunServe(const ServeArgs& a) {
   qcow::ImportJob job(target, std::move(options));
   Progress progress(a.progress);
   Endpoint in = OpenImageSource(source);
+  qcow::WidenPipe(in.fd());
   struct stat st;
   const bool file = ::fstat(in.fd(), &st) == 0 && S_ISREG(st.st_mode);
   if (!input_size && file) input_size = static_cast<uint64_t>(st.st_size);

@@ -76,6 +76,33 @@ TEST_F(StreamServe, StreamToStdoutPipeFdFileAndNullIsByteIdentical) {
   EXPECT_EQ(Sh(Q() + " stream --source " + src + " --destination null:").status, 0);
 }
 
+TEST_F(StreamServe, PipesAreWidenedToAMebibyte) {
+  // A 64 KiB pipe costs a context switch per 64 KiB: stream widens the pipe it writes and
+  // serve the pipe it reads. The reader asks the pipe's size once the first byte arrived,
+  // when the writer has widened it; the import must still succeed.
+  const std::string src = Quote(dir_ / "src");
+  const std::string ask =
+      "python3 -c 'import fcntl, sys; sys.stdin.buffer.read(1); "
+      "print(fcntl.fcntl(0, 1032)); sys.stdin.buffer.read()'";
+  CommandResult r = Sh(Q() + " stream --source " + src + " --destination - | " + ask);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output, "1048576\n");
+  // The writer asks once everything it wrote went in, when serve has read and so widened.
+  const std::string target = dir_ / "target";
+  WriteAt(target, 0, std::vector<uint8_t>(1, 0));
+  ASSERT_EQ(truncate(target.c_str(), (32 << 20) + 1000), 0);
+  const std::string write =
+      "python3 -c 'import fcntl, sys; sys.stdout.buffer.write(open(sys.argv[1], \"rb\").read()); "
+      "sys.stdout.flush(); print(fcntl.fcntl(1, 1032), file=sys.stderr)' " +
+      Quote(*mount_ / "disk.qcow2");
+  r = Sh(write + " 2>" + Quote(dir_ / "size") + " | " + Q() + " serve --source - --destination " +
+         Quote(target));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(ReadFile(target) == ReadFile(dir_ / "src"));
+  const std::vector<uint8_t> size = ReadFile(dir_ / "size");
+  EXPECT_EQ(std::string(size.begin(), size.end()), "1048576\n");
+}
+
 TEST_F(StreamServe, StreamToTcpAndUnixSocketsIsByteIdentical) {
   int tcp = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};

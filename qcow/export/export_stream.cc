@@ -11,6 +11,7 @@
 
 #include "qcow/export/export_reader.h"
 #include "qcow/format/errors.h"
+#include "qcow/io/file_io.h"
 #include "qcow/io/wait_io.h"
 
 namespace qcow {
@@ -76,6 +77,7 @@ void WriteExport(const ExportLayout& layout, const Source& source, int fd,
   std::vector<SourcePiece> pieces;
   bool use_sendfile = true;
   uint64_t done = 0;
+  WidenPipe(fd);
   if (progress) progress(0, total);
   while (done < total) {
     const uint64_t start = done;

@@ -89,4 +89,11 @@ void ForEachDataRange(int fd, const std::string& path, uint64_t size,
   }
 }
 
+void WidenPipe(int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) return;
+  const int now = ::fcntl(fd, F_GETPIPE_SZ);
+  if (now >= 0 && now < kPipeBytes) (void)::fcntl(fd, F_SETPIPE_SZ, kPipeBytes);
+}
+
 }  // namespace qcow
