@@ -204,10 +204,12 @@ qcow::Spool::Limits Limits(const TempDir& dir, uint64_t memory) {
   return l;
 }
 
-Outcome Decode(const std::vector<uint8_t>& image, Way way, const qcow::Spool::Limits& limits) {
+Outcome Decode(const std::vector<uint8_t>& image, Way way, const qcow::Spool::Limits& limits,
+               unsigned threads) {
   auto sink = std::make_shared<MemorySink>();
   qcow::DecoderOptions options;
   options.spool = limits;
+  options.threads = threads;
   options.on_header = [&](const qcow::ImageInfo& info) { sink->Resize(info.virtual_size); };
   qcow::StreamDecoder decoder(*sink, options);
   Outcome out;
@@ -339,13 +341,17 @@ void RunCase(const Case& k) {
       EXPECT_FALSE(d.ok) << way << ": must refuse";
     }
   };
+  // Compressed clusters decompressed on the caller's thread, and on three workers.
   for (Way w : kWays) {
     if (w == Way::kByte && b.bytes.size() > kMaxByteByByte) continue;
-    const Outcome d = Decode(b.bytes, w, Limits(dir, k.spool_memory));
-    judge(d, WayName(w));
-    peak = std::max(peak, d.peak_memory);
-    if (k.max_peak_memory) {
-      EXPECT_LE(d.peak_memory, k.max_peak_memory) << WayName(w) << ": peak memory";
+    for (unsigned threads : {1u, 3u}) {
+      const std::string way = std::string(WayName(w)) + (threads > 1 ? ", 3 threads" : "");
+      const Outcome d = Decode(b.bytes, w, Limits(dir, k.spool_memory), threads);
+      judge(d, way);
+      peak = std::max(peak, d.peak_memory);
+      if (k.max_peak_memory) {
+        EXPECT_LE(d.peak_memory, k.max_peak_memory) << way << ": peak memory";
+      }
     }
   }
   judge(DecodeWithJob(dir, b.bytes, b.virtual_size, Limits(dir, k.spool_memory)),

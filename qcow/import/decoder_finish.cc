@@ -18,7 +18,9 @@ void StreamDecoder::Finish() {
   const uint64_t file_end = history_.file_end();
   const bool holes = history_.holes_are_zeros();
   if (received_.empty()) Refuse("the image is empty: no bytes of it were written");
+  Drain(true);
   if (holes) FillHoles(file_end);
+  Drain(true);
   if (!info_) {
     uint64_t need = kV3MinHeaderLength;
     std::vector<uint8_t> head(need);

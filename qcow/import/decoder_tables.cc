@@ -200,9 +200,10 @@ void StreamDecoder::CompleteL2(std::map<uint64_t, L2Table>::iterator it) {
 
 void StreamDecoder::CompleteSpans(const std::vector<CompressedKey>& spans) {
   for (const auto& key : spans) {
+    auto it = compressed_.find(key);
     uint64_t avail = 0;
-    if (compressed_.count(key) && CompressedReady(key, &avail)) {
-      CompleteCompressed(key, avail, avail, true);
+    if (it != compressed_.end() && !it->second.in_flight && CompressedReady(key, &avail)) {
+      SubmitCompressed(key, avail);
     }
   }
   UpdateMemory();
@@ -333,35 +334,83 @@ bool StreamDecoder::CompressedReady(const CompressedKey& key, uint64_t* avail_en
   return true;
 }
 
+std::string StreamDecoder::CompressedName(const CompressedKey& key) const {
+  return "compressed cluster for guest offset " +
+         std::to_string(compressed_.at(key).guests.front()) + " (" +
+         std::to_string(key.second - key.first) + " bytes at " + Hex(key.first) + ")";
+}
+
 bool StreamDecoder::CompleteCompressed(const CompressedKey& key, uint64_t avail_end,
                                        uint64_t pad_end, bool must) {
-  const uint64_t start = key.first, end = key.second;
-  const uint64_t c = info_->cluster_size;
-  const uint64_t first_guest = compressed_.at(key).guests.front();
-  auto who = [&] {
-    return "compressed cluster for guest offset " + std::to_string(first_guest) + " (" +
-           std::to_string(end - start) + " bytes at " + Hex(start) + ")";
-  };
-  std::vector<uint8_t> in = ReadHeld(start, avail_end, who());
+  std::vector<uint8_t> in = ReadHeld(key.first, avail_end, CompressedName(key));
   // Past the end of the image file QEMU reads zeros.
-  if (pad_end > avail_end) in.resize(pad_end - start, 0);
-  std::vector<uint8_t> out(c);
+  if (pad_end > avail_end) in.resize(pad_end - key.first, 0);
+  std::vector<uint8_t> out(info_->cluster_size);
   const bool zstd = info_->compression_type == kCompressionZstd;
   const std::optional<uint64_t> used = zstd ? ZstdCluster(in, out) : InflateCluster(in, out);
+  return ApplyCompressed(key, avail_end, pad_end, must, used, std::move(out));
+}
+
+void StreamDecoder::SubmitCompressed(const CompressedKey& key, uint64_t avail_end) {
+  if (!inflate_) {
+    const unsigned n = options_.threads ? options_.threads : InflatePool::AvailableCpus();
+    inflate_ = std::make_unique<InflatePool>(n, info_->compression_type == kCompressionZstd);
+  }
+  auto job = std::make_unique<InflateJob>();
+  job->start = key.first;
+  job->end = key.second;
+  job->avail_end = avail_end;
+  job->in = ReadHeld(key.first, avail_end, CompressedName(key));
+  job->out.resize(info_->cluster_size);
+  compressed_.at(key).in_flight = true;
+  inflate_->Submit(std::move(job));
+  Drain(false);
+}
+
+void StreamDecoder::Drain(bool all) {
+  if (!inflate_) return;
+  // Jobs in flight: a few per thread, and a small part of the spool's memory budget.
+  const uint64_t max_jobs = 4 * uint64_t{std::max(inflate_->threads(), 1u)};
+  const uint64_t max_bytes = options_.spool.memory / 8;
+  for (;;) {
+    const bool over = inflate_->in_flight() > max_jobs || inflate_->bytes() > max_bytes;
+    std::unique_ptr<InflateJob> job = inflate_->Next(all || over);
+    if (!job) break;
+    const CompressedKey key{job->start, job->end};
+    compressed_.at(key).in_flight = false;
+    // Applying earlier clusters lets bytes go; should that cut this span's bytes (crafted
+    // images whose spans overlap), decode it as one at a time would have, from what is held.
+    uint64_t avail = 0;
+    if (!CompressedReady(key, &avail)) continue;
+    if (avail != job->avail_end) {
+      CompleteCompressed(key, avail, avail, true);
+      continue;
+    }
+    ApplyCompressed(key, avail, avail, true, job->used, std::move(job->out));
+  }
+  UpdateMemory();
+}
+
+bool StreamDecoder::ApplyCompressed(const CompressedKey& key, uint64_t avail_end, uint64_t pad_end,
+                                    bool must, std::optional<uint64_t> used,
+                                    std::vector<uint8_t> out) {
+  const uint64_t start = key.first, end = key.second;
+  const uint64_t c = info_->cluster_size;
+  const bool zstd = info_->compression_type == kCompressionZstd;
   if (!used) {
     if (!must) return false;
     if (pad_end < end) {
-      Refuse(who() +
+      Refuse(CompressedName(key) +
              " runs into compressed data that qcowfs had already decoded for another "
              "cluster and dropped: qcowfs cannot decode overlapping compressed clusters");
     }
-    Refuse(who() + " does not " + (zstd ? "zstd" : "deflate") + "-decompress to exactly " +
-           std::to_string(c) + " bytes");
+    Refuse(CompressedName(key) + " does not " + (zstd ? "zstd" : "deflate") +
+           "-decompress to exactly " + std::to_string(c) + " bytes");
   }
   // QEMU reads zeros past the end of the file, but a stream that needs them was cut short.
   if (pad_end > avail_end && *used > avail_end - start) {
-    Refuse(who() + " is cut short by the end of the image (" + std::to_string(avail_end) +
-           " bytes): the image is truncated");
+    Refuse(CompressedName(key) + " is cut short by the end of the image (" +
+           std::to_string(avail_end) + " bytes): the image is truncated");
   }
   auto node = compressed_.extract(key);
   compressed_guests_ -= node.mapped().guests.size();

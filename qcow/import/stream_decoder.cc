@@ -47,11 +47,13 @@ void StreamDecoder::Feed(uint64_t offset, std::span<const uint8_t> bytes) {
     received_.Insert(a, b);
     Take(a, bytes.subspan(a - offset, b - a));
   }
+  Drain(false);
   UpdateMemory();
 }
 
 void StreamDecoder::SetSize(uint64_t size) {
   if (finished_) Refuse("the image's size was set after the end of the image");
+  Drain(true);
   if (size > kMaxHostOffset) Refuse("image size " + std::to_string(size) + " lies beyond 2^56");
   if (!history_.SetSize(size)) {
     Refuse("the image was truncated to " + std::to_string(size) + " bytes after bytes up to " +
@@ -142,14 +144,18 @@ void StreamDecoder::PendingOverlaps(uint64_t a, uint64_t b,
 }
 
 void StreamDecoder::CompleteWaiting(uint64_t a, uint64_t b) {
+  // Tables change what decompressed clusters do once applied: each Drain(true) below applies
+  // those in flight first.
   // The refcount table first: its blocks may be among the bytes held now, which completing
   // the tree below would let go.
   if (refcount_table_length_ && !refcount_table_parsed_ && refcount_table_offset_ < b &&
       refcount_table_offset_ + refcount_table_length_ > a) {
+    Drain(true);
     ParseRefcountTable();
   }
   if (!l1_parsed_ && l1_length_ && l1_offset_ < b && l1_offset_ + l1_length_ > a &&
       received_.Covers(l1_offset_, l1_offset_ + l1_length_)) {
+    Drain(true);
     CompleteL1();
   }
   const uint64_t c = info_->cluster_size;
@@ -160,7 +166,10 @@ void StreamDecoder::CompleteWaiting(uint64_t a, uint64_t b) {
   }
   for (uint64_t off : tables) {
     auto it = l2_tables_.find(off);
-    if (!it->second.parsed && received_.Covers(off, off + c)) CompleteL2(it);
+    if (!it->second.parsed && received_.Covers(off, off + c)) {
+      Drain(true);
+      CompleteL2(it);
+    }
   }
   std::vector<CompressedKey> spans;
   for (auto it =
@@ -169,9 +178,10 @@ void StreamDecoder::CompleteWaiting(uint64_t a, uint64_t b) {
     if (it->first.second > a) spans.push_back(it->first);
   }
   for (const auto& key : spans) {
+    auto it = compressed_.find(key);
     uint64_t avail = 0;
-    if (compressed_.count(key) && CompressedReady(key, &avail)) {
-      CompleteCompressed(key, avail, avail, true);
+    if (it != compressed_.end() && !it->second.in_flight && CompressedReady(key, &avail)) {
+      SubmitCompressed(key, avail);
     }
   }
 }
@@ -264,7 +274,7 @@ void StreamDecoder::CheckTreeComplete() {
 void StreamDecoder::UpdateMemory() {
   uint64_t other = received_.memory_bytes() + released_.memory_bytes() + runs_.memory_bytes() +
                    l2_tables_.size() * kTableNodeBytes + l2_names_ * sizeof(uint64_t) +
-                   compressed_.size() * kCompressedNodeBytes +
+                   compressed_.size() * kCompressedNodeBytes + (inflate_ ? inflate_->bytes() : 0) +
                    compressed_guests_ * sizeof(uint64_t) + recent_.memory_bytes() +
                    last_cluster_.capacity() +
                    refcount_blocks_.capacity() * sizeof(refcount_blocks_[0]);
@@ -279,12 +289,14 @@ uint64_t StreamDecoder::expected_size() const {
 
 bool StreamDecoder::Complete() {
   if (finished_) return true;
+  Drain(true);
   if (!info_ || !received_.Covers(0, structure_end_)) return false;
   return DiskComplete() && received_.Covers(0, std::max(structure_end_, compressed_end_));
 }
 
 bool StreamDecoder::DiskComplete() {
   if (finished_) return true;
+  Drain(true);
   if (!info_ || !tree_complete_ || pending_run_bytes_ != 0) return false;
   const uint64_t bd = info_->bitmap_directory_offset;
   if (!received_.Covers(bd, bd + info_->bitmap_directory_size)) return false;

@@ -27,6 +27,7 @@
 
 #include "qcow/format/errors.h"
 #include "qcow/format/image_header.h"
+#include "qcow/import/inflate_pool.h"
 #include "qcow/import/range_set.h"
 #include "qcow/import/recent_bytes.h"
 #include "qcow/import/run_index.h"
@@ -76,6 +77,9 @@ struct DecoderOptions {
   // When set, reads image bytes back from the image itself (a file being checked) instead
   // of from the sink.
   std::function<void(uint64_t offset, uint8_t* out, uint64_t n)> reread;
+  // Threads that decompress compressed clusters: 0 for one per CPU this process may use;
+  // 1 decompresses on the caller's thread.
+  unsigned threads = 0;
 };
 
 class StreamDecoder {
@@ -129,6 +133,7 @@ class StreamDecoder {
   };
   struct Compressed {
     std::vector<uint64_t> guests;  // identical descriptors share one decode
+    bool in_flight = false;        // being decompressed (inflate_)
   };
   using CompressedKey = std::pair<uint64_t, uint64_t>;  // host [start, end) of the span
 
@@ -167,6 +172,18 @@ class StreamDecoder {
   bool CompressedReady(const CompressedKey& key, uint64_t* avail_end) const;
   bool CompleteCompressed(const CompressedKey& key, uint64_t avail_end, uint64_t pad_end,
                           bool must);
+  // Applies a decompressed cluster: writes it to its guests, records what later tables may
+  // share, lets its bytes go. Returns false (only when !must) when it did not decompress.
+  bool ApplyCompressed(const CompressedKey& key, uint64_t avail_end, uint64_t pad_end, bool must,
+                       std::optional<uint64_t> used, std::vector<uint8_t> out);
+  std::string CompressedName(const CompressedKey& key) const;
+  // Completes a compressed cluster whose bytes up to avail_end arrived: hands it to the
+  // decompression stage, whose results Drain applies in the order they were submitted.
+  void SubmitCompressed(const CompressedKey& key, uint64_t avail_end);
+  // Applies the decompressed clusters that are done: all of them with `all` (before
+  // anything that reads what applying changes), else those done already, and waits for
+  // the oldest while more than the stage's bound are in flight.
+  void Drain(bool all);
   void ShareDecodedCompressed(uint64_t start, uint64_t end, uint64_t guest);
   void PendingOverlaps(uint64_t a, uint64_t b,
                        const std::function<void(uint64_t, uint64_t)>& fn) const;
@@ -193,6 +210,7 @@ class StreamDecoder {
   RunIndex runs_;                                   // data clusters: host -> guest
   uint64_t pending_run_bytes_ = 0;                  // run bytes (per guest) that have not arrived
   std::map<CompressedKey, Compressed> compressed_;  // waiting for their bytes
+  std::unique_ptr<InflatePool> inflate_;            // started with the first compressed cluster
   uint64_t compressed_guests_ = 0;
   uint64_t max_compressed_span_ = 0;
   uint64_t compressed_end_ = 0;      // highest end of compressed data decoded

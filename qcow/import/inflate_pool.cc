@@ -1,0 +1,88 @@
+#include "qcow/import/inflate_pool.h"
+
+#include <sched.h>
+
+#include "qcow/format/decompress.h"
+
+namespace qcow {
+
+InflatePool::InflatePool(unsigned threads, bool zstd) : threads_(threads), zstd_(zstd) {}
+
+InflatePool::~InflatePool() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  work_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+unsigned InflatePool::AvailableCpus() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return static_cast<unsigned>(n);
+  }
+  const unsigned n = std::thread::hardware_concurrency();
+  return n ? n : 1;
+}
+
+void InflatePool::Decompress(InflateJob& job) const {
+  job.used = zstd_ ? ZstdCluster(job.in, job.out) : InflateCluster(job.in, job.out);
+}
+
+void InflatePool::Submit(std::unique_ptr<InflateJob> job) {
+  auto slot = std::make_shared<Slot>();
+  bytes_ += job->bytes();
+  if (threads_ <= 1) {
+    Decompress(*job);
+    slot->state = Slot::kDone;
+  }
+  slot->job = std::move(job);
+  {
+    std::lock_guard lock(mutex_);
+    jobs_.push_back(std::move(slot));
+    if (threads_ > 1 && workers_.empty()) {
+      for (unsigned i = 0; i < threads_; ++i) workers_.emplace_back([this] { Work(); });
+    }
+  }
+  if (threads_ > 1) work_.notify_one();
+}
+
+bool InflatePool::RunOne(std::unique_lock<std::mutex>& lock) {
+  for (auto& s : jobs_) {
+    if (s->state != Slot::kQueued) continue;
+    std::shared_ptr<Slot> slot = s;
+    slot->state = Slot::kRunning;
+    lock.unlock();
+    Decompress(*slot->job);
+    lock.lock();
+    slot->state = Slot::kDone;
+    done_.notify_all();
+    return true;
+  }
+  return false;
+}
+
+void InflatePool::Work() {
+  std::unique_lock lock(mutex_);
+  while (!stop_) {
+    if (!RunOne(lock)) work_.wait(lock);
+  }
+}
+
+std::unique_ptr<InflateJob> InflatePool::Next(bool wait) {
+  std::unique_lock lock(mutex_);
+  if (jobs_.empty()) return nullptr;
+  while (jobs_.front()->state != Slot::kDone) {
+    if (!wait) return nullptr;
+    // Rather than sleep, decompress what no worker has taken yet.
+    if (!RunOne(lock)) done_.wait(lock);
+  }
+  std::unique_ptr<InflateJob> job = std::move(jobs_.front()->job);
+  jobs_.pop_front();
+  bytes_ -= job->bytes();
+  return job;
+}
+
+}  // namespace qcow
