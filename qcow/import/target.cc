@@ -67,14 +67,20 @@ void RawTarget::Write(uint64_t offset, const uint8_t* data, uint64_t n) {
         ::pwrite(fd_.get(), data, std::min<uint64_t>(n, 1u << 30), static_cast<off_t>(offset));
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) ThrowErrno("writing target " + path_ + " at offset " + std::to_string(offset));
+    if (unflushed_ == 0) dirty_lo_ = dirty_hi_ = offset;
+    dirty_lo_ = std::min(dirty_lo_, offset);
+    dirty_hi_ = std::max(dirty_hi_, offset + static_cast<uint64_t>(w));
     offset += w;
     data += w;
     n -= w;
     unflushed_ += w;
   }
   if (unflushed_ >= kWritebackInterval) {
-    // Asynchronous: only starts writeback of dirty pages; errors surface at fsync.
-    (void)::sync_file_range(fd_.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
+    // Asynchronous: only starts writeback of the pages written since the last time (the
+    // range they span; a whole-file request rescans every dirty page of the file each
+    // time); errors surface at fsync.
+    (void)::sync_file_range(fd_.get(), static_cast<off_t>(dirty_lo_),
+                            static_cast<off_t>(dirty_hi_ - dirty_lo_), SYNC_FILE_RANGE_WRITE);
     unflushed_ = 0;
   }
 }

@@ -68,7 +68,8 @@ class RawTarget : public ImageSink {
   uid_t uid_ = 0;
   gid_t gid_ = 0;
   bool punch_ok_ = true, zero_range_ok_ = true, zeroout_ok_ = true;
-  uint64_t unflushed_ = 0;  // bytes written since writeback was last started
+  uint64_t unflushed_ = 0;                // bytes written since writeback was last started
+  uint64_t dirty_lo_ = 0, dirty_hi_ = 0;  // the range those bytes span
 };
 
 }  // namespace qcow
