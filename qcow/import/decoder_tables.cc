@@ -6,17 +6,11 @@
 #include "qcow/format/byte_order.h"
 #include "qcow/format/decompress.h"
 #include "qcow/format/format.h"
+#include "qcow/format/l2_entry.h"
 #include "qcow/import/stream_decoder.h"
 
 namespace qcow {
 namespace {
-
-// Reserved bits (qcow2.txt, "Cluster mapping"): L1 bits 0-8 and 56-62; standard L2 bits
-// 1-8 and 56-61. QEMU ignores them when reading but `qemu-img check` reports them.
-constexpr uint64_t kL1Reserved = 0x7f000000000001ffull;
-constexpr uint64_t kL2StdReserved = 0x3f000000000001feull;
-// Extended L2: 32 subclusters, allocation bits 0-31 and zero bits 32-63 of the bitmap.
-constexpr unsigned kSubclusters = 32;
 
 std::string L2Name(uint64_t l1_index) {
   return "the L2 table of L1 entry " + std::to_string(l1_index);
@@ -143,22 +137,19 @@ void StreamDecoder::CompleteL1() {
 }
 
 void StreamDecoder::ParseL1(std::span<const uint8_t> bytes) {
-  const uint64_t c = info_->cluster_size, v = info_->virtual_size;
-  const uint64_t span = c * info_->l2_entries;
+  const uint64_t v = info_->virtual_size;
+  const uint64_t span = info_->cluster_size * info_->l2_entries;
   for (uint64_t i = 0; i < bytes.size() / kTableEntrySize; ++i) {
     const uint64_t guest = i * span;
     if (guest >= v) break;  // entries past the disk describe nothing of it
-    const uint64_t e = LoadBe64(&bytes[i * kTableEntrySize]);
-    if (e & kL1Reserved) {
-      Refuse("L1 entry " + std::to_string(i) + " is " + Hex(e) +
-             "; its reserved bits (0-8, 56-62) must be zero");
+    uint64_t off = 0;
+    try {
+      off = DecodeL1Entry(*info_, LoadBe64(&bytes[i * kTableEntrySize]));
+    } catch (const FormatError& e) {
+      Refuse("L1 entry " + std::to_string(i) + " " + e.what());
     }
-    const uint64_t off = e & kL1OffsetMask;
     if (off == 0) {
       Unallocated(guest, std::min(span, v - guest));
-    } else if (off % c != 0) {
-      Refuse("L1 entry " + std::to_string(i) + " points to an L2 table at " + Hex(off) +
-             ", not aligned to the " + std::to_string(c) + "-byte cluster size");
     } else {
       AddL2(off, i);
     }
@@ -213,71 +204,40 @@ void StreamDecoder::ParseL2(std::span<const uint8_t> bytes, uint64_t l1_index,
                             std::vector<CompressedKey>* spans) {
   const ImageInfo& in = *info_;
   const uint64_t c = in.cluster_size, v = in.virtual_size;
-  const uint32_t bits = in.header.cluster_bits;
   for (uint64_t j = 0; j < in.l2_entries; ++j) {
     const uint64_t guest = (l1_index * in.l2_entries + j) * c;
     if (guest >= v) break;
     const uint8_t* p = &bytes[j * in.l2_entry_size];
-    const uint64_t w0 = LoadBe64(p);
-    const uint64_t w1 = in.extended_l2 ? LoadBe64(p + 8) : 0;
-    auto where = [&] {
-      return "L2 entry " + std::to_string(j) + " of L1 entry " + std::to_string(l1_index) +
-             " (guest offset " + std::to_string(guest) + ")";
-    };
-    if (w0 & kOflagCompressed) {
-      // Compressed Clusters Descriptor: x = 62 - (cluster_bits - 8).
-      const unsigned x = 62 - (bits - 8);
-      const uint64_t host = w0 & ((uint64_t{1} << x) - 1);
-      const uint64_t extra_sectors = (w0 >> x) & ((uint64_t{1} << (bits - 8)) - 1);
-      if (host >= kMaxHostOffset) Refuse(where() + " has a compressed offset beyond 2^56");
-      if (w1 != 0) Refuse(where() + " is compressed but its subcluster bitmap is not zero");
-      const uint64_t end = (host / kSectorSize + 1 + extra_sectors) * kSectorSize;
-      if (decoded_spans_) NoteSpan(host, guest, end, 0);
-      AddCompressed(host, end, guest);
-      spans->emplace_back(host, end);
-      continue;
+    L2Pieces pieces;
+    try {
+      pieces = DecodeL2Entry(in, LoadBe64(p), in.extended_l2 ? LoadBe64(p + 8) : 0);
+    } catch (const FormatError& e) {
+      Refuse("L2 entry " + std::to_string(j) + " of L1 entry " + std::to_string(l1_index) +
+             " (guest offset " + std::to_string(guest) + ") " + e.what());
     }
-    if (w0 & kL2StdReserved) {
-      Refuse(where() + " is " + Hex(w0) + "; its reserved bits (1-8, 56-61) must be zero");
-    }
-    const uint64_t off = w0 & kL2OffsetMask;
-    if (off % c != 0) {
-      Refuse(where() + " points to data at " + Hex(off) + ", not aligned to the cluster size");
-    }
-    if (off != 0) structure_end_ = std::max(structure_end_, off + c);
-    if (!in.extended_l2) {
-      // QEMU reads the zero bit only without subclusters; version 2 has no zero clusters.
-      const bool zero_flag = w0 & kOflagZero;
-      if (zero_flag && in.header.version == 2) {
-        Refuse(where() + " has the zero bit set, which version 2 does not allow");
-      }
-      if (zero_flag) {
-        ZeroGuest(guest, std::min(c, v - guest));
-      } else if (off == 0) {
-        Unallocated(guest, std::min(c, v - guest));
-      } else {
-        AddRun(off, guest, c);
-      }
-      continue;
-    }
-    const uint32_t alloc = static_cast<uint32_t>(w1), zeros = static_cast<uint32_t>(w1 >> 32);
-    if (alloc & zeros) {
-      Refuse(where() + " has subcluster bitmap " + Hex(w1) +
-             ": a subcluster cannot be both allocated and zero");
-    }
-    if (alloc && off == 0) {
-      Refuse(where() + " has allocated subclusters but no host cluster");
-    }
-    const uint64_t sc = c / kSubclusters;
-    for (unsigned k = 0; k < kSubclusters; ++k) {
-      const uint64_t g = guest + k * sc;
+    for (const L2Piece& piece : pieces.view()) {
+      const uint64_t g = guest + piece.offset;
       if (g >= v) break;
-      if (alloc & (1u << k)) {
-        AddRun(off + k * sc, g, sc);
-      } else if (zeros & (1u << k)) {
-        ZeroGuest(g, std::min(sc, v - g));
-      } else {
-        Unallocated(g, std::min(sc, v - g));
+      const uint64_t n = std::min(piece.length, v - g);
+      switch (piece.kind) {
+        case L2Piece::Kind::kCompressed:
+          if (decoded_spans_) NoteSpan(piece.host, g, piece.host_end, 0);
+          AddCompressed(piece.host, piece.host_end, g);
+          spans->emplace_back(piece.host, piece.host_end);
+          break;
+        case L2Piece::Kind::kData:
+          AddRun(piece.host, g, piece.length);
+          break;
+        case L2Piece::Kind::kZero:
+          ZeroGuest(g, n);
+          break;
+        case L2Piece::Kind::kUnallocated:
+          Unallocated(g, n);
+          break;
+      }
+      // A host cluster (data, or a preallocated zero or unallocated one) is part of the file.
+      if (piece.kind != L2Piece::Kind::kCompressed && piece.host != 0) {
+        structure_end_ = std::max(structure_end_, piece.host - piece.offset + c);
       }
     }
   }
@@ -468,18 +428,19 @@ void StreamDecoder::ShareDecodedCompressed(uint64_t start, uint64_t end, uint64_
     // are held until the whole tree is known); decodes from now on add what they learn.
     decoded_spans_ = std::make_unique<std::unordered_map<uint64_t, DecodedSpan>>();
     const ImageInfo& in = *info_;
-    const unsigned x = 62 - (in.header.cluster_bits - 8);
     for (const auto& [off, t] : l2_tables_) {
       if (!t.parsed) continue;
       const std::vector<uint8_t> bytes = ReadHeld(off, off + c, L2Name(t.l1_indices[0]));
       for (uint64_t l1_index : t.l1_indices) {
         for (uint64_t j = 0; j < in.l2_entries; ++j) {
           const uint64_t g = (l1_index * in.l2_entries + j) * c;
-          const uint64_t w0 = LoadBe64(&bytes[j * in.l2_entry_size]);
+          const uint8_t* p = &bytes[j * in.l2_entry_size];
+          const uint64_t w0 = LoadBe64(p);
           if (g >= v || !(w0 & kOflagCompressed)) continue;
-          const uint64_t host = w0 & ((uint64_t{1} << x) - 1);
-          const uint64_t extra = (w0 >> x) & ((uint64_t{1} << (in.header.cluster_bits - 8)) - 1);
-          NoteSpan(host, g, (host / kSectorSize + 1 + extra) * kSectorSize, 0);
+          // Parsed before: the entry is valid.
+          const L2Piece piece =
+              DecodeL2Entry(in, w0, in.extended_l2 ? LoadBe64(p + 8) : 0).piece[0];
+          NoteSpan(piece.host, g, piece.host_end, 0);
         }
       }
     }
