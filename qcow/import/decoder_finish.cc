@@ -70,7 +70,7 @@ void StreamDecoder::Finish() {
     Refuse("internal error: " + std::to_string(pending_run_bytes_) +
            " bytes of data clusters are still owed after every run arrived");
   }
-  FlushZeros();
+  writer_->Flush();
   spool_.Clear();
   finished_ = true;
 }

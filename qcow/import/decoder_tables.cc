@@ -6,8 +6,8 @@
 #include "qcow/format/byte_order.h"
 #include "qcow/format/decompress.h"
 #include "qcow/format/format.h"
-#include "qcow/format/l2_entry.h"
 #include "qcow/import/stream_decoder.h"
+#include "qcow/import/table_claims.h"
 
 namespace qcow {
 namespace {
@@ -45,7 +45,9 @@ void StreamDecoder::ParseHeader(std::span<const uint8_t> head) {
     for (const std::string& w : warnings) options_.warn(w);
   }
   info_ = std::move(info);
-  guest_end_ = std::min(info_->virtual_size, target);
+  // A delta's unallocated ranges keep what the backing file put on the target.
+  writer_.emplace(sink_, info_->virtual_size, target,
+                  options_.keep_unallocated || (options_.delta && !info_->backing_file.empty()));
   const uint64_t c = info_->cluster_size;
   const QcowHeader& h = info_->header;
   structure_end_ = c;
@@ -137,23 +139,13 @@ void StreamDecoder::CompleteL1() {
 }
 
 void StreamDecoder::ParseL1(std::span<const uint8_t> bytes) {
-  const uint64_t v = info_->virtual_size;
-  const uint64_t span = info_->cluster_size * info_->l2_entries;
-  for (uint64_t i = 0; i < bytes.size() / kTableEntrySize; ++i) {
-    const uint64_t guest = i * span;
-    if (guest >= v) break;  // entries past the disk describe nothing of it
-    uint64_t off = 0;
-    try {
-      off = DecodeL1Entry(*info_, LoadBe64(&bytes[i * kTableEntrySize]));
-    } catch (const FormatError& e) {
-      Refuse("L1 entry " + std::to_string(i) + " " + e.what());
-    }
-    if (off == 0) {
-      Unallocated(guest, std::min(span, v - guest));
+  ClaimL1(*info_, bytes, [&](const Claim& claim) {
+    if (claim.kind == Claim::Kind::kL2Table) {
+      AddL2(claim.host, claim.guest / (info_->cluster_size * info_->l2_entries));
     } else {
-      AddL2(off, i);
+      Unallocated(claim.guest, claim.length);
     }
-  }
+  });
 }
 
 void StreamDecoder::AddL2(uint64_t offset, uint64_t l1_index) {
@@ -202,45 +194,26 @@ void StreamDecoder::CompleteSpans(const std::vector<CompressedKey>& spans) {
 
 void StreamDecoder::ParseL2(std::span<const uint8_t> bytes, uint64_t l1_index,
                             std::vector<CompressedKey>* spans) {
-  const ImageInfo& in = *info_;
-  const uint64_t c = in.cluster_size, v = in.virtual_size;
-  for (uint64_t j = 0; j < in.l2_entries; ++j) {
-    const uint64_t guest = (l1_index * in.l2_entries + j) * c;
-    if (guest >= v) break;
-    const uint8_t* p = &bytes[j * in.l2_entry_size];
-    L2Pieces pieces;
-    try {
-      pieces = DecodeL2Entry(in, LoadBe64(p), in.extended_l2 ? LoadBe64(p + 8) : 0);
-    } catch (const FormatError& e) {
-      Refuse("L2 entry " + std::to_string(j) + " of L1 entry " + std::to_string(l1_index) +
-             " (guest offset " + std::to_string(guest) + ") " + e.what());
+  ClaimL2(*info_, bytes, l1_index, [&](const Claim& claim) {
+    switch (claim.kind) {
+      case Claim::Kind::kCompressed:
+        if (decoded_spans_) NoteSpan(claim.host, claim.guest, claim.host_end, 0);
+        AddCompressed(claim.host, claim.host_end, claim.guest);
+        spans->emplace_back(claim.host, claim.host_end);
+        return;
+      case Claim::Kind::kData:
+        AddRun(claim.host, claim.guest, claim.length);
+        break;
+      case Claim::Kind::kZero:
+        ZeroGuest(claim.guest, claim.length);
+        break;
+      case Claim::Kind::kUnallocated:
+      case Claim::Kind::kL2Table:
+        Unallocated(claim.guest, claim.length);
+        break;
     }
-    for (const L2Piece& piece : pieces.view()) {
-      const uint64_t g = guest + piece.offset;
-      if (g >= v) break;
-      const uint64_t n = std::min(piece.length, v - g);
-      switch (piece.kind) {
-        case L2Piece::Kind::kCompressed:
-          if (decoded_spans_) NoteSpan(piece.host, g, piece.host_end, 0);
-          AddCompressed(piece.host, piece.host_end, g);
-          spans->emplace_back(piece.host, piece.host_end);
-          break;
-        case L2Piece::Kind::kData:
-          AddRun(piece.host, g, piece.length);
-          break;
-        case L2Piece::Kind::kZero:
-          ZeroGuest(g, n);
-          break;
-        case L2Piece::Kind::kUnallocated:
-          Unallocated(g, n);
-          break;
-      }
-      // A host cluster (data, or a preallocated zero or unallocated one) is part of the file.
-      if (piece.kind != L2Piece::Kind::kCompressed && piece.host != 0) {
-        structure_end_ = std::max(structure_end_, piece.host - piece.offset + c);
-      }
-    }
-  }
+    structure_end_ = std::max(structure_end_, claim.host_end);
+  });
 }
 
 void StreamDecoder::AddRun(uint64_t host, uint64_t guest, uint64_t length) {
@@ -432,16 +405,12 @@ void StreamDecoder::ShareDecodedCompressed(uint64_t start, uint64_t end, uint64_
       if (!t.parsed) continue;
       const std::vector<uint8_t> bytes = ReadHeld(off, off + c, L2Name(t.l1_indices[0]));
       for (uint64_t l1_index : t.l1_indices) {
-        for (uint64_t j = 0; j < in.l2_entries; ++j) {
-          const uint64_t g = (l1_index * in.l2_entries + j) * c;
-          const uint8_t* p = &bytes[j * in.l2_entry_size];
-          const uint64_t w0 = LoadBe64(p);
-          if (g >= v || !(w0 & kOflagCompressed)) continue;
-          // Parsed before: the entry is valid.
-          const L2Piece piece =
-              DecodeL2Entry(in, w0, in.extended_l2 ? LoadBe64(p + 8) : 0).piece[0];
-          NoteSpan(piece.host, g, piece.host_end, 0);
-        }
+        // Parsed before: the entries are valid.
+        ClaimL2(in, bytes, l1_index, [&](const Claim& claim) {
+          if (claim.kind == Claim::Kind::kCompressed) {
+            NoteSpan(claim.host, claim.guest, claim.host_end, 0);
+          }
+        });
       }
     }
   }

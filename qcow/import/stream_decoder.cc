@@ -315,52 +315,15 @@ bool StreamDecoder::DiskComplete() {
 }
 
 void StreamDecoder::WriteGuest(uint64_t guest, const uint8_t* data, uint64_t n) {
-  const uint64_t v = info_->virtual_size;
-  if (guest >= v) return;
-  n = std::min(n, v - guest);
-  if (guest + n > guest_end_) {
-    const uint64_t keep = guest >= guest_end_ ? 0 : guest_end_ - guest;
-    const uint8_t* past = std::find_if(data + keep, data + n, [](uint8_t b) { return b != 0; });
-    if (past != data + n) {
-      throw TooLargeError("the image holds data at guest byte " +
-                          std::to_string(guest + (past - data)) + ", past the end of the target (" +
-                          std::to_string(guest_end_) + " bytes)");
-    }
-    n = keep;
-    if (n == 0) return;
-  }
-  sink_.Write(guest, data, n);
-  guest_written_ += n;
+  writer_->Write(guest, data, n);
 }
 
-void StreamDecoder::ZeroGuest(uint64_t guest, uint64_t n) {
-  if (guest >= guest_end_ || n == 0) return;
-  n = std::min(n, guest_end_ - guest);
-  if (zero_length_ && zero_start_ + zero_length_ == guest) {
-    zero_length_ += n;
-    return;
-  }
-  FlushZeros();
-  zero_start_ = guest;
-  zero_length_ = n;
-}
+void StreamDecoder::ZeroGuest(uint64_t guest, uint64_t n) { writer_->Zero(guest, n); }
 
 void StreamDecoder::ReadGuest(uint64_t guest, uint8_t* out, uint64_t n) const {
-  const uint64_t keep = guest >= guest_end_ ? 0 : std::min(n, guest_end_ - guest);
-  if (keep) sink_.Read(guest, out, keep);
-  std::fill(out + keep, out + n, uint8_t{0});
+  writer_->Read(guest, out, n);
 }
 
-void StreamDecoder::Unallocated(uint64_t guest, uint64_t n) {
-  // What the backing file holds there is on the target already.
-  if (options_.delta && !info_->backing_file.empty()) return;
-  if (options_.keep_unallocated) return;
-  ZeroGuest(guest, n);
-}
-
-void StreamDecoder::FlushZeros() {
-  if (zero_length_) sink_.Zero(zero_start_, zero_length_);
-  zero_length_ = 0;
-}
+void StreamDecoder::Unallocated(uint64_t guest, uint64_t n) { writer_->Unallocated(guest, n); }
 
 }  // namespace qcow

@@ -12,6 +12,16 @@
 // never arrived is missing, not a hole, unless the writer skipped it the way sparse copies
 // do (see WriteHistory). Every byte the decoder holds, bookkeeping included, counts
 // against the spool's limits.
+//
+// The stages, each in its own file with its own tests:
+//   claims    table_claims.h   what each L1/L2 table says of the disk, entry by entry
+//   hold      spool.h          bytes that arrive before anything knows what they are
+//   route     this class       bytes to the runs that map them, spans to complete, the
+//                              bookkeeping of what arrived and what is still owed
+//   complete  inflate_pool.h   compressed clusters decompressed on every core, handed back
+//                              in the order they went in
+//   write     guest_writer.h   guest ranges to the sink: data, coalesced zeros, ranges left
+//                              unallocated, nothing past the target
 #pragma once
 
 #include <cstdint>
@@ -27,6 +37,7 @@
 
 #include "qcow/format/errors.h"
 #include "qcow/format/image_header.h"
+#include "qcow/import/guest_writer.h"
 #include "qcow/import/inflate_pool.h"
 #include "qcow/import/range_set.h"
 #include "qcow/import/recent_bytes.h"
@@ -35,24 +46,6 @@
 #include "qcow/import/write_history.h"
 
 namespace qcow {
-
-// Where decoded guest data goes. Offsets are always inside [0, virtual size).
-class ImageSink {
- public:
-  virtual ~ImageSink() = default;
-  // Writes n guest bytes at guest_offset.
-  virtual void Write(uint64_t guest_offset, const uint8_t* data, uint64_t n) = 0;
-  // Makes [guest_offset, guest_offset + n) read as zeros.
-  virtual void Zero(uint64_t guest_offset, uint64_t n) = 0;
-  // Reads back n guest bytes that Write stored earlier (for a cluster the image shares).
-  virtual void Read(uint64_t guest_offset, uint8_t* out, uint64_t n) = 0;
-};
-
-// The image's virtual size is larger than the target (callers map this to EFBIG).
-class TooLargeError : public FormatError {
- public:
-  using FormatError::FormatError;
-};
 
 struct DecoderOptions {
   // Bytes the target can hold. A target that is not whole sectors (a regular file) takes
@@ -114,7 +107,7 @@ class StreamDecoder {
 
   // Returns the validated header, or null before it arrived.
   const ImageInfo* info() const { return info_ ? &*info_ : nullptr; }
-  uint64_t guest_bytes_written() const { return guest_written_; }
+  uint64_t guest_bytes_written() const { return writer_ ? writer_->bytes_written() : 0; }
   // Returns the number of distinct image bytes received.
   uint64_t received_bytes() const { return received_.bytes(); }
   // Returns the highest end of any structure known so far, a lower bound for the size of
@@ -149,11 +142,10 @@ class StreamDecoder {
   void UpdateMemory();
   void WriteGuest(uint64_t guest, const uint8_t* data, uint64_t n);
   void ZeroGuest(uint64_t guest, uint64_t n);
-  // Reads back guest bytes written earlier (zeros past guest_end_).
+  // Reads back guest bytes written earlier (zeros past the end of the target).
   void ReadGuest(uint64_t guest, uint8_t* out, uint64_t n) const;
   // A range the image leaves unallocated: zeros, or untouched in a delta import.
   void Unallocated(uint64_t guest, uint64_t n);
-  void FlushZeros();
 
   // Structures (decoder_tables.cc).
   void TryParseHeader();
@@ -238,12 +230,8 @@ class StreamDecoder {
   std::vector<std::pair<uint64_t, uint64_t>> refcount_blocks_;
   uint64_t structure_end_ = 0;  // highest end of header, tables, data, refcount structures
   bool finished_ = false;
-  uint64_t guest_written_ = 0;
-  // Where guest bytes stop reaching the target: the virtual size, or the end of a target
-  // that is not whole sectors, for an image whose size was that rounded up (only zeros
-  // may lie past it).
-  uint64_t guest_end_ = 0;
-  uint64_t zero_start_ = 0, zero_length_ = 0;  // coalesced zero range not yet emitted
+  // The write stage, made when the header is known.
+  std::optional<GuestWriter> writer_;
 };
 
 }  // namespace qcow
