@@ -15,8 +15,11 @@
 # for the compressed image). Each row is measured with the commands pinned to 1 core, then
 # to all of them (taskset), or to each count in CORES ("1 2 4").
 #
-# RUNS below 2 misleads: here the first run of a kind (a mount's cat, a convert to tmpfs)
-# took up to 6 times longer, while the kernel reclaimed memory for the new file's pages.
+# RUNS rounds run every command once, in turn, so that the two sides of each ratio are
+# measured at the same time (this VM's disk and page reclaim drift over minutes); each row
+# keeps the best of its rounds. RUNS below 2 misleads: here the first run of a kind (a
+# mount's cat, a convert to tmpfs) took up to 6 times longer, while the kernel reclaimed
+# memory for the new file's pages.
 #
 # Usage: bench/speed_table.sh [path/to/qcowfs]   (as root; qemu-img, fuse3, python3)
 set -euo pipefail
@@ -58,41 +61,38 @@ run() {
   rss=$(tail -1 "$out")
 }
 
-# best NAME SETUP COMMAND...: the best time of RUNS runs of COMMAND, each after SETUP (not
-# timed), into best_NAME and its peak RSS into rss_NAME.
-best() {
-  local name=$1 setup=$2 b="" r=0
-  shift 2
-  for ((i = 0; i < RUNS; i++)); do
-    eval "$setup"
-    run "$@"
-    if [[ -z $b ]] || (($(echo "$took < $b" | bc -l))); then b=$took; fi
-    ((rss > r)) && r=$rss
-  done
-  printf -v "best_$name" '%s' "$b"
-  printf -v "rss_$name" '%s' "$r"
+# keep NAME TIME RSS: best_NAME becomes the lower of itself and TIME, rss_NAME the higher of
+# itself and RSS (both unset at the start of a round).
+keep() {
+  local b="best_$1" r="rss_$1"
+  if [[ -z ${!b:-} ]] || (($(echo "$2 < ${!b}" | bc -l))); then printf -v "$b" '%s' "$2"; fi
+  if [[ -z ${!r:-} ]] || (($3 > ${!r})); then printf -v "$r" '%s' "$3"; fi
 }
 
-# The same for commands that a mount serves: best_NAME, and the daemon's peak RSS in
-# rss_NAME. MOUNT_ARGS mount fresh before each run; the command runs; then the mount ends.
-best_mounted() {
-  local name=$1 mount_args=$2 setup=$3 b="" r=0 h
+# once NAME SETUP COMMAND...: one run of COMMAND after SETUP (not timed), kept by keep.
+once() {
+  local name=$1 setup=$2
+  shift 2
+  eval "$setup"
+  run "$@"
+  keep "$name" "$took" "$rss"
+}
+
+# The same for commands that a mount serves; the daemon's peak RSS is kept. MOUNT_ARGS
+# mount fresh before the run; the command runs; then the mount ends.
+once_mounted() {
+  local name=$1 mount_args=$2 setup=$3 h
   shift 3
-  for ((i = 0; i < RUNS; i++)); do
-    eval "$setup"
-    # shellcheck disable=SC2086
-    taskset -c "$cpus" "$QCOWFS" mount $mount_args "$mnt"
-    run "$@"
-    h=$(daemon_hwm)
-    if [[ -f $mnt/import.status ]]; then
-      grep -q "state: done" "$mnt/import.status" || { echo "import failed" >&2; exit 1; }
-    fi
-    fusermount3 -u "$mnt"
-    if [[ -z $b ]] || (($(echo "$took < $b" | bc -l))); then b=$took; fi
-    ((h > r)) && r=$h
-  done
-  printf -v "best_$name" '%s' "$b"
-  printf -v "rss_$name" '%s' "$r"
+  eval "$setup"
+  # shellcheck disable=SC2086
+  taskset -c "$cpus" "$QCOWFS" mount $mount_args "$mnt"
+  run "$@"
+  h=$(daemon_hwm)
+  if [[ -f $mnt/import.status ]]; then
+    grep -q "state: done" "$mnt/import.status" || { echo "import failed" >&2; exit 1; }
+  fi
+  fusermount3 -u "$mnt"
+  keep "$name" "$took" "$h"
 }
 
 echo "making the images (4 GiB disk, 1 GiB of data in 1 MiB pieces)..." >&2
@@ -124,24 +124,26 @@ sync
 warm "$work/plain.qcow2" "$work/compressed.qcow2" "$work/disk.raw" "$work/disk.raw.data" \
   "$work/disk.vhd" "$work/base.qcow2" "$work/mid.qcow2" "$work/top.qcow2"
 
-# Imports $work/NAME.qcow2 with serve (checked by qemu-img compare), through the mount, and
-# with durable qemu-img convert: best_serve_NAME, best_mount_NAME, best_qemu_NAME.
+# One run each of: $work/NAME.qcow2 imported with serve (checked by qemu-img compare),
+# through the mount, and with durable qemu-img convert (best_serve_NAME, best_mount_NAME,
+# best_qemu_NAME). The rounds alternate the tools, so that each ratio compares runs made
+# at the same time: this VM's disk and page reclaim drift over minutes.
 measure_import() {
   local name=$1 image="$work/$1.qcow2"
-  best "serve_$name" fresh_target "$QCOWFS" serve --source "$image" --destination "$work/target"
+  once "serve_$name" fresh_target "$QCOWFS" serve --source "$image" --destination "$work/target"
   qemu-img compare -q -f qcow2 -F raw "$image" "$work/target"
-  best_mounted "mount_$name" "--import $work/target" fresh_target \
+  once_mounted "mount_$name" "--import $work/target" fresh_target \
     sh -c "cat '$image' > '$mnt/import.qcow2'"
-  best "qemu_$name" fresh_target qemu-img convert -n -t writeback -f qcow2 -O raw "$image" \
+  once "qemu_$name" fresh_target qemu-img convert -n -t writeback -f qcow2 -O raw "$image" \
     "$work/target"
 }
 
-# Exports SOURCE (of FORMAT) with cat of a fresh mount's disk.qcow2, and with qemu-img
-# convert -O qcow2 to tmpfs: best_fuse_NAME, best_convert_NAME.
+# One run each of: SOURCE (of FORMAT) exported with cat of a fresh mount's disk.qcow2, and
+# with qemu-img convert -O qcow2 to tmpfs (best_fuse_NAME, best_convert_NAME).
 measure_export() {
   local name=$1 source=$2 format=$3
-  best_mounted "fuse_$name" "--export $source" : sh -c "cat '$mnt/disk.qcow2' > /dev/null"
-  best "convert_$name" 'rm -f "$shm/out.qcow2"' qemu-img convert -f "$format" -O qcow2 \
+  once_mounted "fuse_$name" "--export $source" : sh -c "cat '$mnt/disk.qcow2' > /dev/null"
+  once "convert_$name" 'rm -f "$shm/out.qcow2"' qemu-img convert -f "$format" -O qcow2 \
     "$source" "$shm/out.qcow2"
 }
 
@@ -163,26 +165,33 @@ for count in $CORES; do
   cpus="0-$((count - 1))"
   echo "measuring on $count core(s)..." >&2
 
-  # Import.
-  measure_import plain
-  best dd_plain fresh_target dd if="$work/disk.raw.data" of="$work/target" bs=1M conv=fsync \
-    status=none
-  measure_import compressed
-  rm -f "$work/target"
-
-  # Export.
-  measure_export raw "$work/disk.raw" raw
+  for name in serve_plain mount_plain qemu_plain dd_plain serve_compressed mount_compressed \
+    qemu_compressed fuse_raw convert_raw pagecache stream script fuse_vhd convert_vhd \
+    fuse_chain convert_chain; do
+    unset "best_$name" "rss_$name"
+  done
   "$QCOWFS" mount --export "$work/disk.raw" "$mnt"
   size=$(stat -c %s "$mnt/disk.qcow2")
   fusermount3 -u "$mnt"
-  best pagecache : dd if="$work/disk.raw" of=/dev/null bs=128K count="$size" \
-    iflag=count_bytes status=none
-  best stream : sh -c "'$QCOWFS' stream --source '$work/disk.raw' --destination - | cat > /dev/null"
-  if [[ -n $script ]]; then
-    best script : sh -c "'$script' '$work/disk.raw' | cat > /dev/null"
-  fi
-  measure_export vhd "$work/disk.vhd" vpc
-  measure_export chain "$work/top.qcow2" qcow2
+  for ((round = 0; round < RUNS; round++)); do
+    # Import.
+    measure_import plain
+    once dd_plain fresh_target dd if="$work/disk.raw.data" of="$work/target" bs=1M \
+      conv=fsync status=none
+    measure_import compressed
+    rm -f "$work/target"
+
+    # Export.
+    measure_export raw "$work/disk.raw" raw
+    once pagecache : dd if="$work/disk.raw" of=/dev/null bs=128K count="$size" \
+      iflag=count_bytes status=none
+    once stream : sh -c "'$QCOWFS' stream --source '$work/disk.raw' --destination - | cat > /dev/null"
+    if [[ -n $script ]]; then
+      once script : sh -c "'$script' '$work/disk.raw' | cat > /dev/null"
+    fi
+    measure_export vhd "$work/disk.vhd" vpc
+    measure_export chain "$work/top.qcow2" qcow2
+  done
   rm -f "$shm/out.qcow2"
 
   echo
