@@ -40,6 +40,10 @@ void AddSpoolOptions(CLI::App* cmd, SpoolArgs& a) {
   cmd->add_option("--spool-limit", a.limit,
                   "Import: most bytes ever spooled; an image needing more fails")
       ->capture_default_str();
+  cmd->add_option("--decompress-threads", a.decompress_threads,
+                  "Import: threads that decompress compressed clusters (default 0: one per "
+                  "CPU the process may run on, see taskset)")
+      ->check(CLI::Range(0u, 256u));
 }
 
 // The exporting command (stream) takes --source-format and --path as export options.

@@ -134,6 +134,7 @@ int RunMount(const MountArgs& a) {
     target = std::make_unique<qcow::RawTarget>(a.import_target, target_options);
     qcow::ImportOptions options;
     options.spool = SpoolLimits(a.spool);
+    options.threads = a.spool.decompress_threads;
     options.delta = a.delta;
     options.log = [](const std::string& line) {
       Log(line.rfind("import failed", 0) == 0 ? LOG_ERR : LOG_WARNING, "%s", line.c_str());

@@ -94,6 +94,7 @@ int RunServe(const ServeArgs& a) {
   qcow::RawTarget target(target_path, target_options);
   qcow::ImportOptions options;
   options.spool = SpoolLimits(a.spool);
+  options.threads = a.spool.decompress_threads;
   options.delta = apply;
   options.keep_unallocated = a.keep_unallocated;
   options.log = [](const std::string& line) {

@@ -1,4 +1,5 @@
-// The import spool's options, shared by `mount --import` and `serve`.
+// The import's decoder options (its spool, its decompression threads), shared by
+// `mount --import` and `serve`.
 #pragma once
 
 #include <string>
@@ -11,6 +12,7 @@ struct SpoolArgs {
   std::string memory = "256M";
   std::string dir;  // empty: $TMPDIR or /tmp
   std::string limit = "8G";
+  unsigned decompress_threads = 0;  // 0: one per CPU the process may run on
 };
 
 // Returns the limits the options describe; throws UsageError for bad sizes.

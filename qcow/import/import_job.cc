@@ -31,6 +31,7 @@ int ImportJob::Begin(uint64_t* handle) {
   d.spool = options_.spool;
   d.delta = options_.delta;
   d.keep_unallocated = options_.keep_unallocated;
+  d.threads = options_.threads;
   d.warn = [this](const std::string& w) {
     warning_ = w;
     if (options_.log) options_.log("import warning: " + w);

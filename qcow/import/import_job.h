@@ -22,6 +22,7 @@ struct ImportOptions {
   std::function<void(const std::string&)> log;  // one line per warning or failure
   bool delta = false;                           // see DecoderOptions::delta
   bool keep_unallocated = false;                // see DecoderOptions::keep_unallocated
+  unsigned threads = 0;                         // see DecoderOptions::threads
 };
 
 class ImportJob {

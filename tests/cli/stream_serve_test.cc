@@ -103,6 +103,40 @@ TEST_F(StreamServe, PipesAreWidenedToAMebibyte) {
   EXPECT_EQ(std::string(size.begin(), size.end()), "1048576\n");
 }
 
+TEST_F(StreamServe, DecompressThreadsFollowTheOptionAndTheAffinityMask) {
+  // A compressed image sent in two halves with a pause between: while serve waits for the
+  // second, its threads are counted. --decompress-threads 3 runs three workers more than
+  // --decompress-threads 1 (which decompresses on the reading thread); the default on one
+  // CPU (taskset) is the same as 1. Every import must still be the image's disk.
+  std::string text;
+  for (int i = 0; text.size() < (8u << 20); ++i) text += "line " + std::to_string(i * 7919) + "\n";
+  text.resize(8u << 20);
+  WriteAt(dir_ / "text.raw", 0, std::vector<uint8_t>(text.begin(), text.end()));
+  const std::string image = dir_ / "text.qcow2";
+  ASSERT_EQ(
+      Sh("qemu-img convert -c -f raw -O qcow2 " + Quote(dir_ / "text.raw") + " " + Quote(image))
+          .status,
+      0);
+  const std::string target = dir_ / "target";
+  auto threads = [&](const std::string& prefix, const std::string& option) {
+    const std::string how = prefix + Q() + " serve " + option;
+    WriteAt(target, 0, std::vector<uint8_t>(1, 1));
+    EXPECT_EQ(truncate(target.c_str(), 8 << 20), 0);
+    const CommandResult r =
+        Sh("img=" + Quote(image) +
+           "; half=$(($(stat -c %s \"$img\") / 2)); "
+           "{ head -c $half \"$img\"; sleep 1.2; tail -c +$((half + 1)) \"$img\"; } | " +
+           how + " --source - --destination " + Quote(target) +
+           " & pid=$!; sleep 0.6; ls /proc/$pid/task | wc -l; wait $pid");
+    EXPECT_EQ(r.status, 0) << how << ": " << r.output;
+    EXPECT_TRUE(ReadFile(target) == ReadFile(dir_ / "text.raw")) << how;
+    return std::stoi(r.output);
+  };
+  const int one = threads("", "--decompress-threads 1");
+  EXPECT_EQ(threads("", "--decompress-threads 3"), one + 3);
+  EXPECT_EQ(threads("taskset -c 0 ", ""), one);
+}
+
 TEST_F(StreamServe, StreamToTcpAndUnixSocketsIsByteIdentical) {
   int tcp = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
