@@ -281,7 +281,7 @@ bool StreamDecoder::CompleteCompressed(const CompressedKey& key, uint64_t avail_
   std::vector<uint8_t> out(info_->cluster_size);
   const bool zstd = info_->compression_type == kCompressionZstd;
   const std::optional<uint64_t> used = zstd ? ZstdCluster(in, out) : InflateCluster(in, out);
-  return ApplyCompressed(key, avail_end, pad_end, must, used, std::move(out));
+  return ApplyCompressed(key, avail_end, pad_end, must, used, out);
 }
 
 void StreamDecoder::SubmitCompressed(const CompressedKey& key, uint64_t avail_end) {
@@ -289,11 +289,14 @@ void StreamDecoder::SubmitCompressed(const CompressedKey& key, uint64_t avail_en
     const unsigned n = options_.threads ? options_.threads : InflatePool::AvailableCpus();
     inflate_ = std::make_unique<InflatePool>(n, info_->compression_type == kCompressionZstd);
   }
-  auto job = std::make_unique<InflateJob>();
+  std::unique_ptr<InflateJob> job = inflate_->NewJob();
   job->start = key.first;
   job->end = key.second;
   job->avail_end = avail_end;
-  job->in = ReadHeld(key.first, avail_end, CompressedName(key));
+  job->in.resize(avail_end - key.first);
+  if (!TryReadHeld(key.first, avail_end, job->in.data())) {
+    ReadHeld(key.first, avail_end, CompressedName(key));  // throws, saying why
+  }
   job->out.resize(info_->cluster_size);
   compressed_.at(key).in_flight = true;
   inflate_->Submit(std::move(job));
@@ -314,19 +317,24 @@ void StreamDecoder::Drain(bool all) {
     // Applying earlier clusters lets bytes go; should that cut this span's bytes (crafted
     // images whose spans overlap), decode it as one at a time would have, from what is held.
     uint64_t avail = 0;
-    if (!CompressedReady(key, &avail)) continue;
+    if (!CompressedReady(key, &avail)) {
+      inflate_->Recycle(std::move(job));
+      continue;
+    }
     if (avail != job->avail_end) {
+      inflate_->Recycle(std::move(job));
       CompleteCompressed(key, avail, avail, true);
       continue;
     }
-    ApplyCompressed(key, avail, avail, true, job->used, std::move(job->out));
+    ApplyCompressed(key, avail, avail, true, job->used, job->out);
+    inflate_->Recycle(std::move(job));
   }
   UpdateMemory();
 }
 
 bool StreamDecoder::ApplyCompressed(const CompressedKey& key, uint64_t avail_end, uint64_t pad_end,
                                     bool must, std::optional<uint64_t> used,
-                                    std::vector<uint8_t> out) {
+                                    std::span<const uint8_t> out) {
   const uint64_t start = key.first, end = key.second;
   const uint64_t c = info_->cluster_size;
   const bool zstd = info_->compression_type == kCompressionZstd;
@@ -360,7 +368,7 @@ bool StreamDecoder::ApplyCompressed(const CompressedKey& key, uint64_t avail_end
     if (decoded_spans_) NoteSpan(start, whole, end, *used);
     if (whole == UINT64_MAX) {
       last_cluster_start_ = start;
-      last_cluster_ = std::move(out);
+      last_cluster_.assign(out.begin(), out.end());
     }
   }
   // Only this cluster used these bytes (unless another waiting one shares them); once the

@@ -2,6 +2,8 @@
 
 #include <sched.h>
 
+#include <algorithm>
+
 #include "qcow/format/decompress.h"
 
 namespace qcow {
@@ -29,6 +31,22 @@ unsigned InflatePool::AvailableCpus() {
 
 void InflatePool::Decompress(InflateJob& job) const {
   job.used = zstd_ ? ZstdCluster(job.in, job.out) : InflateCluster(job.in, job.out);
+}
+
+std::unique_ptr<InflateJob> InflatePool::NewJob() {
+  if (spare_.empty()) return std::make_unique<InflateJob>();
+  std::unique_ptr<InflateJob> job = std::move(spare_.back());
+  spare_.pop_back();
+  spare_bytes_ -= job->bytes();
+  job->used.reset();
+  return job;
+}
+
+void InflatePool::Recycle(std::unique_ptr<InflateJob> job) {
+  // As many as can be in flight at once, give or take: the decoder's bound is 4 per thread.
+  if (spare_.size() >= 4 * uint64_t{std::max(threads_, 1u)} + 1) return;
+  spare_bytes_ += job->bytes();
+  spare_.push_back(std::move(job));
 }
 
 void InflatePool::Submit(std::unique_ptr<InflateJob> job) {

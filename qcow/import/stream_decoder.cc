@@ -274,7 +274,8 @@ void StreamDecoder::CheckTreeComplete() {
 void StreamDecoder::UpdateMemory() {
   uint64_t other = received_.memory_bytes() + released_.memory_bytes() + runs_.memory_bytes() +
                    l2_tables_.size() * kTableNodeBytes + l2_names_ * sizeof(uint64_t) +
-                   compressed_.size() * kCompressedNodeBytes + (inflate_ ? inflate_->bytes() : 0) +
+                   compressed_.size() * kCompressedNodeBytes +
+                   (inflate_ ? inflate_->bytes() + inflate_->spare_bytes() : 0) +
                    compressed_guests_ * sizeof(uint64_t) + recent_.memory_bytes() +
                    last_cluster_.capacity() +
                    refcount_blocks_.capacity() * sizeof(refcount_blocks_[0]);

@@ -167,7 +167,7 @@ class StreamDecoder {
   // Applies a decompressed cluster: writes it to its guests, records what later tables may
   // share, lets its bytes go. Returns false (only when !must) when it did not decompress.
   bool ApplyCompressed(const CompressedKey& key, uint64_t avail_end, uint64_t pad_end, bool must,
-                       std::optional<uint64_t> used, std::vector<uint8_t> out);
+                       std::optional<uint64_t> used, std::span<const uint8_t> out);
   std::string CompressedName(const CompressedKey& key) const;
   // Completes a compressed cluster whose bytes up to avail_end arrived: hands it to the
   // decompression stage, whose results Drain applies in the order they were submitted.
