@@ -5,6 +5,8 @@
 
 #include <memory>
 
+#include "qcow/format/format.h"
+
 namespace qcow {
 
 std::optional<uint64_t> InflateCluster(std::span<const uint8_t> in, std::span<uint8_t> out) {
@@ -41,6 +43,11 @@ std::optional<uint64_t> ZstdCluster(std::span<const uint8_t> in, std::span<uint8
   // A frame still unfinished when the cluster is full decodes to more than a cluster.
   if (ret != 0) return std::nullopt;
   return ib.pos;
+}
+
+std::optional<uint64_t> DecompressCluster(uint8_t compression_type, std::span<const uint8_t> in,
+                                          std::span<uint8_t> out) {
+  return compression_type == kCompressionZstd ? ZstdCluster(in, out) : InflateCluster(in, out);
 }
 
 }  // namespace qcow

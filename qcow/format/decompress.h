@@ -21,4 +21,9 @@ std::optional<uint64_t> InflateCluster(std::span<const uint8_t> in, std::span<ui
 // number of input bytes used, or nullopt.
 std::optional<uint64_t> ZstdCluster(std::span<const uint8_t> in, std::span<uint8_t> out);
 
+// Decompresses a cluster of an image whose header names compression_type (the header's
+// field: deflate or zstd) with InflateCluster or ZstdCluster.
+std::optional<uint64_t> DecompressCluster(uint8_t compression_type, std::span<const uint8_t> in,
+                                          std::span<uint8_t> out);
+
 }  // namespace qcow

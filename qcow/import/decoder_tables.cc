@@ -279,15 +279,14 @@ bool StreamDecoder::CompleteCompressed(const CompressedKey& key, uint64_t avail_
   // Past the end of the image file QEMU reads zeros.
   if (pad_end > avail_end) in.resize(pad_end - key.first, 0);
   std::vector<uint8_t> out(info_->cluster_size);
-  const bool zstd = info_->compression_type == kCompressionZstd;
-  const std::optional<uint64_t> used = zstd ? ZstdCluster(in, out) : InflateCluster(in, out);
+  const std::optional<uint64_t> used = DecompressCluster(info_->compression_type, in, out);
   return ApplyCompressed(key, avail_end, pad_end, must, used, out);
 }
 
 void StreamDecoder::SubmitCompressed(const CompressedKey& key, uint64_t avail_end) {
   if (!inflate_) {
     const unsigned n = options_.threads ? options_.threads : InflatePool::AvailableCpus();
-    inflate_ = std::make_unique<InflatePool>(n, info_->compression_type == kCompressionZstd);
+    inflate_ = std::make_unique<InflatePool>(n, info_->compression_type);
   }
   std::unique_ptr<InflateJob> job = inflate_->NewJob();
   job->start = key.first;
@@ -442,8 +441,7 @@ void StreamDecoder::ShareDecodedCompressed(uint64_t start, uint64_t end, uint64_
       // Checking a file: decode the data again from the file itself.
       std::vector<uint8_t> in(d.end - start);
       options_.reread(start, in.data(), in.size());
-      const bool zstd = info_->compression_type == kCompressionZstd;
-      if (!(zstd ? ZstdCluster(in, out) : InflateCluster(in, out))) {
+      if (!DecompressCluster(info_->compression_type, in, out)) {
         Refuse(who() + " does not decompress on a second reading");
       }
     } else {

@@ -8,7 +8,8 @@
 
 namespace qcow {
 
-InflatePool::InflatePool(unsigned threads, bool zstd) : threads_(threads), zstd_(zstd) {}
+InflatePool::InflatePool(unsigned threads, uint8_t compression_type)
+    : threads_(threads), compression_type_(compression_type) {}
 
 InflatePool::~InflatePool() {
   {
@@ -30,7 +31,7 @@ unsigned InflatePool::AvailableCpus() {
 }
 
 void InflatePool::Decompress(InflateJob& job) const {
-  job.used = zstd_ ? ZstdCluster(job.in, job.out) : InflateCluster(job.in, job.out);
+  job.used = DecompressCluster(compression_type_, job.in, job.out);
 }
 
 std::unique_ptr<InflateJob> InflatePool::NewJob() {

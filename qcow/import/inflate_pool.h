@@ -39,7 +39,7 @@ struct UninitializedAllocator : std::allocator<T> {
 using JobBytes = std::vector<uint8_t, UninitializedAllocator<uint8_t>>;
 
 // One compressed cluster to decompress: `in` holds its bytes (a span, maybe cut short),
-// `out` receives the cluster. `used` is what InflateCluster or ZstdCluster returns.
+// `out` receives the cluster. `used` is what DecompressCluster returns.
 struct InflateJob {
   uint64_t start = 0, end = 0;  // the span in the image
   uint64_t avail_end = 0;       // the span's bytes that were read into `in` end here
@@ -53,7 +53,7 @@ class InflatePool {
  public:
   // threads <= 1 decompresses on the caller's thread, in Submit. Otherwise `threads`
   // workers are started with the first job.
-  InflatePool(unsigned threads, bool zstd);
+  InflatePool(unsigned threads, uint8_t compression_type);
   ~InflatePool();
   InflatePool(const InflatePool&) = delete;
   InflatePool& operator=(const InflatePool&) = delete;
@@ -89,7 +89,7 @@ class InflatePool {
   bool RunOne(std::unique_lock<std::mutex>& lock);
 
   const unsigned threads_;
-  const bool zstd_;
+  const uint8_t compression_type_;  // the image header's
   std::mutex mutex_;
   std::condition_variable work_, done_;
   // Jobs in submission order; workers never remove them, only Next does.

@@ -158,9 +158,7 @@ void ReadCompressedCluster(const Layer& layer, uint64_t host, uint64_t host_end,
   out.resize(in.cluster_size);
   std::vector<uint8_t> packed(host_end - host, 0);
   PreadUpTo(layer.fd, layer.path, host, packed.data(), packed.size());
-  const auto used = in.compression_type == kCompressionZstd ? ZstdCluster(packed, out)
-                                                            : InflateCluster(packed, out);
-  if (!used) {
+  if (!DecompressCluster(in.compression_type, packed, out)) {
     throw std::system_error(EIO, std::generic_category(),
                             layer.path + ": the compressed cluster at " + Hex(host) +
                                 " does not decompress to a whole cluster");

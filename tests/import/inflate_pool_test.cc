@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "qcow/format/decompress.h"
+#include "qcow/format/format.h"
 
 namespace {
 
@@ -63,7 +64,7 @@ TEST(InflatePool, ResultsComeBackInTheOrderTheyWentIn) {
     if (i % 7 == 3) packed.back().resize(packed.back().size() / 2);  // cut: does not decode
   }
   for (unsigned threads : {1u, 2u, 5u}) {
-    qcow::InflatePool pool(threads, /*zstd=*/false);
+    qcow::InflatePool pool(threads, qcow::kCompressionDeflate);
     for (uint64_t i = 0; i < packed.size(); ++i) pool.Submit(Job(i, packed[i]));
     EXPECT_EQ(pool.in_flight(), packed.size());
     for (uint64_t i = 0; i < packed.size(); ++i) {
@@ -87,7 +88,7 @@ TEST(InflatePool, DecodesExactlyAsTheCallersThreadDoes) {
   // Streams that run past the cluster and spans with a neighbour's bytes after them: the
   // pool gives what InflateCluster gives, bytes used included.
   std::mt19937 rng(11);
-  qcow::InflatePool pool(3, false);
+  qcow::InflatePool pool(3, qcow::kCompressionDeflate);
   std::vector<std::vector<uint8_t>> inputs;
   for (uint64_t i = 0; i < 60; ++i) {
     std::vector<uint8_t> data = Cluster(rng, 1);
@@ -108,7 +109,7 @@ TEST(InflatePool, DecodesExactlyAsTheCallersThreadDoes) {
 
 TEST(InflatePool, ZstdFramesAreDecodedAsZstdCluster) {
   std::mt19937 rng(3);
-  qcow::InflatePool pool(2, /*zstd=*/true);
+  qcow::InflatePool pool(2, qcow::kCompressionZstd);
   std::vector<std::vector<uint8_t>> want;
   for (uint64_t i = 0; i < 40; ++i) {
     want.push_back(Cluster(rng, i % 3));
@@ -125,7 +126,7 @@ TEST(InflatePool, ZstdFramesAreDecodedAsZstdCluster) {
 
 TEST(InflatePool, OneThreadDecodesInSubmitAndNextNeverWaits) {
   std::mt19937 rng(5);
-  qcow::InflatePool pool(1, false);
+  qcow::InflatePool pool(1, qcow::kCompressionDeflate);
   const std::vector<uint8_t> data = Cluster(rng, 1);
   auto job = Job(0, Deflate(data));
   const uint64_t bytes = job->bytes();
@@ -142,7 +143,7 @@ TEST(InflatePool, RecycledJobsDecodeLikeNewOnesAndAreCounted) {
   // A recycled job keeps its buffers (no allocation, no zeroing per cluster); what it held
   // before must never show through, whatever sizes come next.
   std::mt19937 rng(13);
-  qcow::InflatePool pool(2, false);
+  qcow::InflatePool pool(2, qcow::kCompressionDeflate);
   for (int round = 0; round < 30; ++round) {
     const std::vector<uint8_t> data = Cluster(rng, round % 3);
     const std::vector<uint8_t> packed = Deflate(data);
@@ -180,7 +181,7 @@ TEST(InflatePool, StopsWithJobsStillInFlight) {
   std::mt19937 rng(9);
   const std::vector<uint8_t> packed = Deflate(Cluster(rng, 0));
   for (int round = 0; round < 10; ++round) {
-    qcow::InflatePool pool(4, false);
+    qcow::InflatePool pool(4, qcow::kCompressionDeflate);
     for (uint64_t i = 0; i < 24; ++i) pool.Submit(Job(i, packed));
     if (round % 2) pool.Next(true);
   }
