@@ -143,7 +143,7 @@ void StreamDecoder::ParseL1(std::span<const uint8_t> bytes) {
     if (claim.kind == Claim::Kind::kL2Table) {
       AddL2(claim.host, claim.guest / (info_->cluster_size * info_->l2_entries));
     } else {
-      Unallocated(claim.guest, claim.length);
+      writer_->Unallocated(claim.guest, claim.length);
     }
   });
 }
@@ -205,11 +205,11 @@ void StreamDecoder::ParseL2(std::span<const uint8_t> bytes, uint64_t l1_index,
         AddRun(claim.host, claim.guest, claim.length);
         break;
       case Claim::Kind::kZero:
-        ZeroGuest(claim.guest, claim.length);
+        writer_->Zero(claim.guest, claim.length);
         break;
       case Claim::Kind::kUnallocated:
       case Claim::Kind::kL2Table:
-        Unallocated(claim.guest, claim.length);
+        writer_->Unallocated(claim.guest, claim.length);
         break;
     }
     structure_end_ = std::max(structure_end_, claim.host_end);
@@ -232,7 +232,7 @@ void StreamDecoder::AddRun(uint64_t host, uint64_t guest, uint64_t length) {
   runs_.Add(host, guest, length);
   uint64_t got = 0;
   for (const auto& [a, bytes] : early) {
-    WriteGuest(guest + (a - host), bytes.data(), bytes.size());
+    writer_->Write(guest + (a - host), bytes.data(), bytes.size());
     got += bytes.size();
     spool_.Erase(a, a + bytes.size());  // the target holds them now
   }
@@ -357,7 +357,7 @@ bool StreamDecoder::ApplyCompressed(const CompressedKey& key, uint64_t avail_end
   const uint64_t v = info_->virtual_size;
   uint64_t whole = UINT64_MAX;  // a guest offset that received the whole cluster
   for (uint64_t guest : node.mapped().guests) {
-    WriteGuest(guest, out.data(), c);
+    writer_->Write(guest, out.data(), c);
     if (guest < v && v - guest >= c) whole = guest;
   }
   const uint64_t data_end = start + std::min<uint64_t>(*used, avail_end - start);
@@ -445,14 +445,14 @@ void StreamDecoder::ShareDecodedCompressed(uint64_t start, uint64_t end, uint64_
         Refuse(who() + " does not decompress on a second reading");
       }
     } else {
-      ReadGuest(d.guest, out.data(), need);
+      writer_->Read(d.guest, out.data(), need);
     }
   } else if (last_cluster_start_ == start && !last_cluster_.empty()) {
     out = last_cluster_;
   } else {
     Refuse(who() + " shares compressed data whose decoded cluster qcowfs no longer holds");
   }
-  WriteGuest(guest, out.data(), need);
+  writer_->Write(guest, out.data(), need);
 }
 
 }  // namespace qcow

@@ -100,7 +100,7 @@ void StreamDecoder::Take(uint64_t a, std::span<const uint8_t> bytes) {
   // Data clusters go straight to every guest offset that maps these bytes.
   std::vector<std::pair<uint64_t, uint64_t>> mapped;
   runs_.ForEach(a, b, [&](uint64_t lo, uint64_t hi, uint64_t guest) {
-    WriteGuest(guest, bytes.data() + (lo - a), hi - lo);
+    writer_->Write(guest, bytes.data() + (lo - a), hi - lo);
     pending_run_bytes_ -= hi - lo;
     mapped.emplace_back(lo, hi);
   });
@@ -209,7 +209,7 @@ bool StreamDecoder::TryReadHeld(uint64_t a, uint64_t b, uint8_t* out) const {
       if (options_.reread) {
         options_.reread(x, out + (x - a), y - x);
       } else {
-        ReadGuest(guest + (x - lo), out + (x - a), y - x);
+        writer_->Read(guest + (x - lo), out + (x - a), y - x);
       }
       got.Insert(x, y);
     });
@@ -314,17 +314,5 @@ bool StreamDecoder::DiskComplete() {
   UpdateMemory();
   return true;
 }
-
-void StreamDecoder::WriteGuest(uint64_t guest, const uint8_t* data, uint64_t n) {
-  writer_->Write(guest, data, n);
-}
-
-void StreamDecoder::ZeroGuest(uint64_t guest, uint64_t n) { writer_->Zero(guest, n); }
-
-void StreamDecoder::ReadGuest(uint64_t guest, uint8_t* out, uint64_t n) const {
-  writer_->Read(guest, out, n);
-}
-
-void StreamDecoder::Unallocated(uint64_t guest, uint64_t n) { writer_->Unallocated(guest, n); }
 
 }  // namespace qcow

@@ -140,12 +140,6 @@ class StreamDecoder {
   void CompleteWaiting(uint64_t a, uint64_t b);
   void CheckTreeComplete();
   void UpdateMemory();
-  void WriteGuest(uint64_t guest, const uint8_t* data, uint64_t n);
-  void ZeroGuest(uint64_t guest, uint64_t n);
-  // Reads back guest bytes written earlier (zeros past the end of the target).
-  void ReadGuest(uint64_t guest, uint8_t* out, uint64_t n) const;
-  // A range the image leaves unallocated: zeros, or untouched in a delta import.
-  void Unallocated(uint64_t guest, uint64_t n);
 
   // Structures (decoder_tables.cc).
   void TryParseHeader();
@@ -230,7 +224,8 @@ class StreamDecoder {
   std::vector<std::pair<uint64_t, uint64_t>> refcount_blocks_;
   uint64_t structure_end_ = 0;  // highest end of header, tables, data, refcount structures
   bool finished_ = false;
-  // The write stage, made when the header is known.
+  // The write stage, made when the header is known: every guest write, zero range,
+  // unallocated range and read-back goes through it.
   std::optional<GuestWriter> writer_;
 };
 
