@@ -23,7 +23,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 
 PACKAGES=(build-essential cmake pkg-config libfuse3-dev fuse3 libcli11-dev libgtest-dev
   zlib1g-dev libzstd-dev qemu-utils util-linux groff-base bc python3 procps curl
-  libvhdi-utils python3-libvhdi rpm cpio file clang libclang-rt-14-dev)
+  libvhdi-utils python3-libvhdi rpm cpio file clang libclang-rt-14-dev strace)
 
 install_deps() {
   local missing=()

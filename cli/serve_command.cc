@@ -125,7 +125,23 @@ int RunServe(const ServeArgs& a) {
     const uint64_t want =
         input_size ? std::min<uint64_t>(buf.size(), *input_size - offset) : buf.size();
     // Waits for input or a stop signal, also on a descriptor its owner made non-blocking.
-    const ssize_t n = qcow::ReadWaiting(in.fd(), buf.data(), want, StopFd(), idle_ms);
+    // Data the decoder knows the place of moves straight into the target (copy_file_range,
+    // splice); the rest is read and fed.
+    int64_t moved = qcow::StreamDecoder::kNotMoved;
+    ssize_t n = qcow::WaitReady(in.fd(), POLLIN, StopFd(), idle_ms);
+    if (n == 0) {
+      errno = ETIMEDOUT;
+      n = -1;
+    }
+    if (n > 0) {
+      rc = job.WriteFrom(handle, offset, in.fd(), want, &moved, in.description());
+      if (rc) break;
+      if (moved == -1) continue;  // a non-blocking input with nothing yet: wait again
+      n = moved == qcow::StreamDecoder::kNotMoved
+              ? qcow::ReadWaiting(in.fd(), buf.data(), job.ReadLength(handle, offset, want),
+                                  StopFd(), idle_ms)
+              : static_cast<ssize_t>(moved);
+    }
     if (n < 0 && errno == ECANCELED) {
       job.Abort(InterruptedBySignal() + " after " + std::to_string(offset) +
                 " bytes of the image; the target holds a partial image");
@@ -150,8 +166,10 @@ int RunServe(const ServeArgs& a) {
       }
       break;
     }
-    rc = job.Write(handle, offset, std::span(buf.data(), static_cast<size_t>(n)));
-    if (rc) break;
+    if (moved == qcow::StreamDecoder::kNotMoved) {
+      rc = job.Write(handle, offset, std::span(buf.data(), static_cast<size_t>(n)));
+      if (rc) break;
+    }
     offset += static_cast<uint64_t>(n);
     uint64_t done, total;
     job.Progress(&done, &total);

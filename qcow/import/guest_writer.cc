@@ -1,6 +1,7 @@
 #include "qcow/import/guest_writer.h"
 
 #include <algorithm>
+#include <stdexcept>
 #include <string>
 
 namespace qcow {
@@ -28,6 +29,15 @@ void GuestWriter::Write(uint64_t guest, const uint8_t* data, uint64_t n) {
   }
   sink_.Write(guest, data, n);
   written_ += n;
+}
+
+int64_t GuestWriter::WriteFrom(uint64_t guest, int fd, uint64_t n, const std::string& from) {
+  if (guest >= end_ || n > end_ - guest) {
+    throw std::logic_error("a direct move past the end of the target");
+  }
+  const int64_t moved = sink_.WriteFrom(guest, fd, n, from);
+  if (moved > 0) written_ += static_cast<uint64_t>(moved);
+  return moved;
 }
 
 void GuestWriter::Zero(uint64_t guest, uint64_t n) {

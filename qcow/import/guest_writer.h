@@ -6,8 +6,10 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "qcow/format/errors.h"
+#include "qcow/io/move_bytes.h"
 
 namespace qcow {
 
@@ -17,6 +19,14 @@ class ImageSink {
   virtual ~ImageSink() = default;
   // Writes n guest bytes at guest_offset.
   virtual void Write(uint64_t guest_offset, const uint8_t* data, uint64_t n) = 0;
+  // Moves up to n guest bytes for guest_offset straight from descriptor fd, which `from`
+  // names for messages, as ByteMover::Move does (bytes moved, 0 at the end of input, -1 with
+  // errno EAGAIN), or returns ByteMover::kCannotMove, taking nothing from fd, where it
+  // cannot. Throws std::system_error for other failures.
+  virtual int64_t WriteFrom(uint64_t /*guest_offset*/, int /*fd*/, uint64_t /*n*/,
+                            const std::string& /*from*/) {
+    return ByteMover::kCannotMove;
+  }
   // Makes [guest_offset, guest_offset + n) read as zeros.
   virtual void Zero(uint64_t guest_offset, uint64_t n) = 0;
   // Reads back n guest bytes that Write stored earlier (for a cluster the image shares).
@@ -40,6 +50,9 @@ class GuestWriter {
 
   // Writes n guest bytes. Throws TooLargeError when a non-zero byte lies past end().
   void Write(uint64_t guest, const uint8_t* data, uint64_t n);
+  // Moves up to n guest bytes straight from fd (see ImageSink::WriteFrom); the range must lie
+  // below end().
+  int64_t WriteFrom(uint64_t guest, int fd, uint64_t n, const std::string& from);
   // Makes [guest, guest + n) read as zeros (coalesced with the zero range just before).
   void Zero(uint64_t guest, uint64_t n);
   // A range the image leaves unallocated.

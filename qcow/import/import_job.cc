@@ -1,5 +1,6 @@
 #include "qcow/import/import_job.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <sstream>
@@ -32,6 +33,7 @@ int ImportJob::Begin(uint64_t* handle) {
   d.delta = options_.delta;
   d.keep_unallocated = options_.keep_unallocated;
   d.threads = options_.threads;
+  d.min_move = options_.min_move;
   d.warn = [this](const std::string& w) {
     warning_ = w;
     if (options_.log) options_.log("import warning: " + w);
@@ -92,6 +94,27 @@ int ImportJob::Write(uint64_t handle, uint64_t offset, std::span<const uint8_t> 
   has_data_ = true;
   image_size_ = std::max(image_size_, offset + bytes.size());
   return Guard([&] { decoder_->Feed(offset, bytes); });
+}
+
+int ImportJob::WriteFrom(uint64_t handle, uint64_t offset, int fd, uint64_t max, int64_t* moved,
+                         const std::string& from) {
+  std::lock_guard lock(mu_);
+  *moved = StreamDecoder::kNotMoved;
+  if (!Current(handle)) return EBADF;
+  // Anything but a running import: Write says what is wrong.
+  if (state_ != State::kReceiving) return 0;
+  const int rc = Guard([&] { *moved = decoder_->FeedFrom(offset, fd, max, from); });
+  if (*moved > 0) {
+    has_data_ = true;
+    image_size_ = std::max(image_size_, offset + static_cast<uint64_t>(*moved));
+  }
+  return rc;
+}
+
+uint64_t ImportJob::ReadLength(uint64_t handle, uint64_t offset, uint64_t max) const {
+  std::lock_guard lock(mu_);
+  if (!Current(handle) || state_ != State::kReceiving || !decoder_) return max;
+  return decoder_->ReadLength(offset, max);
 }
 
 int ImportJob::Truncate(uint64_t handle, uint64_t size) {

@@ -23,6 +23,7 @@ struct ImportOptions {
   bool delta = false;                           // see DecoderOptions::delta
   bool keep_unallocated = false;                // see DecoderOptions::keep_unallocated
   unsigned threads = 0;                         // see DecoderOptions::threads
+  uint64_t min_move = 64u << 10;                // see DecoderOptions::min_move
 };
 
 class ImportJob {
@@ -41,6 +42,15 @@ class ImportJob {
   // Takes image bytes at offset. Returns 0, or the errno of the failure (which is kept);
   // EBADF for a handle that is not the current writer's.
   int Write(uint64_t handle, uint64_t offset, std::span<const uint8_t> bytes);
+  // Moves image bytes at offset straight from fd (`from` names it) into the target where the
+  // decoder can (see StreamDecoder::FeedFrom) and sets *moved to its result: bytes moved, 0 at the
+  // end of input, -1 when a non-blocking fd has nothing now, StreamDecoder::kNotMoved when the
+  // caller must read them and call Write. Returns 0 or the errno of the failure, as Write.
+  int WriteFrom(uint64_t handle, uint64_t offset, int fd, uint64_t max, int64_t* moved,
+                const std::string& from);
+  // Returns how many bytes at offset to read and Write before calling WriteFrom again (see
+  // StreamDecoder::ReadLength); max when there is no import running.
+  uint64_t ReadLength(uint64_t handle, uint64_t offset, uint64_t max) const;
   // Records the image file's size (truncate).
   int Truncate(uint64_t handle, uint64_t size);
   // Extends the image file to at least `size` bytes (fallocate, as preallocating writers

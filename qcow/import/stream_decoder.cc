@@ -51,6 +51,62 @@ void StreamDecoder::Feed(uint64_t offset, std::span<const uint8_t> bytes) {
   UpdateMemory();
 }
 
+int64_t StreamDecoder::FeedFrom(uint64_t offset, int fd, uint64_t max, const std::string& from) {
+  if (finished_ || !writer_) return kNotMoved;
+  uint64_t guest = 0;
+  const uint64_t n = MovableRun(offset, max, &guest);
+  if (n == 0 || n < options_.min_move) return kNotMoved;
+  const int64_t moved = writer_->WriteFrom(guest, fd, n, from);
+  if (moved == ByteMover::kCannotMove) return kNotMoved;
+  if (moved <= 0) return moved;
+  // What Take does with bytes that only a data run maps, but their writing.
+  const uint64_t end = offset + static_cast<uint64_t>(moved);
+  history_.Write(offset, end - offset);
+  received_.Insert(offset, end);
+  pending_run_bytes_ -= end - offset;
+  CompleteWaiting(offset, end);
+  Drain(false);
+  UpdateMemory();
+  return moved;
+}
+
+// Bytes that have not arrived, all mapped by the first run at a and by no other (a cluster
+// the image shares takes Feed's path), below the end of the target. Tables and compressed
+// data that overlap them (crafted images) are read back from the target, as after Take. A
+// refcount block that is also data (a corrupt image) is not scanned: its counts only tell
+// how far past a complete disk to read on.
+uint64_t StreamDecoder::MovableRun(uint64_t a, uint64_t max, uint64_t* guest) const {
+  if (!info_ || a >= kMaxHostOffset) return 0;
+  uint64_t b = a + std::min(max, kMaxHostOffset - a);
+  received_.ForEachIn(a, b, [&](uint64_t lo, uint64_t) { b = std::min(b, lo); });
+  if (b <= a) return 0;
+  uint64_t run_end = 0;
+  bool first = true, movable = true;
+  runs_.ForEach(a, b, [&](uint64_t lo, uint64_t hi, uint64_t g) {
+    if (first) {
+      first = false;
+      movable = lo == a;
+      run_end = hi;
+      *guest = g;
+    } else if (lo < run_end) {
+      movable = false;  // shared
+    }
+  });
+  if (first || !movable || *guest >= writer_->end()) return 0;
+  b = std::min(run_end, a + (writer_->end() - *guest));
+  return b - a;
+}
+
+uint64_t StreamDecoder::ReadLength(uint64_t offset, uint64_t max) const {
+  if (max <= 1 || offset >= kMaxHostOffset) return std::min<uint64_t>(max, 1);
+  uint64_t n = tree_complete_ ? max : std::min(max, kProbeRead);
+  runs_.ForEach(offset, offset + std::min(n, kMaxHostOffset - offset),
+                [&](uint64_t lo, uint64_t hi, uint64_t) {
+                  if (lo > offset && hi - lo >= options_.min_move) n = std::min(n, lo - offset);
+                });
+  return n;
+}
+
 void StreamDecoder::SetSize(uint64_t size) {
   if (finished_) Refuse("the image's size was set after the end of the image");
   Drain(true);

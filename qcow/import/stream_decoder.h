@@ -73,6 +73,9 @@ struct DecoderOptions {
   // Threads that decompress compressed clusters: 0 for one per CPU this process may use;
   // 1 decompresses on the caller's thread.
   unsigned threads = 0;
+  // FeedFrom moves runs of at least this many bytes; shorter ones cost more in system calls
+  // than their copy does, and are read and fed instead.
+  uint64_t min_move = 64u << 10;
 };
 
 class StreamDecoder {
@@ -86,6 +89,21 @@ class StreamDecoder {
   // FormatError/TooLargeError for bad images, SpoolFullError, std::system_error from the
   // sink or the spool.
   void Feed(uint64_t offset, std::span<const uint8_t> bytes);
+  // Moves image bytes at offset straight from fd (at its position; `from` names it) to the guest
+  // range that maps them, through the sink's WriteFrom, when the decoder knows them to be data of
+  // that one range, which nothing else in the image refers to, and at least kMinMove of them follow
+  // (options.min_move; at most max). Returns the bytes moved, 0 at the end of input, -1 when a
+  // non-blocking fd has nothing now; kNotMoved when the bytes are not known so or the sink
+  // cannot take them that way, having read nothing from fd: the caller reads them and calls
+  // Feed. Throws as Feed does.
+  static constexpr int64_t kNotMoved = -2;
+  // Returns how many bytes at offset (1 to max) a caller of FeedFrom should read and Feed
+  // before it asks FeedFrom again: up to the next data run it may move, all of max when the
+  // whole tree is known and there is none, else a probe of kProbeRead (a table that has not
+  // arrived may map what follows).
+  static constexpr uint64_t kProbeRead = 64u << 10;
+  uint64_t ReadLength(uint64_t offset, uint64_t max) const;
+  int64_t FeedFrom(uint64_t offset, int fd, uint64_t max, const std::string& from);
   // Records that the image file's size was set (truncate). Throws FormatError when that
   // would take back bytes that arrived.
   void SetSize(uint64_t size);
@@ -133,6 +151,8 @@ class StreamDecoder {
   // Routing (stream_decoder.cc).
   void Take(uint64_t offset, std::span<const uint8_t> bytes);
   void CheckRewrite(uint64_t offset, std::span<const uint8_t> bytes);
+  // Returns how many bytes from a (at most max) FeedFrom may move, setting *guest.
+  uint64_t MovableRun(uint64_t a, uint64_t max, uint64_t* guest) const;
   bool TryReadHeld(uint64_t a, uint64_t b, uint8_t* out) const;
   std::vector<uint8_t> ReadHeld(uint64_t a, uint64_t b, const std::string& who) const;
   bool Referenced(uint64_t a, uint64_t b) const;

@@ -67,14 +67,35 @@ void RawTarget::Write(uint64_t offset, const uint8_t* data, uint64_t n) {
         ::pwrite(fd_.get(), data, std::min<uint64_t>(n, 1u << 30), static_cast<off_t>(offset));
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) ThrowErrno("writing target " + path_ + " at offset " + std::to_string(offset));
-    if (unflushed_ == 0) dirty_lo_ = dirty_hi_ = offset;
-    dirty_lo_ = std::min(dirty_lo_, offset);
-    dirty_hi_ = std::max(dirty_hi_, offset + static_cast<uint64_t>(w));
+    Wrote(offset, static_cast<uint64_t>(w));
     offset += w;
     data += w;
     n -= w;
-    unflushed_ += w;
   }
+}
+
+int64_t RawTarget::WriteFrom(uint64_t offset, int fd, uint64_t n, const std::string& from) {
+  const int64_t moved = mover_.Move(fd, fd_.get(), offset, n);
+  if (moved > 0) Wrote(offset, static_cast<uint64_t>(moved));
+  if (moved == -1 && errno != EAGAIN) {
+    switch (mover_.failed_side()) {
+      case ByteMover::Side::kInput:
+        ThrowErrno("reading the image from " + from);
+      case ByteMover::Side::kOutput:
+        ThrowErrno("writing target " + path_ + " at offset " + std::to_string(offset));
+      case ByteMover::Side::kEither:
+        ThrowErrno("copying image bytes from " + from + " into target " + path_ + " at offset " +
+                   std::to_string(offset));
+    }
+  }
+  return moved;
+}
+
+void RawTarget::Wrote(uint64_t offset, uint64_t n) {
+  if (unflushed_ == 0) dirty_lo_ = dirty_hi_ = offset;
+  dirty_lo_ = std::min(dirty_lo_, offset);
+  dirty_hi_ = std::max(dirty_hi_, offset + n);
+  unflushed_ += n;
   if (unflushed_ >= kWritebackInterval) {
     // Asynchronous: only starts writeback of the pages written since the last time (the
     // range they span; a whole-file request rescans every dirty page of the file each

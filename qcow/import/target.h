@@ -12,6 +12,7 @@
 
 #include "qcow/import/stream_decoder.h"
 #include "qcow/io/disk_lock.h"
+#include "qcow/io/move_bytes.h"
 #include "qcow/io/unique_fd.h"
 
 namespace qcow {
@@ -48,6 +49,7 @@ class RawTarget : public ImageSink {
   uid_t uid() const { return uid_; }
   gid_t gid() const { return gid_; }
   void Write(uint64_t offset, const uint8_t* data, uint64_t n) override;
+  int64_t WriteFrom(uint64_t offset, int fd, uint64_t n, const std::string& from) override;
   void Zero(uint64_t offset, uint64_t n) override;
   void Read(uint64_t offset, uint8_t* out, uint64_t n) override;
   // Makes everything written durable (fsync). Throws std::system_error.
@@ -55,6 +57,8 @@ class RawTarget : public ImageSink {
 
  private:
   void WriteZeros(uint64_t offset, uint64_t n);
+  // Records n bytes written at offset, starting their writeback now and then.
+  void Wrote(uint64_t offset, uint64_t n);
   // Zeroes with fallocate(mode); returns false (and stops trying that mode) where the file
   // system does not support it. Throws std::system_error for other failures.
   bool TryFallocate(int mode, bool& supported, const char* what, uint64_t offset, uint64_t n);
@@ -70,6 +74,7 @@ class RawTarget : public ImageSink {
   bool punch_ok_ = true, zero_range_ok_ = true, zeroout_ok_ = true;
   uint64_t unflushed_ = 0;                // bytes written since writeback was last started
   uint64_t dirty_lo_ = 0, dirty_hi_ = 0;  // the range those bytes span
+  ByteMover mover_;                       // for WriteFrom
 };
 
 }  // namespace qcow

@@ -338,6 +338,69 @@ TEST_F(StreamServe, ServeRefusesTruncatedAndBadStreams) {
   EXPECT_NE(r.output.find("the target holds only"), std::string::npos) << r.output;
 }
 
+// Data runs go from the input into the target in the kernel: copy_file_range from a file,
+// splice from a pipe (strace shows the calls and what they moved).
+TEST_F(StreamServe, ServeMovesDataStraightIntoTheTarget) {
+  // A file on the target's file system: copy_file_range serves it.
+  ASSERT_EQ(Sh("cp " + Quote(*mount_ / "disk.qcow2") + " " + Quote(dir_ / "img")).status, 0);
+  const std::string img = Quote(dir_ / "img"), trace = Quote(dir_ / "trace");
+  const std::string strace = "strace -f -qq -e trace=copy_file_range,splice -o " + trace + " ";
+  for (const std::string input : {"file", "pipe"}) {
+    const std::string target = dir_ / ("t_" + input);
+    MakePatternTarget(target, (32 << 20) + 1000);
+    const std::string serve = Q() + " serve --destination " + Quote(target);
+    auto r = input == "file" ? Sh(strace + serve + " --source " + img)
+                             : Sh("cat " + img + " | " + strace + serve);
+    ASSERT_EQ(r.status, 0) << input << ": " << r.output;
+    EXPECT_TRUE(ReadFile(target) == ReadFile(dir_ / "src")) << input;
+    const auto calls = ReadFile(dir_ / "trace");
+    const std::string text(calls.begin(), calls.end());
+    uint64_t moved = 0;
+    const std::regex call(input == "file" ? "copy_file_range\\(.*\\) = ([0-9]+)"
+                                          : "splice\\(.*\\) = ([0-9]+)");
+    for (std::sregex_iterator it(text.begin(), text.end(), call), end; it != end; ++it) {
+      moved += std::stoull((*it)[1]);
+    }
+    EXPECT_GE(moved, 2u << 20) << input << ": " << text;
+  }
+}
+
+// A move that fails, reading the image or writing the target, fails the import with one
+// line naming the side that failed; nothing reports success.
+TEST_F(StreamServe, AFailedMoveFailsTheImportWithItsReason) {
+  const std::string img = dir_ / "img.qcow2";
+  ASSERT_EQ(Sh("cp " + Quote(*mount_ / "disk.qcow2") + " " + Quote(img)).status, 0);
+  auto map = Sh("qemu-img map --output=json " + Quote(img));
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(map.output, m, std::regex("\"offset\": ([0-9]+)"))) << map.output;
+  const uint64_t data = std::stoull(m[1]);
+  {
+    FaultyFile faulty(img, dir_ / "unreadable", data + (1 << 20), data + (1 << 20) + 4096);
+    ASSERT_TRUE(faulty.ok());
+    MakePatternTarget(dir_ / "t", (32 << 20) + 1000);
+    auto r =
+        Sh(Q() + " serve --source " + Quote(faulty.path()) + " --destination " + Quote(dir_ / "t"));
+    EXPECT_EQ(r.status, 1) << r.output;
+    EXPECT_NE(r.output.find("reading the image from " + faulty.path() + ": Input/output error"),
+              std::string::npos)
+        << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  }
+  MakePatternTarget(dir_ / "backing", (32 << 20) + 1000);
+  FaultyFile faulty(dir_ / "backing", dir_ / "unwritable", 1 << 20, (1 << 20) + 4096);
+  ASSERT_TRUE(faulty.ok());
+  for (const std::string how : {"file", "pipe"}) {
+    const std::string serve = Q() + " serve --destination " + Quote(faulty.path());
+    auto r = how == "file" ? Sh(serve + " --source " + Quote(img))
+                           : Sh("cat " + Quote(img) + " | " + serve);
+    EXPECT_EQ(r.status, 1) << how << ": " << r.output;
+    EXPECT_NE(r.output.find("writing target " + faulty.path()), std::string::npos)
+        << how << ": " << r.output;
+    EXPECT_NE(r.output.find("Input/output error"), std::string::npos) << how << ": " << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << how << ": " << r.output;
+  }
+}
+
 TEST_F(StreamServe, MachineProgressReadsLikeXapiExpects) {
   auto r = Sh(Q() + " stream --source " + Quote(dir_ / "src") +
               " --destination-fd 9 --progress --machine 9> " + Quote(dir_ / "o") + " 2>/dev/null");

@@ -5,7 +5,9 @@
 //   - an image that `qemu-img check` calls clean, and that convert reads, is never refused.
 // (An image that check calls clean but convert cannot read, such as a zstd frame longer
 // than a cluster, must be refused: no decoded disk can equal a conversion that failed.)
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -193,6 +195,7 @@ struct Outcome {
   bool typed = true;  // the refusal was a FormatError or SpoolFullError
   std::vector<uint8_t> disk;
   uint64_t peak_memory = 0;
+  uint64_t moved = 0;  // bytes moved straight from the input into the target
   std::vector<std::string> sink_problems;
   std::function<const char*(uint64_t)> state_of = [](uint64_t) { return "?"; };
 };
@@ -235,27 +238,35 @@ Outcome Decode(const std::vector<uint8_t>& image, Way way, const qcow::Spool::Li
   return out;
 }
 
-// Feeds the image through ImportJob into a RawTarget file of `virtual_size` bytes.
+// Feeds the image through ImportJob into a RawTarget file of `virtual_size` bytes, from a
+// file read in order as serve reads it: data runs the decoder knows are moved straight into
+// the target (copy_file_range), however short (these images are small), the rest read
+// 512 bytes at a time and fed; stopping as soon as the job says the image is complete when
+// `until_complete` (serve without a length).
 Outcome DecodeWithJob(const TempDir& dir, const std::vector<uint8_t>& image, uint64_t virtual_size,
-                      const qcow::Spool::Limits& limits) {
-  const std::string target = dir / "target";
-  Sh("rm -f " + Quote(target));
+                      const qcow::Spool::Limits& limits, bool until_complete) {
+  const std::string target = dir / "target", source = dir / "image";
+  Sh("rm -f " + Quote(target) + " " + Quote(source));
   WriteAt(target, 0, std::vector<uint8_t>(virtual_size, kFill));
+  WriteAt(source, 0, image);
   Outcome out;
   qcow::RawTarget t(target, {});
-  qcow::ImportJob job(t, {limits, nullptr});
-  uint64_t h = 0;
+  qcow::ImportOptions options;
+  options.spool = limits;
+  options.min_move = 1;
+  qcow::ImportJob job(t, options);
+  uint64_t h = 0, moved = 0;
   EXPECT_EQ(job.Begin(&h), 0);
-  int rc = 0;
-  for (const auto& [off, n] : Pieces(image.size(), Way::kSeq64K)) {
-    rc = job.Write(h, off, std::span(image).subspan(off, n));
-    if (rc) break;
-  }
+  const int fd = ::open(source.c_str(), O_RDONLY | O_CLOEXEC);
+  EXPECT_GE(fd, 0);
+  int rc = FeedFromDescriptor(job, h, fd, &moved, 512, until_complete);
+  ::close(fd);
   if (!rc) rc = job.Finish(h);
   job.Release(h);
   out.ok = rc == 0;
   out.error = job.error();
   out.disk = ReadFile(target);
+  out.moved = moved;
   return out;
 }
 
@@ -355,8 +366,13 @@ void RunCase(const Case& k) {
       EXPECT_LE(d.peak_memory, k.max_peak_memory) << way << ": peak memory";
     }
   }
-  judge(DecodeWithJob(dir, b.bytes, b.virtual_size, Limits(dir, k.spool_memory)),
-        "ImportJob + RawTarget");
+  for (bool until_complete : {false, true}) {
+    const Outcome job =
+        DecodeWithJob(dir, b.bytes, b.virtual_size, Limits(dir, k.spool_memory), until_complete);
+    judge(job, std::string("ImportJob + RawTarget from a file") +
+                   (until_complete ? " until Complete()" : "") + " (" + std::to_string(job.moved) +
+                   " B moved)");
+  }
   if (::testing::Test::HasFailure()) {
     std::cout << "qemu-img check (" << q.check_status << "): " << FirstLines(q.check_output, 12)
               << "\n";

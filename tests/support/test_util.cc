@@ -1,6 +1,7 @@
 #include "test_util.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -125,6 +126,34 @@ qcow::ClusterMap PatternSource::Allocation(uint32_t cluster_bits) const {
     b.AddBytes(r.first << cluster_bits_, r.count << cluster_bits_, cluster_bits);
   }
   return b.Build();
+}
+
+int FeedFromDescriptor(qcow::ImportJob& job, uint64_t handle, int fd, uint64_t* moved, size_t chunk,
+                       bool until_complete) {
+  std::vector<uint8_t> buf(chunk);
+  for (uint64_t off = 0;;) {
+    int64_t n = 0;
+    if (const int rc = job.WriteFrom(handle, off, fd, 4 << 20, &n, "the test's input")) return rc;
+    if (n == qcow::StreamDecoder::kNotMoved) {
+      n = ::read(fd, buf.data(), job.ReadLength(handle, off, buf.size()));
+      if (n < 0 && errno != EAGAIN) return errno;
+      if (n > 0) {
+        if (const int rc = job.Write(handle, off, std::span(buf.data(), static_cast<size_t>(n)))) {
+          return rc;
+        }
+      }
+    } else if (n > 0) {
+      *moved += static_cast<uint64_t>(n);
+    }
+    if (n == 0) return 0;
+    if (n < 0) {
+      pollfd p{fd, POLLIN, 0};
+      ::poll(&p, 1, 10'000);
+      continue;
+    }
+    off += static_cast<uint64_t>(n);
+    if (until_complete && job.Complete(handle)) return 0;
+  }
 }
 
 }  // namespace qcowfs_test

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "qcow/export/source.h"
+#include "qcow/import/import_job.h"
 #include "qcowfs_binary.h"
 
 namespace qcowfs_test {
@@ -30,6 +31,14 @@ struct CommandResult {
   int status;          // exit status, or 128 + signal
   std::string output;  // stdout and stderr together
 };
+
+// Feeds an import from fd in order, as serve does: ImportJob::WriteFrom moves what the
+// decoder lets move, the rest is read (`chunk` bytes at a time) and written; a non-blocking
+// fd with nothing yet is waited on. Returns 0 at the end of input, or as soon as the job
+// says the image is complete with `until_complete` (Finish is the caller's), or the first
+// failure; adds the bytes moved to *moved.
+int FeedFromDescriptor(qcow::ImportJob& job, uint64_t handle, int fd, uint64_t* moved,
+                       size_t chunk = 64 << 10, bool until_complete = false);
 
 // Runs a shell command line and returns its exit status and output.
 CommandResult Sh(const std::string& command);
