@@ -202,9 +202,14 @@ int Unix(const std::string& path, const std::string& spec, bool listen_one) {
     }
     ::unlink(path.c_str());
   }
+  // The socket admits only its owner, whatever the caller's umask: whoever connects first
+  // sends the image that serve writes onto the target. (Set around bind, which creates the
+  // file with the umask's mode; no other thread creates files meanwhile.)
+  const mode_t umask_before = ::umask(0177);
+  const bool bound_ok = ::bind(s, sa, sizeof addr) == 0;
+  ::umask(umask_before);
   struct stat bound;
-  if (::bind(s, sa, sizeof addr) != 0 || ::listen(s, 1) != 0 ||
-      ::lstat(path.c_str(), &bound) != 0) {
+  if (!bound_ok || ::listen(s, 1) != 0 || ::lstat(path.c_str(), &bound) != 0) {
     int err = errno;
     ::close(s);
     throw std::system_error(err, std::generic_category(), "listening on " + spec);

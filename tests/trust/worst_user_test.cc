@@ -1,8 +1,9 @@
 // The worst users of the trust boundary, each against the binary: a writer of import.qcow2
 // that forks or dups its descriptor, an HTTP-like peer on a TCP socket that never closes
-// (or goes silent, or sends more than the image), and a source that fails a read under an
-// export or an import. Nothing mixes two writers' bytes, nothing reports a failed import
-// done, nothing waits forever, and no reader gets bytes other than the disk's.
+// (or goes silent, or sends more than the image), a source that fails a read under an
+// export or an import, and another local user at serve's unix socket. Nothing mixes two
+// writers' bytes, nothing reports a failed import done, nothing waits forever, and no
+// reader gets bytes other than the disk's.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -352,6 +353,35 @@ TEST_F(WorstUser, AnExportAfterAFailedReadServesOnlyTheDisksBytes) {
   const auto s = Sh(Q() + " stream --source " + Quote(dir_ / "top.qcow2") + " --destination null:");
   EXPECT_EQ(s.status, 1) << s.output;
   EXPECT_EQ(Lines(s.output), 1) << s.output;
+}
+
+// serve's unix socket is its owner's, whatever the umask: another local user who connects
+// first would send the image that lands on the target.
+TEST_F(WorstUser, ServesUnixSocketAdmitsOnlyItsOwner) {
+  ASSERT_EQ(chmod(dir_.path().c_str(), 0755), 0);
+  ASSERT_EQ(Sh("cp " + Quote(*images_ / "b.qcow2") + " " + Quote(dir_ / "b.qcow2") +
+               " && chmod 644 " + Quote(dir_ / "b.qcow2"))
+                .status,
+            0);
+  const std::string sock = dir_ / "sock";
+  Background serve(dir_, "sh -c " + Quote("umask 000; exec " + Q() + " serve --source unix:" +
+                                          sock + " --destination " + Quote(target_)));
+  struct stat st {};
+  for (int i = 0; i < 1000 && stat(sock.c_str(), &st) != 0; ++i) usleep(10'000);
+  ASSERT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  const auto other =
+      Sh("setpriv --reuid=65534 --regid=65534 --clear-groups " + Q() + " stream --source " +
+         Quote(dir_ / "b.qcow2") + " --source-format qcow2 --destination unix:" + sock);
+  EXPECT_NE(other.status, 0) << "another user sent the image: " << other.output;
+  EXPECT_TRUE(Has(other.output, "Permission denied")) << other.output;
+  // Its owner gets in, and the import is the owner's image.
+  const auto owner = Sh(Q() + " stream --source " + Quote(*images_ / "a.qcow2") +
+                        " --source-format qcow2 --destination unix:" + sock);
+  EXPECT_EQ(owner.status, 0) << owner.output;
+  const CommandResult r = serve.Wait(15);
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(TargetIsA());
 }
 
 }  // namespace
