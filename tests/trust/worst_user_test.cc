@@ -355,6 +355,39 @@ TEST_F(WorstUser, AnExportAfterAFailedReadServesOnlyTheDisksBytes) {
   EXPECT_EQ(Lines(s.output), 1) << s.output;
 }
 
+// stream and qcow2-to-stdout into a file, from a source that fails a read half way: the
+// command fails, and the file holds no part of the image (the part written opened as a
+// whole image, qemu-img reading the missing clusters as zeros); what the file held before
+// the image began (>>) stays, and the error line (2>&1) goes where the image would have.
+TEST_F(WorstUser, AFailedExportLeavesNoPartImageInAFile) {
+  WriteAt(dir_ / "back", 0, RandomBytes(8 << 20, 12));
+  FaultyFile faulty(dir_ / "back", dir_ / "faulty", 5 << 20, (5 << 20) + 4096);
+  ASSERT_TRUE(faulty.ok());
+  const std::string src = Quote(faulty.path()), out = dir_ / "out";
+  for (const std::string& command :
+       {Q() + " stream --source " + src + " --destination " + Quote(out),
+        Q() + " stream --source " + src + " --destination - > " + Quote(out),
+        Q() + " qcow2-to-stdout " + src + " > " + Quote(out)}) {
+    SCOPED_TRACE(command);
+    WriteAt(out, 0, {'o', 'l', 'd'});
+    const auto r = Sh("timeout 30 " + command);
+    EXPECT_EQ(r.status, 1) << r.output;
+    EXPECT_EQ(Lines(r.output), 1) << r.output;
+    EXPECT_TRUE(ReadFile(out).empty()) << ReadFile(out).size() << " bytes of a part image left";
+  }
+  ASSERT_EQ(Sh("echo before > " + Quote(out)).status, 0);
+  auto r = Sh("timeout 30 " + Q() + " qcow2-to-stdout " + src + " >> " + Quote(out));
+  EXPECT_EQ(r.status, 1) << r.output;
+  const auto kept = ReadFile(out);
+  EXPECT_EQ(std::string(kept.begin(), kept.end()), "before\n");
+  r = Sh("timeout 30 " + Q() + " stream --source " + src + " --destination - > " + Quote(out) +
+         " 2>&1");
+  EXPECT_EQ(r.status, 1);
+  const auto line = ReadFile(out);
+  EXPECT_EQ(std::string(line.begin(), line.end()).rfind("qcowfs: error: ", 0), 0u)
+      << std::string(line.begin(), line.end());
+}
+
 // serve's unix socket is its owner's, whatever the umask: another local user who connects
 // first would send the image that lands on the target.
 TEST_F(WorstUser, ServesUnixSocketAdmitsOnlyItsOwner) {
