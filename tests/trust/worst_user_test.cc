@@ -417,4 +417,39 @@ TEST_F(WorstUser, ServesUnixSocketAdmitsOnlyItsOwner) {
   EXPECT_TRUE(TargetIsA());
 }
 
+// A stream destination in a sticky, world-writable directory (/tmp) that another user
+// planted: their symlink (to a file of root's) or their own file. Root's stream followed the
+// link and wrote the image over the file it names, or wrote into the file its owner may
+// then change; both are refused with one line (exit 2) and nothing is written. Root's own
+// link there, and a fresh name, still take the image.
+TEST_F(WorstUser, AStreamDestinationAnotherUserPlantedIsRefused) {
+  ASSERT_EQ(chmod(dir_.path().c_str(), 0755), 0);
+  const std::string tmp = dir_ / "tmp", victim = dir_ / "victim", out = tmp + "/out.qcow2";
+  ASSERT_EQ(mkdir(tmp.c_str(), 0777), 0);
+  ASSERT_EQ(chmod(tmp.c_str(), 01777), 0);
+  WriteAt(victim, 0, {'r', 'o', 'o', 't'});
+  const std::string stream =
+      Q() + " stream --source " + Quote(*images_ / "expected.raw") + " --destination " + Quote(out);
+  const std::string as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  for (const std::string& plant :
+       {"ln -s " + Quote(victim) + " " + Quote(out), "touch " + Quote(out)}) {
+    SCOPED_TRACE(plant);
+    ASSERT_EQ(Sh(as_nobody + plant).status, 0);
+    const auto r = Sh(stream);
+    EXPECT_EQ(r.status, 2) << r.output;
+    EXPECT_EQ(Lines(r.output), 1) << r.output;
+    EXPECT_TRUE(Has(r.output, "another user's")) << r.output;
+    EXPECT_EQ(ReadFile(victim).size(), 4u) << "the image went over the link's target";
+    struct stat st {};
+    EXPECT_EQ(stat(out.c_str(), &st), 0);
+    EXPECT_EQ(st.st_size, plant[0] == 't' ? 0 : 4) << "the image went into the planted file";
+    ASSERT_EQ(unlink(out.c_str()), 0);
+  }
+  ASSERT_EQ(symlink(victim.c_str(), out.c_str()), 0);
+  EXPECT_EQ(Sh(stream).status, 0);
+  EXPECT_GT(ReadFile(victim).size(), 4u) << "root's own link was not followed";
+  ASSERT_EQ(unlink(out.c_str()), 0);
+  EXPECT_EQ(Sh(stream).status, 0);
+}
+
 }  // namespace
