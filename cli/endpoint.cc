@@ -202,9 +202,14 @@ int Unix(const std::string& path, const std::string& spec, bool listen_one) {
     }
     ::unlink(path.c_str());
   }
+  // The socket admits only its owner, whatever the caller's umask: whoever connects first
+  // sends the image that serve writes onto the target. (Set around bind, which creates the
+  // file with the umask's mode; no other thread creates files meanwhile.)
+  const mode_t umask_before = ::umask(0177);
+  const bool bound_ok = ::bind(s, sa, sizeof addr) == 0;
+  ::umask(umask_before);
   struct stat bound;
-  if (::bind(s, sa, sizeof addr) != 0 || ::listen(s, 1) != 0 ||
-      ::lstat(path.c_str(), &bound) != 0) {
+  if (!bound_ok || ::listen(s, 1) != 0 || ::lstat(path.c_str(), &bound) != 0) {
     int err = errno;
     ::close(s);
     throw std::system_error(err, std::generic_category(), "listening on " + spec);
@@ -220,6 +225,50 @@ int Unix(const std::string& path, const std::string& spec, bool listen_one) {
   }
   if (c < 0) throw std::system_error(err, std::generic_category(), "accepting on " + spec);
   return c;
+}
+
+// Returns whether a file or symlink of `owner` at path may have been planted there by another
+// user: it lies in a sticky, world-writable directory (/tmp) and belongs neither to us nor to
+// the directory's owner. The kernel's fs.protected_symlinks and fs.protected_regular refuse
+// to follow or open such names for O_CREAT where they are on; qcowfs refuses them always.
+bool Planted(const std::string& path, uid_t owner) {
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "."
+                          : slash == 0               ? "/"
+                                                     : path.substr(0, slash);
+  struct stat d;
+  return ::stat(dir.c_str(), &d) == 0 && (d.st_mode & S_ISVTX) && (d.st_mode & S_IWOTH) &&
+         owner != ::geteuid() && owner != d.st_uid;
+}
+
+// Opens (creating, 0644) the destination file at path for writing, without truncating it.
+// A symlink or a file another user may have planted in /tmp or the like is refused: the
+// image would go wherever the link points, or into a file its owner then changes.
+int OpenDestinationFile(const std::string& path) {
+  // A link here stays as it is: in a sticky directory only its owner may replace it.
+  struct stat link {};
+  const bool followed = ::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode);
+  if (followed && Planted(path, link.st_uid)) {
+    throw qcow::UsageError("destination " + path + " is a symlink of uid " +
+                           std::to_string(link.st_uid) +
+                           " in a sticky, world-writable directory; refusing to follow another "
+                           "user's link there");
+  }
+  const int fd =
+      ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (followed ? 0 : O_NOFOLLOW), 0644);
+  if (fd < 0 && !followed && ::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode)) {
+    throw qcow::UsageError("destination " + path +
+                           " became a symlink while it was opened; refusing to follow it");
+  }
+  if (fd < 0) qcow::ThrowErrno("opening destination " + path);
+  struct stat st;
+  if (!followed && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && Planted(path, st.st_uid)) {
+    ::close(fd);
+    throw qcow::UsageError("destination " + path + " belongs to uid " + std::to_string(st.st_uid) +
+                           ", in a sticky, world-writable directory; refusing to write into "
+                           "another user's file there");
+  }
+  return fd;
 }
 
 }  // namespace
@@ -306,8 +355,7 @@ Endpoint OpenDestination(const std::string& spec, const VetFn& vet) {
   struct stat before;
   if (::stat(path.c_str(), &before) == 0) refuse_kind(before);
   // No O_TRUNC: a file is emptied only once it is known not to be one that is read.
-  Endpoint out(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644), true, path);
-  if (out.fd() < 0) qcow::ThrowErrno("opening destination " + path);
+  Endpoint out(OpenDestinationFile(path), true, path);
   struct stat st;
   if (::fstat(out.fd(), &st) != 0) qcow::ThrowErrno("stat " + path);
   refuse_kind(st);

@@ -213,8 +213,8 @@ int RunQcow2ToStdout(const Qcow2ToStdoutArgs& a) {
   const qcow::ExportLayout layout(source->size(), bits, std::move(data));
   // A reader that goes away must give EPIPE and a message, not kill us.
   std::signal(SIGPIPE, SIG_IGN);
-  qcow::WriteExport(layout, *source, STDOUT_FILENO, {}, StopFd());
-  EndDestination(STDOUT_FILENO, "stdout");
+  WriteDestination(STDOUT_FILENO, "stdout",
+                   [&] { qcow::WriteExport(layout, *source, STDOUT_FILENO, {}, StopFd()); });
   return kExitOk;
 }
 

@@ -49,11 +49,13 @@ int RunStream(const StreamArgs& a) {
   Progress progress(a.progress);
   // A reader that goes away must give EPIPE and a message, not kill us.
   std::signal(SIGPIPE, SIG_IGN);
-  qcow::WriteExport(
-      *plan.layout, *plan.source, out.fd(),
-      [&](uint64_t done, uint64_t total) { progress.Update(done, total); }, StopFd());
-  // A file or device: on disk, or a failure naming it.
-  EndDestination(out.Release(), out.description());
+  // A file or device: on disk, or a failure naming it (a file then holds no part image).
+  const int fd = out.fd();
+  WriteDestination(out.Release(), out.description(), [&] {
+    qcow::WriteExport(
+        *plan.layout, *plan.source, fd,
+        [&](uint64_t done, uint64_t total) { progress.Update(done, total); }, StopFd());
+  });
   progress.Complete();
   return kExitOk;
 }

@@ -11,6 +11,26 @@ namespace {
 
 using Kind = ChainExtent::Kind;
 
+// Returns the permission bits for the top's owner, group and others that every layer below
+// grants them too: whoever reads the image reads every layer, so a layer one may not read
+// (a root-only base a user's image names as its backing file) takes its bits away. A user
+// of a class of the top may be of several classes of a lower layer (its owner, a member of
+// its group, neither); such a class keeps only what all of them grant.
+mode_t ChainMode(const std::vector<Layer>& layers) {
+  const struct stat& top = layers.front().st;
+  mode_t owner = (top.st_mode >> 6) & 7, group = (top.st_mode >> 3) & 7, other = top.st_mode & 7;
+  for (size_t i = 1; i < layers.size(); ++i) {
+    const struct stat& l = layers[i].st;
+    const mode_t l_owner = (l.st_mode >> 6) & 7, l_group = (l.st_mode >> 3) & 7,
+                 l_other = l.st_mode & 7;
+    const bool same_owner = l.st_uid == top.st_uid, same_group = l.st_gid == top.st_gid;
+    owner &= same_owner ? l_owner : l_group & l_other;
+    group &= (same_group ? l_group : l_group & l_other) & (same_owner ? 7 : l_owner);
+    other &= l_other & (same_owner ? 7 : l_owner) & (same_group ? 7 : l_group);
+  }
+  return (owner << 6) | (group << 3) | other;
+}
+
 class ChainSource : public Source {
  public:
   explicit ChainSource(ImageChain chain)
@@ -22,7 +42,7 @@ class ChainSource : public Source {
   timespec mtime() const override { return top().st.st_mtim; }
   uid_t uid() const override { return top().st.st_uid; }
   gid_t gid() const override { return top().st.st_gid; }
-  mode_t mode() const override { return top().st.st_mode & 07777; }
+  mode_t mode() const override { return ChainMode(chain_.layers()); }
 
   void Pieces(uint64_t offset, uint64_t n, std::vector<SourcePiece>& out) const override {
     auto add = [&](uint64_t at, uint64_t len, int fd, uint64_t position, const std::string* f) {

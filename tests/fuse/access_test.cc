@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <tuple>
 
 #include "image_recipes.h"
 #include "mount_fixture.h"
@@ -81,6 +83,40 @@ TEST_F(Access, WithAllowOtherTheDisksPermissionsDecide) {
   unlink(copy.c_str());
   // The owner (root) still imports.
   EXPECT_EQ(Sh("cat " + Quote(img_) + " > " + Quote(priv / "import.qcow2")).status, 0);
+}
+
+// Whoever reads a chain's image reads every layer: a layer another user may not read takes
+// their access away, whatever the top grants (a world-readable image, or one of their own,
+// naming a root-only file as its backing file gave them that file through the mount).
+TEST_F(Access, WithAllowOtherEveryLayerOfAChainDecides) {
+  const std::string top = dir_ / "top.qcow2";
+  ASSERT_EQ(
+      Sh("qemu-img create -q -f qcow2 -F raw -b " + Quote(dir_ / "private") + " " + Quote(top))
+          .status,
+      0);
+  // The top: world-readable, or nobody's own; the base: 0600 root's, then 0644.
+  for (const auto& [base_mode, top_mode, top_owner, readable] :
+       std::vector<std::tuple<mode_t, mode_t, uid_t, bool>>{{0600, 0644, 0, false},
+                                                            {0600, 0600, 65534, false},
+                                                            {0644, 0644, 0, true},
+                                                            {0644, 0600, 65534, true}}) {
+    char trace[64];
+    std::snprintf(trace, sizeof trace, "base %04o, top %04o owned by %u", base_mode, top_mode,
+                  top_owner);
+    SCOPED_TRACE(trace);
+    ASSERT_EQ(chmod((dir_ / "private").c_str(), base_mode), 0);
+    ASSERT_EQ(chmod(top.c_str(), top_mode), 0);
+    ASSERT_EQ(chown(top.c_str(), top_owner, top_owner), 0);
+    Mount m(dir_ / "mnt", "-o allow_other --export " + Quote(top));
+    ASSERT_TRUE(m.ok()) << m.result().output;
+    const auto r = AsNobody("cat " + Quote(m / "disk.qcow2") + " > /dev/null");
+    if (readable) {
+      EXPECT_EQ(r.status, 0) << r.output;
+    } else {
+      EXPECT_NE(r.status, 0) << "nobody read a root-only backing file through the mount";
+      EXPECT_NE(r.output.find("Permission denied"), std::string::npos) << r.output;
+    }
+  }
 }
 
 // The commands without a mount open disks as whoever runs them: another user gets one line
