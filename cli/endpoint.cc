@@ -22,6 +22,7 @@
 #include "cli/stop_signals.h"
 #include "qcow/format/errors.h"
 #include "qcow/io/disk_lock.h"
+#include "qcow/io/file_io.h"
 #include "qcow/io/wait_io.h"
 
 namespace qcowfs {
@@ -227,50 +228,6 @@ int Unix(const std::string& path, const std::string& spec, bool listen_one) {
   return c;
 }
 
-// Returns whether a file or symlink of `owner` at path may have been planted there by another
-// user: it lies in a sticky, world-writable directory (/tmp) and belongs neither to us nor to
-// the directory's owner. The kernel's fs.protected_symlinks and fs.protected_regular refuse
-// to follow or open such names for O_CREAT where they are on; qcowfs refuses them always.
-bool Planted(const std::string& path, uid_t owner) {
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "."
-                          : slash == 0               ? "/"
-                                                     : path.substr(0, slash);
-  struct stat d;
-  return ::stat(dir.c_str(), &d) == 0 && (d.st_mode & S_ISVTX) && (d.st_mode & S_IWOTH) &&
-         owner != ::geteuid() && owner != d.st_uid;
-}
-
-// Opens (creating, 0644) the destination file at path for writing, without truncating it.
-// A symlink or a file another user may have planted in /tmp or the like is refused: the
-// image would go wherever the link points, or into a file its owner then changes.
-int OpenDestinationFile(const std::string& path) {
-  // A link here stays as it is: in a sticky directory only its owner may replace it.
-  struct stat link {};
-  const bool followed = ::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode);
-  if (followed && Planted(path, link.st_uid)) {
-    throw qcow::UsageError("destination " + path + " is a symlink of uid " +
-                           std::to_string(link.st_uid) +
-                           " in a sticky, world-writable directory; refusing to follow another "
-                           "user's link there");
-  }
-  const int fd =
-      ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (followed ? 0 : O_NOFOLLOW), 0644);
-  if (fd < 0 && !followed && ::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode)) {
-    throw qcow::UsageError("destination " + path +
-                           " became a symlink while it was opened; refusing to follow it");
-  }
-  if (fd < 0) qcow::ThrowErrno("opening destination " + path);
-  struct stat st;
-  if (!followed && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && Planted(path, st.st_uid)) {
-    ::close(fd);
-    throw qcow::UsageError("destination " + path + " belongs to uid " + std::to_string(st.st_uid) +
-                           ", in a sticky, world-writable directory; refusing to write into "
-                           "another user's file there");
-  }
-  return fd;
-}
-
 }  // namespace
 
 Endpoint::~Endpoint() {
@@ -355,7 +312,8 @@ Endpoint OpenDestination(const std::string& spec, const VetFn& vet) {
   struct stat before;
   if (::stat(path.c_str(), &before) == 0) refuse_kind(before);
   // No O_TRUNC: a file is emptied only once it is known not to be one that is read.
-  Endpoint out(OpenDestinationFile(path), true, path);
+  Endpoint out(qcow::OpenUnplanted(path, O_WRONLY | O_CREAT, 0644, "destination"), true, path);
+  if (out.fd() < 0) qcow::ThrowErrno("opening destination " + path);
   struct stat st;
   if (::fstat(out.fd(), &st) != 0) qcow::ThrowErrno("stat " + path);
   refuse_kind(st);

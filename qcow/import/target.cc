@@ -14,6 +14,7 @@
 
 #include "qcow/format/errors.h"
 #include "qcow/io/disk_lock.h"
+#include "qcow/io/file_io.h"
 
 namespace qcow {
 namespace {
@@ -35,7 +36,8 @@ RawTarget::RawTarget(const std::string& path, const TargetOptions& options)
   // O_EXCL on a block device: refused while it is mounted or opened exclusively by anyone
   // (another import, a device-mapper table), through any of its nodes.
   const bool block = found && S_ISBLK(before.st_mode);
-  fd_.Reset(::open(path.c_str(), O_RDWR | O_CLOEXEC | (block ? O_EXCL : 0)));
+  // Not through a name another user planted in /tmp (a link to a file of root's).
+  fd_.Reset(OpenUnplanted(path, O_RDWR | (block ? O_EXCL : 0), 0, "target"));
   if (fd_.get() < 0) {
     if (errno == EBUSY && block) {
       throw DiskInUse("target " + path +

@@ -32,7 +32,8 @@ struct TargetOptions {
 // last resort.
 class RawTarget : public ImageSink {
  public:
-  // Opens path read-write (a block device with O_EXCL) and locks it (DiskUse::kWrite, a
+  // Opens path read-write (a block device with O_EXCL; not through a name another user
+  // planted, see OpenUnplanted) and locks it (DiskUse::kWrite, a
   // loop device's file too) for as long as this object, or a process forked with it, keeps
   // it open. Throws UsageError
   // when it is neither a regular file nor a block device (a directory, say), DiskInUse when

@@ -89,6 +89,57 @@ void ForEachDataRange(int fd, const std::string& path, uint64_t size,
   }
 }
 
+namespace {
+
+// Returns what makes path, of stat st, a name another user may have planted ("" if nothing).
+std::string Planted(const std::string& path, const struct stat& st) {
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "."
+                          : slash == 0               ? "/"
+                                                     : path.substr(0, slash);
+  struct stat d;
+  if (::stat(dir.c_str(), &d) != 0 || !(d.st_mode & S_ISVTX) || !(d.st_mode & S_IWOTH)) return "";
+  const bool link = S_ISLNK(st.st_mode);
+  if (!link && !S_ISREG(st.st_mode)) return "";
+  if (st.st_uid != ::geteuid() && st.st_uid != d.st_uid) {
+    return std::string(link ? "a symlink" : "a file") + " of uid " + std::to_string(st.st_uid);
+  }
+  if (!link && st.st_nlink > 1) {
+    return "a file with " + std::to_string(st.st_nlink) + " names (hard links)";
+  }
+  return "";
+}
+
+}  // namespace
+
+int OpenUnplanted(const std::string& path, int flags, mode_t mode, const std::string& what) {
+  auto refuse = [&](const std::string& why) {
+    throw UsageError(what + " " + path + " is " + why +
+                     " in a sticky, world-writable directory; refusing to write through another "
+                     "user's name there");
+  };
+  // A link found here stays as it is: in a sticky directory only its owner may replace it.
+  struct stat link {};
+  const bool followed = ::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode);
+  if (followed) {
+    if (const std::string why = Planted(path, link); !why.empty()) refuse(why);
+  }
+  const int fd = ::open(path.c_str(), flags | O_CLOEXEC | (followed ? 0 : O_NOFOLLOW), mode);
+  if (fd < 0 && !followed && ::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode)) {
+    throw UsageError(what + " " + path +
+                     " became a symlink while it was opened; refusing to follow it");
+  }
+  if (fd < 0) return fd;
+  struct stat st;
+  if (!followed && ::fstat(fd, &st) == 0) {
+    if (const std::string why = Planted(path, st); !why.empty()) {
+      ::close(fd);
+      refuse(why);
+    }
+  }
+  return fd;
+}
+
 void WidenPipe(int fd) {
   struct stat st;
   if (::fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) return;

@@ -42,6 +42,16 @@ bool NextDataRange(int fd, const std::string& path, uint64_t pos, uint64_t* data
 void ForEachDataRange(int fd, const std::string& path, uint64_t size,
                       const std::function<void(uint64_t, uint64_t)>& fn);
 
+// Opens path for writing with open(2)'s flags and mode, refusing a name another user may
+// have planted: in a sticky, world-writable directory (/tmp), a symlink or file of a user
+// who is neither the caller nor the directory's owner (the image would go wherever the link
+// points, or into a file its owner then changes), or a file with more than one name there
+// (a hard link anyone may make to a file they cannot write). The kernel's
+// fs.protected_symlinks, _regular and _hardlinks refuse such names where they are on;
+// qcowfs refuses them always. The caller's own links are followed. Throws UsageError naming
+// `what` (and path) for a planted name, std::system_error when open fails.
+int OpenUnplanted(const std::string& path, int flags, mode_t mode, const std::string& what);
+
 // The size a pipe that carries an image is given (WidenPipe).
 constexpr int kPipeBytes = 1 << 20;
 

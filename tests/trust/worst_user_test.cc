@@ -452,4 +452,48 @@ TEST_F(WorstUser, AStreamDestinationAnotherUserPlantedIsRefused) {
   EXPECT_EQ(Sh(stream).status, 0);
 }
 
+// The same for an import target (serve; mount --import opens its target the same way):
+// another user's symlink there to a disk of root's, or a second name for root's disk (a hard
+// link root made, or anyone where fs.protected_hardlinks is off), is refused with one line
+// (exit 2) and the disk it names is untouched; a stream destination with a second name too.
+// Root's own link, and root's file with one name, still take the image.
+TEST_F(WorstUser, AnImportTargetAnotherUserPlantedIsRefused) {
+  ASSERT_EQ(chmod(dir_.path().c_str(), 0755), 0);
+  const std::string tmp = dir_ / "tmp", disk = dir_ / "rootdisk", name = tmp + "/t.raw";
+  ASSERT_EQ(mkdir(tmp.c_str(), 0777), 0);
+  ASSERT_EQ(chmod(tmp.c_str(), 01777), 0);
+  ASSERT_EQ(Sh("truncate -s 8M " + Quote(disk)).status, 0);
+  const std::string serve =
+      Q() + " serve --source " + Quote(*images_ / "a.qcow2") + " --destination " + Quote(name);
+  const std::string stream = Q() + " stream --source " + Quote(*images_ / "expected.raw") +
+                             " --destination " + Quote(name);
+  const std::string as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  auto untouched = [&] {
+    return Sh("cmp -s " + Quote(disk) + " /dev/zero").status == 1 &&
+           Sh("cmp -s -n 8388608 " + Quote(disk) + " /dev/zero").status == 0;
+  };
+  for (const std::string& plant : {as_nobody + "ln -s " + Quote(disk) + " " + Quote(name),
+                                   "ln " + Quote(disk) + " " + Quote(name)}) {
+    SCOPED_TRACE(plant);
+    ASSERT_EQ(Sh(plant).status, 0);
+    for (const std::string& command : {serve, stream}) {
+      if (command == stream && plant[0] != 'l') continue;  // the symlink: the stream test's
+      const auto r = Sh(command);
+      EXPECT_EQ(r.status, 2) << r.output;
+      EXPECT_EQ(Lines(r.output), 1) << r.output;
+      EXPECT_TRUE(Has(r.output, "another user's name")) << r.output;
+      EXPECT_TRUE(untouched()) << "the image went into root's disk";
+    }
+    ASSERT_EQ(unlink(name.c_str()), 0);
+  }
+  ASSERT_EQ(symlink(disk.c_str(), name.c_str()), 0);
+  auto r = Sh(serve);
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(Sh("cmp " + Quote(disk) + " " + Quote(*images_ / "expected.raw")).status, 0);
+  ASSERT_EQ(unlink(name.c_str()), 0);
+  ASSERT_EQ(Sh("truncate -s 8M " + Quote(name)).status, 0);
+  r = Sh(serve);
+  EXPECT_EQ(r.status, 0) << r.output;
+}
+
 }  // namespace
