@@ -136,9 +136,6 @@ int RunMount(const MountArgs& a) {
     options.spool = SpoolLimits(a.spool);
     options.threads = a.spool.decompress_threads;
     options.delta = a.delta;
-    // A write's payload sits in a pipe already: moving any run of it is one splice, where
-    // copying it out is a read and a write.
-    options.min_move = 1;
     options.log = [](const std::string& line) {
       Log(line.rfind("import failed", 0) == 0 ? LOG_ERR : LOG_WARNING, "%s", line.c_str());
     };

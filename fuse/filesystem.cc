@@ -174,19 +174,15 @@ double CacheSeconds(fuse_ino_t ino) {
 
 void OpInit(void* userdata, fuse_conn_info* conn) {
   // libfuse derives the largest request (max_pages) from max_write. Export reads must fit
-  // the splice pipe, and so must import writes: libfuse splices a request into its pipe
-  // only when the pipe holds max_write and a page of headers (else it copies every one).
+  // the splice pipe; a mount with only the import can take FUSE's full 1 MiB writes.
   const auto& fs = *static_cast<const MountedFiles*>(userdata);
-  conn->max_write = static_cast<unsigned>(RequestSizeForPipe());
+  conn->max_write = static_cast<unsigned>(fs.layout ? RequestSizeForPipe() : kMaxRequest);
   // Data clusters are spliced from the source straight into the reply when possible.
   if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
   if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
   if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
-  // Import writes must reach the decoder as written, not merged or reordered. Their payload
-  // comes in a pipe, for data to move into the target without a copy (OpWriteBuf); a mount
-  // without an import has no use for that (libfuse asks for it whenever write_buf exists).
+  // Import writes must reach the decoder as written, not merged or reordered.
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
-  if (!fs.import) conn->want &= ~FUSE_CAP_SPLICE_READ;
 }
 
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -426,40 +422,13 @@ void OpStatfs(fuse_req_t req, fuse_ino_t) {
   }
 }
 
-// A writer's bytes. A large write's payload comes in a pipe (FUSE_CAP_SPLICE_READ): data runs
-// the decoder knows move from it straight into the target (splice); the rest, and small
-// writes, which come in memory, are copied out and decoded.
-void OpWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
+void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+             fuse_file_info* fi) {
   try {
     MountedFiles& fs = Fs(req);
     if (ino != kImportIno || !fs.import) return (void)fuse_reply_err(req, EBADF);
-    const size_t size = fuse_buf_size(in);
-    size_t done = 0;
-    int rc = 0;
-    const fuse_buf& first = in->buf[0];
-    if (in->count == 1 && (first.flags & FUSE_BUF_IS_FD) && !(first.flags & FUSE_BUF_FD_SEEK)) {
-      while (done < size) {
-        int64_t moved = 0;
-        rc = fs.import->WriteFrom(fi->fh, static_cast<uint64_t>(off) + done, first.fd, size - done,
-                                  &moved, "the writer's request");
-        if (rc || moved <= 0) break;  // not a known run: copied below
-        done += static_cast<size_t>(moved);
-        in->off += static_cast<size_t>(moved);
-      }
-    }
-    if (!rc && done < size) {
-      thread_local std::vector<uint8_t> copy;
-      copy.resize(size - done);
-      fuse_bufvec to = FUSE_BUFVEC_INIT(size - done);
-      to.buf[0].mem = copy.data();
-      const ssize_t n = fuse_buf_copy(&to, in, FUSE_BUF_NO_SPLICE);
-      rc = n == static_cast<ssize_t>(size - done)
-               ? fs.import->Write(fi->fh, static_cast<uint64_t>(off) + done, std::span(copy))
-               : EIO;
-    } else if (done == size) {
-      in->idx = in->count;  // all of it moved: libfuse's pipe is empty
-      in->off = 0;
-    }
+    const int rc = fs.import->Write(fi->fh, static_cast<uint64_t>(off),
+                                    std::span(reinterpret_cast<const uint8_t*>(buf), size));
     if (rc) return (void)fuse_reply_err(req, rc);
     fuse_reply_write(req, size);
   } catch (...) {
@@ -566,7 +535,7 @@ const fuse_lowlevel_ops& Operations() {
     o.open = OpOpen;
     o.read = OpRead;
     o.statfs = OpStatfs;
-    o.write_buf = OpWriteBuf;
+    o.write = OpWrite;
     o.flush = OpFlush;
     o.fsync = OpFsync;
     o.release = OpRelease;

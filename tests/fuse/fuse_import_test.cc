@@ -4,8 +4,6 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <regex>
-
 #include "bad_images.h"
 #include "image_recipes.h"
 #include "mount_fixture.h"
@@ -126,52 +124,6 @@ TEST(FuseImportTarget, PrezeroedSkipsZeroingAndTrustsTheTarget) {
   EXPECT_NE(
       Sh("qemu-img compare -f qcow2 -F raw " + Quote(img) + " " + Quote(dir / "pattern")).status,
       0);
-}
-
-// A writer's large requests come to the daemon in a pipe (FUSE_CAP_SPLICE_READ), and the
-// data runs in them move from that pipe into the target with splice (strace, following the
-// daemon from its start, shows the calls that write at an offset and what they moved).
-TEST(FuseImportMoves, DataMovesFromTheWritersRequestsIntoTheTarget) {
-  TempDir dir;
-  WriteAt(dir / "raw", 4096, RandomBytes(6 << 20, 11));
-  ASSERT_EQ(truncate((dir / "raw").c_str(), 16 << 20), 0);
-  ASSERT_EQ(
-      Sh("qemu-img convert -f raw -O qcow2 " + Quote(dir / "raw") + " " + Quote(dir / "img.qcow2"))
-          .status,
-      0);
-  MakePatternTarget(dir / "target", 16 << 20);
-  const std::string mnt = dir / "mnt", trace = dir / "trace";
-  ASSERT_EQ(Sh("mkdir -p " + Quote(mnt)).status, 0);
-  struct Unmount {
-    std::string path;
-    ~Unmount() {
-      for (int i = 0; i < 50 && IsMounted(path); ++i) {
-        Sh("timeout 10 fusermount3 -u " + Quote(path));
-        if (IsMounted(path)) usleep(100'000);
-      }
-      if (IsMounted(path)) Sh("umount -l " + Quote(path));
-    }
-  } unmount{mnt};
-  Sh("(timeout 60 strace -f -qq -e trace=splice -o " + Quote(trace) + " " + QcowfsBinary() +
-     " mount --import " + Quote(dir / "target") + " " + Quote(mnt) + ") >/dev/null 2>&1 &");
-  for (int i = 0; i < 200 && !IsMounted(mnt); ++i) usleep(50'000);
-  ASSERT_TRUE(IsMounted(mnt));
-  ASSERT_EQ(Sh("cp " + Quote(dir / "img.qcow2") + " " + Quote(mnt + "/import.qcow2")).status, 0);
-  EXPECT_NE(ReadFile(mnt + "/import.status").size(), 0u);
-  ASSERT_EQ(Sh("timeout 10 fusermount3 -u " + Quote(mnt)).status, 0);
-  // strace ends with the daemon, which ends after the unmount.
-  for (int i = 0; i < 200 && Sh("pgrep -f " + Quote("-o " + trace)).status == 0; ++i) {
-    usleep(50'000);
-  }
-  EXPECT_EQ(ReadFile(dir / "target"), ReadFile(dir / "raw"));
-  const auto calls = ReadFile(trace);
-  const std::string text(calls.begin(), calls.end());
-  uint64_t moved = 0;
-  const std::regex into_target("splice\\([0-9]+, NULL, [0-9]+, \\[[0-9]+\\], .*\\) = ([0-9]+)");
-  for (std::sregex_iterator it(text.begin(), text.end(), into_target), end; it != end; ++it) {
-    moved += std::stoull((*it)[1]);
-  }
-  EXPECT_GE(moved, 6u << 20) << text.substr(0, 2000);
 }
 
 TEST(FuseImportFiles, SecondWriterGetsEbusyAndReadingIsRefused) {
