@@ -55,10 +55,9 @@ void StreamDecoder::Finish() {
   }
   // Compressed clusters decode from what the file holds; past its end QEMU reads zeros.
   while (!compressed_.empty()) {
-    const uint64_t start = compressed_.begin()->first.first;
-    const uint64_t end = compressed_.begin()->first.second;
+    const auto [start, end] = compressed_.first();
     const std::string what = "compressed data for guest offset " +
-                             std::to_string(compressed_.begin()->second.guests.front());
+                             std::to_string(compressed_.Guests(compressed_.first()).front());
     if (start >= file_end) Missing(start, end, what, file_end, holes);
     uint64_t avail = std::min(end, file_end);
     released_.ForEachIn(start, avail, [&](uint64_t lo, uint64_t) { avail = std::min(avail, lo); });
@@ -116,7 +115,7 @@ std::vector<std::pair<uint64_t, uint64_t>> StreamDecoder::MissingNeeded(uint64_t
     if (pending_run_bytes_ != 0) {
       runs_.ForAll([&](uint64_t host, uint64_t, uint64_t length) { add(host, host + length); });
     }
-    for (const auto& [key, cc] : compressed_) add(key.first, key.second);
+    compressed_.ForEach([&](const CompressedKey& key) { add(key.first, key.second); });
   }
   std::vector<std::pair<uint64_t, uint64_t>> out;
   need.ForEachIn(0, limit, [&](uint64_t a, uint64_t b) { out.emplace_back(a, b); });

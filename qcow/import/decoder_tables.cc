@@ -183,9 +183,8 @@ void StreamDecoder::CompleteL2(std::map<uint64_t, L2Table>::iterator it) {
 
 void StreamDecoder::CompleteSpans(const std::vector<CompressedKey>& spans) {
   for (const auto& key : spans) {
-    auto it = compressed_.find(key);
     uint64_t avail = 0;
-    if (it != compressed_.end() && !it->second.in_flight && CompressedReady(key, &avail)) {
+    if (compressed_.Waiting(key) && !compressed_.InFlight(key) && CompressedReady(key, &avail)) {
       SubmitCompressed(key, avail);
     }
   }
@@ -241,20 +240,15 @@ void StreamDecoder::AddRun(uint64_t host, uint64_t guest, uint64_t length) {
 
 void StreamDecoder::AddCompressed(uint64_t start, uint64_t end, uint64_t guest) {
   compressed_max_end_ = std::max(compressed_max_end_, end);
-  auto it = compressed_.find({start, end});
-  if (it == compressed_.end() && released_.Overlaps(start, start + 1)) {
+  if (!compressed_.Waiting({start, end}) && released_.Overlaps(start, start + 1)) {
     // Its data was decoded already, for another descriptor.
     return ShareDecodedCompressed(start, end, guest);
   }
-  if (it == compressed_.end()) {
-    it = compressed_.emplace(CompressedKey{start, end}, Compressed{}).first;
-    max_compressed_span_ = std::max(max_compressed_span_, end - start);
+  if (compressed_.Add({start, end}, guest)) {
     // Bytes of it that another cluster's decode set aside are held again until it is done.
     recent_.Take(start, end,
                  [&](uint64_t off, std::span<const uint8_t> bytes) { spool_.Put(off, bytes); });
   }
-  it->second.guests.push_back(guest);
-  ++compressed_guests_;
 }
 
 // A compressed span is ready once everything up to its first byte that was decoded for
@@ -268,9 +262,8 @@ bool StreamDecoder::CompressedReady(const CompressedKey& key, uint64_t* avail_en
 }
 
 std::string StreamDecoder::CompressedName(const CompressedKey& key) const {
-  return "compressed cluster for guest offset " +
-         std::to_string(compressed_.at(key).guests.front()) + " (" +
-         std::to_string(key.second - key.first) + " bytes at " + Hex(key.first) + ")";
+  return "compressed cluster for guest offset " + std::to_string(compressed_.Guests(key).front()) +
+         " (" + std::to_string(key.second - key.first) + " bytes at " + Hex(key.first) + ")";
 }
 
 bool StreamDecoder::CompleteCompressed(const CompressedKey& key, uint64_t avail_end,
@@ -297,7 +290,7 @@ void StreamDecoder::SubmitCompressed(const CompressedKey& key, uint64_t avail_en
     ReadHeld(key.first, avail_end, CompressedName(key));  // throws, saying why
   }
   job->out.resize(info_->cluster_size);
-  compressed_.at(key).in_flight = true;
+  compressed_.SetInFlight(key, true);
   inflate_->Submit(std::move(job));
   Drain(false);
 }
@@ -312,7 +305,7 @@ void StreamDecoder::Drain(bool all) {
     std::unique_ptr<InflateJob> job = inflate_->Next(all || over);
     if (!job) break;
     const CompressedKey key{job->start, job->end};
-    compressed_.at(key).in_flight = false;
+    compressed_.SetInFlight(key, false);
     // Applying earlier clusters lets bytes go; should that cut this span's bytes (crafted
     // images whose spans overlap), decode it as one at a time would have, from what is held.
     uint64_t avail = 0;
@@ -352,11 +345,10 @@ bool StreamDecoder::ApplyCompressed(const CompressedKey& key, uint64_t avail_end
     Refuse(CompressedName(key) + " is cut short by the end of the image (" +
            std::to_string(avail_end) + " bytes): the image is truncated");
   }
-  auto node = compressed_.extract(key);
-  compressed_guests_ -= node.mapped().guests.size();
+  const std::vector<uint64_t> guests = compressed_.Remove(key);
   const uint64_t v = info_->virtual_size;
   uint64_t whole = UINT64_MAX;  // a guest offset that received the whole cluster
-  for (uint64_t guest : node.mapped().guests) {
+  for (uint64_t guest : guests) {
     writer_->Write(guest, out.data(), c);
     if (guest < v && v - guest >= c) whole = guest;
   }
@@ -386,7 +378,7 @@ void StreamDecoder::NoteSpan(uint64_t start, uint64_t guest, uint64_t end, uint6
   if (added) return;
   DecodedSpan& d = it->second;
   if (used ||
-      (d.used == 0 && compressed_.count({start, d.end}) && !compressed_.count({start, end}))) {
+      (d.used == 0 && compressed_.Waiting({start, d.end}) && !compressed_.Waiting({start, end}))) {
     // A decode happened (or this descriptor's data is no longer waiting while the one noted
     // is): its facts replace what was noted.
     d.used = used;
@@ -422,7 +414,7 @@ void StreamDecoder::ShareDecodedCompressed(uint64_t start, uint64_t end, uint64_
     }
   }
   auto it = decoded_spans_->find(start);
-  if (it == decoded_spans_->end() || compressed_.count({start, it->second.end})) {
+  if (it == decoded_spans_->end() || compressed_.Waiting({start, it->second.end})) {
     Refuse(who() +
            " starts inside compressed data that qcowfs had already decoded for another "
            "cluster and dropped: qcowfs cannot decode overlapping compressed clusters");

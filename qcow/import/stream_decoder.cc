@@ -14,7 +14,6 @@ constexpr uint64_t kReadChunk = 1u << 20;
 // Bookkeeping per table and per waiting compressed cluster: a std::map node with its
 // vector, with malloc's overhead.
 constexpr uint64_t kTableNodeBytes = 128;
-constexpr uint64_t kCompressedNodeBytes = 128;
 constexpr uint64_t kDecodedSpanBytes = 64;
 // Decoded compressed data stays a while in memory (RecentBytes), for contrived images that
 // share it: a sixty-fourth of the spool's memory (4 MiB by default), at least 64 KiB.
@@ -191,11 +190,7 @@ void StreamDecoder::PendingOverlaps(uint64_t a, uint64_t b,
       if (!it->second.parsed) need.Insert(it->first, it->first + c);
     }
   }
-  for (auto it =
-           compressed_.lower_bound({a > max_compressed_span_ ? a - max_compressed_span_ : 0, 0});
-       it != compressed_.end() && it->first.first < b; ++it) {
-    need.Insert(it->first.first, it->first.second);
-  }
+  for (const auto& [start, end] : compressed_.Overlapping(a, b)) need.Insert(start, end);
   need.ForEachIn(a, b, fn);
 }
 
@@ -227,19 +222,7 @@ void StreamDecoder::CompleteWaiting(uint64_t a, uint64_t b) {
       CompleteL2(it);
     }
   }
-  std::vector<CompressedKey> spans;
-  for (auto it =
-           compressed_.lower_bound({a > max_compressed_span_ ? a - max_compressed_span_ : 0, 0});
-       it != compressed_.end() && it->first.first < b; ++it) {
-    if (it->first.second > a) spans.push_back(it->first);
-  }
-  for (const auto& key : spans) {
-    auto it = compressed_.find(key);
-    uint64_t avail = 0;
-    if (it != compressed_.end() && !it->second.in_flight && CompressedReady(key, &avail)) {
-      SubmitCompressed(key, avail);
-    }
-  }
+  CompleteSpans(compressed_.Overlapping(a, b));
 }
 
 bool StreamDecoder::TryReadHeld(uint64_t a, uint64_t b, uint8_t* out) const {
@@ -330,10 +313,9 @@ void StreamDecoder::CheckTreeComplete() {
 void StreamDecoder::UpdateMemory() {
   uint64_t other = received_.memory_bytes() + released_.memory_bytes() + runs_.memory_bytes() +
                    l2_tables_.size() * kTableNodeBytes + l2_names_ * sizeof(uint64_t) +
-                   compressed_.size() * kCompressedNodeBytes +
+                   compressed_.memory_bytes() +
                    (inflate_ ? inflate_->bytes() + inflate_->spare_bytes() : 0) +
-                   compressed_guests_ * sizeof(uint64_t) + recent_.memory_bytes() +
-                   last_cluster_.capacity() +
+                   recent_.memory_bytes() + last_cluster_.capacity() +
                    refcount_blocks_.capacity() * sizeof(refcount_blocks_[0]);
   if (decoded_spans_) other += decoded_spans_->size() * kDecodedSpanBytes;
   spool_.set_other_memory(other);
@@ -361,8 +343,7 @@ bool StreamDecoder::DiskComplete() {
   // arrived (the last one's span often runs past the end of the file). What decodes from
   // the bytes that did arrive is what any later bytes would give.
   while (!compressed_.empty()) {
-    const uint64_t start = compressed_.begin()->first.first;
-    const uint64_t end = compressed_.begin()->first.second;
+    const auto [start, end] = compressed_.first();
     uint64_t avail = std::min(end, received_.CoveredUpTo(start));
     released_.ForEachIn(start, avail, [&](uint64_t lo, uint64_t) { avail = std::min(avail, lo); });
     if (avail <= start || !CompleteCompressed({start, end}, avail, avail, false)) return false;

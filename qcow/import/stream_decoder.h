@@ -17,7 +17,8 @@
 //   claims    table_claims.h   what each L1/L2 table says of the disk, entry by entry
 //   hold      spool.h          bytes that arrive before anything knows what they are
 //   route     this class       bytes to the runs that map them, spans to complete, the
-//                              bookkeeping of what arrived and what is still owed
+//                              bookkeeping of what arrived and what is still owed;
+//                              compressed_spans.h: the compressed clusters waiting
 //   complete  inflate_pool.h   compressed clusters decompressed on every core, handed back
 //                              in the order they went in
 //   write     guest_writer.h   guest ranges to the sink: data, coalesced zeros, ranges left
@@ -37,6 +38,7 @@
 
 #include "qcow/format/errors.h"
 #include "qcow/format/image_header.h"
+#include "qcow/import/compressed_spans.h"
 #include "qcow/import/guest_writer.h"
 #include "qcow/import/inflate_pool.h"
 #include "qcow/import/range_set.h"
@@ -142,11 +144,7 @@ class StreamDecoder {
     std::vector<uint64_t> l1_indices;  // the L1 entries that name it
     bool parsed = false;
   };
-  struct Compressed {
-    std::vector<uint64_t> guests;  // identical descriptors share one decode
-    bool in_flight = false;        // being decompressed (inflate_)
-  };
-  using CompressedKey = std::pair<uint64_t, uint64_t>;  // host [start, end) of the span
+  using CompressedKey = CompressedSpans::Key;
 
   // Routing (stream_decoder.cc).
   void Take(uint64_t offset, std::span<const uint8_t> bytes);
@@ -213,14 +211,12 @@ class StreamDecoder {
   uint64_t pending_tables_ = 0;            // L1 and L2 tables not parsed yet
   bool l1_parsed_ = false;
   bool tree_complete_ = false;
-  RunIndex runs_;                                   // data clusters: host -> guest
-  uint64_t pending_run_bytes_ = 0;                  // run bytes (per guest) that have not arrived
-  std::map<CompressedKey, Compressed> compressed_;  // waiting for their bytes
-  std::unique_ptr<InflatePool> inflate_;            // started with the first compressed cluster
-  uint64_t compressed_guests_ = 0;
-  uint64_t max_compressed_span_ = 0;
-  uint64_t compressed_end_ = 0;      // highest end of compressed data decoded
-  uint64_t compressed_max_end_ = 0;  // highest end of any compressed span named
+  RunIndex runs_;                         // data clusters: host -> guest
+  uint64_t pending_run_bytes_ = 0;        // run bytes (per guest) that have not arrived
+  CompressedSpans compressed_;            // waiting for their bytes
+  std::unique_ptr<InflatePool> inflate_;  // started with the first compressed cluster
+  uint64_t compressed_end_ = 0;           // highest end of compressed data decoded
+  uint64_t compressed_max_end_ = 0;       // highest end of any compressed span named
   // Compressed data decoded and dropped lately, kept a while for structures that share it.
   RecentBytes recent_;
   // For compressed descriptors named again after their data was decoded and pushed out of
