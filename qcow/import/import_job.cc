@@ -111,7 +111,7 @@ int ImportJob::WriteFrom(uint64_t handle, uint64_t offset, int fd, uint64_t max,
   return rc;
 }
 
-uint64_t ImportJob::ReadLength(uint64_t handle, uint64_t offset, uint64_t max) const {
+uint64_t ImportJob::ReadLength(uint64_t handle, uint64_t offset, uint64_t max) {
   std::lock_guard lock(mu_);
   if (!Current(handle) || state_ != State::kReceiving || !decoder_) return max;
   return decoder_->ReadLength(offset, max);

@@ -50,7 +50,7 @@ class ImportJob {
                 const std::string& from);
   // Returns how many bytes at offset to read and Write before calling WriteFrom again (see
   // StreamDecoder::ReadLength); max when there is no import running.
-  uint64_t ReadLength(uint64_t handle, uint64_t offset, uint64_t max) const;
+  uint64_t ReadLength(uint64_t handle, uint64_t offset, uint64_t max);
   // Records the image file's size (truncate).
   int Truncate(uint64_t handle, uint64_t size);
   // Extends the image file to at least `size` bytes (fallocate, as preallocating writers

@@ -58,6 +58,7 @@ int64_t StreamDecoder::FeedFrom(uint64_t offset, int fd, uint64_t max, const std
   const int64_t moved = writer_->WriteFrom(guest, fd, n, from);
   if (moved == ByteMover::kCannotMove) return kNotMoved;
   if (moved <= 0) return moved;
+  probe_ = kProbeRead;
   // What Take does with bytes that only a data run maps, but their writing.
   const uint64_t end = offset + static_cast<uint64_t>(moved);
   history_.Write(offset, end - offset);
@@ -96,13 +97,18 @@ uint64_t StreamDecoder::MovableRun(uint64_t a, uint64_t max, uint64_t* guest) co
   return b - a;
 }
 
-uint64_t StreamDecoder::ReadLength(uint64_t offset, uint64_t max) const {
+uint64_t StreamDecoder::ReadLength(uint64_t offset, uint64_t max) {
   if (max <= 1 || offset >= kMaxHostOffset) return std::min<uint64_t>(max, 1);
-  uint64_t n = tree_complete_ ? max : std::min(max, kProbeRead);
-  runs_.ForEach(offset, offset + std::min(n, kMaxHostOffset - offset),
+  uint64_t next_run = max;
+  runs_.ForEach(offset, offset + std::min(max, kMaxHostOffset - offset),
                 [&](uint64_t lo, uint64_t hi, uint64_t) {
-                  if (lo > offset && hi - lo >= options_.min_move) n = std::min(n, lo - offset);
+                  if (lo > offset && hi - lo >= options_.min_move) {
+                    next_run = std::min(next_run, lo - offset);
+                  }
                 });
+  if (tree_complete_ || next_run < max) return next_run;
+  const uint64_t n = std::min(max, probe_);
+  probe_ = std::min(probe_ * 2, kMaxHostOffset);
   return n;
 }
 

@@ -100,11 +100,12 @@ class StreamDecoder {
   // Feed. Throws as Feed does.
   static constexpr int64_t kNotMoved = -2;
   // Returns how many bytes at offset (1 to max) a caller of FeedFrom should read and Feed
-  // before it asks FeedFrom again: up to the next data run it may move, all of max when the
-  // whole tree is known and there is none, else a probe of kProbeRead (a table that has not
-  // arrived may map what follows).
+  // before it asks FeedFrom again: up to the next data run it may move; all of max when
+  // the whole tree is known and there is none; else a probe (a table that has not arrived
+  // may map what follows), kProbeRead after a move, doubling with each probe read after it
+  // (a compressed image has nothing to move: its reads soon take max).
   static constexpr uint64_t kProbeRead = 64u << 10;
-  uint64_t ReadLength(uint64_t offset, uint64_t max) const;
+  uint64_t ReadLength(uint64_t offset, uint64_t max);
   int64_t FeedFrom(uint64_t offset, int fd, uint64_t max, const std::string& from);
   // Records that the image file's size was set (truncate). Throws FormatError when that
   // would take back bytes that arrived.
@@ -240,6 +241,7 @@ class StreamDecoder {
   std::vector<std::pair<uint64_t, uint64_t>> refcount_blocks_;
   uint64_t structure_end_ = 0;  // highest end of header, tables, data, refcount structures
   bool finished_ = false;
+  uint64_t probe_ = kProbeRead;  // ReadLength's next probe
   // The write stage, made when the header is known: every guest write, zero range,
   // unallocated range and read-back goes through it.
   std::optional<GuestWriter> writer_;

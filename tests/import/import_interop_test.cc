@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <random>
+#include <regex>
 #include <thread>
 
 #include "image_recipes.h"
@@ -169,6 +170,38 @@ TEST(ImportLibraryMoves, NothingMovesPastTheEndOfTheTarget) {
       << job.StatusText();
   EXPECT_GT(moved, 0u);
   EXPECT_EQ(ReadFile(dir / "target").size(), small);
+}
+
+// Where nothing can move (compressed data, tables), ReadLength's probes double up to the
+// caller's maximum, so a compressed image is read in large pieces, not 64 KiB ones; where a
+// known run lies ahead, reads stop at it.
+TEST(ImportLibraryMoves, ReadsGrowWhereNothingMovesAndStopAtKnownRuns) {
+  TempDir dir;
+  const auto& images = ValidImages();
+  auto zlib = std::find_if(images.begin(), images.end(), [](const ImageRecipe& r) {
+    return std::string(r.name) == "compressed_zlib";
+  });
+  ASSERT_NE(zlib, images.end());
+  const auto bytes = ReadFile(BuildImage(dir, *zlib));
+  ASSERT_GT(bytes.size(), 65536u);
+  MakePatternTarget(dir / "target", 64 << 20);
+  qcow::RawTarget target(dir / "target", {});
+  qcow::StreamDecoder decoder(target, {});
+  decoder.Feed(0, std::span(bytes).first(65536));
+  std::vector<uint64_t> reads;
+  for (int i = 0; i < 8; ++i) reads.push_back(decoder.ReadLength(65536, 4 << 20));
+  EXPECT_EQ(reads, (std::vector<uint64_t>{64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20,
+                                          2 << 20, 4 << 20, 4 << 20}));
+  // A plain image: once its tables are in, a read ends where the first data run begins.
+  const std::string plain = BuildImage(dir, images[0]);
+  auto map = Sh("qemu-img map --output=json " + Quote(plain));
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(map.output, m, std::regex("\"offset\": ([0-9]+)"))) << map.output;
+  const uint64_t data = std::stoull(m[1]);
+  const auto plain_bytes = ReadFile(plain);
+  qcow::StreamDecoder plain_decoder(target, {});
+  plain_decoder.Feed(0, std::span(plain_bytes).first(data));
+  EXPECT_EQ(plain_decoder.ReadLength(data - 4096, 4 << 20), 4096u);
 }
 
 TEST(ImportLibraryLimits, SpoolSpillsToAFileAndRefusesPastItsLimit) {
