@@ -31,17 +31,6 @@ int64_t ByteMover::Move(int in, int out, uint64_t out_offset, uint64_t n) {
     return -1;
   }
   loff_t off = static_cast<loff_t>(out_offset);
-  if (S_ISFIFO(st.st_mode)) {
-    for (;;) {
-      const ssize_t r = ::splice(in, nullptr, out, &off, n, SPLICE_F_MOVE);
-      if (r >= 0) return r;
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) return -1;
-      if (CannotMove(errno)) return kCannotMove;
-      failed_side_ = Side::kOutput;  // reading a pipe fails no other way
-      return -1;
-    }
-  }
   if (S_ISREG(st.st_mode) && copy_range_ok_) {
     for (;;) {
       const ssize_t r = ::copy_file_range(in, nullptr, out, &off, n, 0);
@@ -55,6 +44,9 @@ int64_t ByteMover::Move(int in, int out, uint64_t out_offset, uint64_t n) {
       return -1;
     }
   }
+  // A pipe is read instead: splicing from one into a file measured slower than read and
+  // pwrite here (cat | serve onto tmpfs, 1 GiB: best 0.48 s against 0.39 s), where a socket
+  // spliced through our pipe was faster (0.49 s against 0.52 s, a fifth less CPU).
   if (!S_ISREG(st.st_mode) && !S_ISSOCK(st.st_mode)) return kCannotMove;
   return SpliceThrough(in, out, out_offset, n);
 }

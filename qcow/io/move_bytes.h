@@ -1,7 +1,7 @@
 // Moving bytes from an input descriptor into a file or block device at an offset without
-// copying them through user space, where the kernel can: copy_file_range from a regular
-// file, splice from a pipe, splice through a pipe of its own from a socket (or from a file
-// the kernel cannot copy_file_range from onto this output).
+// copying them through user space, where the kernel can and it pays: copy_file_range from
+// a regular file, splice through a pipe of its own from a socket (or from a file the kernel
+// cannot copy_file_range from onto this output). Pipes are left to read(2) (see Move).
 #pragma once
 
 #include <cstdint>

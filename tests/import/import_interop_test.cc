@@ -26,7 +26,8 @@ enum class Order {
   kReverse,
   kShuffled,
   // Read in order from a descriptor as serve does: data runs moved straight into the target
-  // (ImportJob::WriteFrom: copy_file_range, splice), the rest read and written.
+  // (ImportJob::WriteFrom: copy_file_range from a file, splice from a socket), the rest read
+  // and written (a pipe is read: see qcow/io/move_bytes.cc).
   kMovedFromFile,
   kMovedFromPipe,
   kMovedFromSocket,
@@ -130,7 +131,7 @@ INSTANTIATE_TEST_SUITE_P(
     CaseName);
 
 // The moves are taken: nearly all the data of an image qemu-img wrote (tables before their
-// data) goes straight from the input into the target, from each kind of input.
+// data) goes straight from a file or a socket into the target; a pipe is read.
 TEST(ImportLibraryMoves, DataRunsMoveStraightIntoTheTarget) {
   TempDir dir;
   WriteAt(dir / "raw", 0, RandomBytes(12 << 20, 5));
@@ -146,7 +147,11 @@ TEST(ImportLibraryMoves, DataRunsMoveStraightIntoTheTarget) {
     qcow::ImportJob job(t, {});
     uint64_t moved = 0;
     ASSERT_EQ(ImportMoving(dir / "img.qcow2", job, order, &moved), 0) << job.StatusText();
-    EXPECT_GE(moved, 14u << 20) << static_cast<int>(order);
+    if (order == Order::kMovedFromPipe) {
+      EXPECT_EQ(moved, 0u);
+    } else {
+      EXPECT_GE(moved, 14u << 20) << static_cast<int>(order);
+    }
     EXPECT_EQ(ReadFile(dir / "target"), ReadFile(dir / "raw")) << static_cast<int>(order);
   }
 }
