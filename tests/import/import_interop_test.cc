@@ -122,27 +122,35 @@ TEST_P(ImportLibrary, DecodesIntoAPatternedTarget) {
   EXPECT_EQ(cmp.status, 0) << cmp.output;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Images, ImportLibrary,
-    ::testing::Combine(::testing::Range<size_t>(0, ValidImages().size()),
-                       ::testing::Values(Order::kSequential, Order::kOddChunks, Order::kReverse,
-                                         Order::kShuffled, Order::kMovedFromFile,
-                                         Order::kMovedFromPipe, Order::kMovedFromSocket)),
-    CaseName);
+// Every image in the four orders, and from one kind of descriptor, in turn (all three for
+// each image tripled the suite's time under ASan for the same code paths).
+std::vector<std::tuple<size_t, Order>> ImportCases() {
+  std::vector<std::tuple<size_t, Order>> out;
+  const Order kinds[] = {Order::kMovedFromFile, Order::kMovedFromPipe, Order::kMovedFromSocket};
+  for (size_t i = 0; i < ValidImages().size(); ++i) {
+    for (Order o : {Order::kSequential, Order::kOddChunks, Order::kReverse, Order::kShuffled}) {
+      out.emplace_back(i, o);
+    }
+    out.emplace_back(i, kinds[i % 3]);
+  }
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Images, ImportLibrary, ::testing::ValuesIn(ImportCases()), CaseName);
 
 // The moves are taken: nearly all the data of an image qemu-img wrote (tables before their
 // data) goes straight from a file or a socket into the target; a pipe is read.
 TEST(ImportLibraryMoves, DataRunsMoveStraightIntoTheTarget) {
   TempDir dir;
-  WriteAt(dir / "raw", 0, RandomBytes(12 << 20, 5));
-  WriteAt(dir / "raw", 20 << 20, RandomBytes(3 << 20, 6));
-  ASSERT_EQ(truncate((dir / "raw").c_str(), 64 << 20), 0);
+  WriteAt(dir / "raw", 0, RandomBytes(6 << 20, 5));
+  WriteAt(dir / "raw", 10 << 20, RandomBytes(2 << 20, 6));
+  ASSERT_EQ(truncate((dir / "raw").c_str(), 16 << 20), 0);
   ASSERT_EQ(
       Sh("qemu-img convert -f raw -O qcow2 " + Quote(dir / "raw") + " " + Quote(dir / "img.qcow2"))
           .status,
       0);
   for (Order order : {Order::kMovedFromFile, Order::kMovedFromPipe, Order::kMovedFromSocket}) {
-    MakePatternTarget(dir / "target", 64 << 20);
+    MakePatternTarget(dir / "target", 16 << 20);
     qcow::RawTarget t(dir / "target", {});
     qcow::ImportJob job(t, {});
     uint64_t moved = 0;
@@ -150,7 +158,7 @@ TEST(ImportLibraryMoves, DataRunsMoveStraightIntoTheTarget) {
     if (order == Order::kMovedFromPipe) {
       EXPECT_EQ(moved, 0u);
     } else {
-      EXPECT_GE(moved, 14u << 20) << static_cast<int>(order);
+      EXPECT_GE(moved, 7u << 20) << static_cast<int>(order);
     }
     EXPECT_EQ(ReadFile(dir / "target"), ReadFile(dir / "raw")) << static_cast<int>(order);
   }
