@@ -16,8 +16,6 @@ using namespace qcowfs_test;
 
 std::string Q() { return QcowfsBinary(); }
 
-int Lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
-
 size_t CountOf(const std::string& s, const std::string& what) {
   size_t n = 0;
   for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;

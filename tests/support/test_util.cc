@@ -156,4 +156,10 @@ int FeedFromDescriptor(qcow::ImportJob& job, uint64_t handle, int fd, uint64_t* 
   }
 }
 
+int Lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+
+bool Has(const std::string& s, const std::string& what) {
+  return s.find(what) != std::string::npos;
+}
+
 }  // namespace qcowfs_test

@@ -40,6 +40,11 @@ struct CommandResult {
 int FeedFromDescriptor(qcow::ImportJob& job, uint64_t handle, int fd, uint64_t* moved,
                        size_t chunk = 64 << 10, bool until_complete = false);
 
+// Returns the number of lines (newlines) in s, e.g. a command's error output.
+int Lines(const std::string& s);
+// Returns whether s contains what.
+bool Has(const std::string& s, const std::string& what);
+
 // Runs a shell command line and returns its exit status and output.
 CommandResult Sh(const std::string& command);
 

@@ -31,12 +31,6 @@ std::string Q() { return QcowfsBinary(); }
 
 constexpr uint64_t kDiskSize = 4 << 20;
 
-int Lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
-
-bool Has(const std::string& s, const std::string& what) {
-  return s.find(what) != std::string::npos;
-}
-
 // A command (exec'd by sh, so that Kill() reaches it) whose stdin is a pipe the test writes
 // to: an import held open until the test sends the rest of its image. Its output goes to a
 // file read by Finish().

@@ -31,12 +31,6 @@ using Clock = std::chrono::steady_clock;
 
 std::string Q() { return QcowfsBinary(); }
 
-int Lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
-
-bool Has(const std::string& s, const std::string& what) {
-  return s.find(what) != std::string::npos;
-}
-
 // A command run by sh in the background, its output in a file; killed if still running
 // when destroyed.
 class Background {
