@@ -84,9 +84,18 @@ void AddExportOptions(CLI::App* cmd, ExportArgs& a) {
                   "Export a delta over this disk: a layer of the source's chain (only what the "
                   "layers above it changed), or any disk of the same size (contents compared "
                   "at start, progress on stderr); the image names it as its backing file");
+  cmd->add_option("--changed-blocks", a.changed_blocks,
+                  "Export a delta of the clusters holding a changed block of this CBT bitmap "
+                  "(xapi's VDI.list_changed_blocks: base64 text or the raw bits, in a file or "
+                  "fd:N), read from the source, over the disk --backing-name names");
   cmd->add_option("--backing-name", a.backing_name,
                   "With --relative-to: the backing file name the delta writes (default: the "
-                  "chain's own name for the base, or the path given)");
+                  "chain's own name for the base, or the path given); required with "
+                  "--changed-blocks");
+  cmd->add_option("--backing-format", a.backing_format,
+                  "With --relative-to or --changed-blocks: the backing file's format the delta "
+                  "names, raw, qcow2 or vpc (default: the base's own; with --changed-blocks, "
+                  "by --backing-name's extension, .qcow2 or .vhd, else raw)");
   cmd->add_option("--path", a.search_path,
                   "Directories (colon-separated) searched, by file name, for backing files and "
                   "VHD parents that are not where the image's backing name or parent locators "
@@ -277,6 +286,14 @@ void AddQcow2ToStdoutOptions(CLI::App* cmd, Qcow2ToStdoutArgs& a) {
       ->required();
   cmd->add_option("--diff", a.diff,
                   "Export only the clusters whose bytes differ from this disk's (read raw)");
+  cmd->add_option("--changed-blocks", a.changed_blocks,
+                  "Export a delta of the clusters holding a changed block of this CBT bitmap "
+                  "(base64 text or the raw bits, in a file or fd:N) over --backing-name");
+  cmd->add_option("--backing-name", a.backing_name,
+                  "With --changed-blocks: the backing file name the delta writes (required)");
+  cmd->add_option("--backing-format", a.backing_format,
+                  "With --changed-blocks: raw, qcow2 or vpc (default: by --backing-name's "
+                  "extension, .qcow2 or .vhd, else raw)");
   cmd->add_option("-c", a.cluster_size,
                   "qcow2 cluster size in bytes (default: the JSON header's, else 65536)");
   cmd->add_option("-r", a.refcount_bits, "Refcount width: 16 only")->capture_default_str();

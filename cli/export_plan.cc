@@ -15,6 +15,7 @@
 #include "qcow/io/disk_lock.h"
 #include "qcow/sources/allocation_map.h"
 #include "qcow/sources/chain_source.h"
+#include "qcow/sources/changed_blocks.h"
 #include "qcow/sources/delta.h"
 #include "qcow/sources/open_source.h"
 #include "qcow/sources/raw_source.h"
@@ -134,6 +135,35 @@ qcow::DeltaPlan PlanDelta(PlannedExport& p, const ExportArgs& a, const qcow::Sou
   return plan;
 }
 
+// Plans the delta of p.source that --changed-blocks names: every cluster holding a changed
+// block, over a base that only --backing-name names (its data may be gone).
+qcow::DeltaPlan PlanChangedBlocks(PlannedExport& p, const ExportArgs& a, uint32_t bits) {
+  if (!a.relative_to.empty()) {
+    throw qcow::UsageError(
+        "--changed-blocks and --relative-to do not go together: the bitmap says what "
+        "changed since the base already");
+  }
+  if (a.scan_zeros) {
+    throw qcow::UsageError(
+        "--scan-zeros and --changed-blocks do not go together: a delta of changed blocks "
+        "holds them whatever they read as");
+  }
+  if (a.backing_name.empty()) {
+    throw qcow::UsageError(
+        "--changed-blocks needs --backing-name: the delta must name the disk it applies "
+        "over");
+  }
+  struct stat st;
+  if (::stat(a.changed_blocks.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+    AddRead(p, a.changed_blocks, st);
+  }
+  const qcow::DataRanges changed = ReadChangedBlocksArg(a.changed_blocks, p.source->size());
+  qcow::DeltaPlan plan = qcow::ChangedBlocksDelta(*p.source, changed, bits);
+  plan.delta.backing_file = a.backing_name;
+  plan.delta.backing_format = BackingFormatArg(a.backing_format, "", a.backing_name);
+  return plan;
+}
+
 }  // namespace
 
 qcow::SourceOptions SourceOptionsFor(const ExportArgs& args) { return OptionsFor(args); }
@@ -195,6 +225,12 @@ PlannedExport PlanExport(const std::string& path, const ExportArgs& a,
     }
     p.source = qcow::WithAllocation(std::move(raw), std::move(data), allocation);
   }
+  if (!a.changed_blocks.empty()) {
+    qcow::DeltaPlan plan = PlanChangedBlocks(p, a, bits);
+    p.layout = std::make_unique<qcow::ExportLayout>(p.source->size(), bits, std::move(plan.data),
+                                                    &plan.delta);
+    return p;
+  }
   if (!a.relative_to.empty()) {
     if (a.scan_zeros) {
       throw qcow::UsageError(
@@ -203,15 +239,50 @@ PlannedExport PlanExport(const std::string& path, const ExportArgs& a,
     }
     qcow::DeltaPlan plan = PlanDelta(p, a, options, bits);
     if (!a.backing_name.empty()) plan.delta.backing_file = a.backing_name;
+    plan.delta.backing_format =
+        BackingFormatArg(a.backing_format, plan.delta.backing_format, plan.delta.backing_file);
     p.layout = std::make_unique<qcow::ExportLayout>(p.source->size(), bits, std::move(plan.data),
                                                     &plan.delta);
     return p;
   }
-  if (!a.backing_name.empty()) throw qcow::UsageError("--backing-name needs --relative-to");
+  if (!a.backing_name.empty()) {
+    throw qcow::UsageError("--backing-name needs --relative-to or --changed-blocks");
+  }
+  if (!a.backing_format.empty()) {
+    throw qcow::UsageError("--backing-format needs --relative-to or --changed-blocks");
+  }
   qcow::ClusterMap map = p.source->Allocation(bits);
   if (a.scan_zeros) map = DropZeroClusters(*p.source, map, bits, ScanProgress(disk));
   p.layout = std::make_unique<qcow::ExportLayout>(p.source->size(), bits, std::move(map));
   return p;
+}
+
+std::string BackingFormatArg(const std::string& given, const std::string& found,
+                             const std::string& backing_name) {
+  if (!given.empty()) {
+    if (given == "raw" || given == "qcow2" || given == "vpc") return given;
+    if (given == "vhd") return "vpc";
+    throw qcow::UsageError("--backing-format is '" + given +
+                           "'; a delta names its backing file as 'raw', 'qcow2' or 'vpc'");
+  }
+  if (!found.empty()) return found;
+  auto ends = [&](const std::string& ext) {
+    return backing_name.size() > ext.size() &&
+           backing_name.compare(backing_name.size() - ext.size(), ext.size(), ext) == 0;
+  };
+  if (ends(".qcow2") || ends(".qcow")) return "qcow2";
+  if (ends(".vhd")) return "vpc";
+  return "raw";
+}
+
+qcow::DataRanges ReadChangedBlocksArg(const std::string& spec, uint64_t disk_size) {
+  if (spec.rfind("fd:", 0) == 0) {
+    int fd = -1;
+    const char* end = spec.data() + spec.size();
+    const auto [stop, ec] = std::from_chars(spec.data() + 3, end, fd);
+    if (ec == std::errc() && stop == end) RequireInherited(fd, "--changed-blocks " + spec);
+  }
+  return qcow::ReadChangedBlocks(spec, disk_size);
 }
 
 void RefuseWritingOver(const PlannedExport& p, const WrittenFile& written) {

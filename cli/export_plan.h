@@ -10,6 +10,7 @@
 #include "qcow/export/export_layout.h"
 #include "qcow/export/source.h"
 #include "qcow/io/unique_fd.h"
+#include "qcow/sources/allocation_map.h"
 #include "qcow/sources/image_chain.h"
 #include "qcow/sources/open_source.h"
 
@@ -24,6 +25,8 @@ struct ExportArgs {
   std::string allocation_from;  // qcow2/VHD chain or qemu-img map JSON (path or fd:N)
   std::string relative_to;      // a delta over this disk
   std::string backing_name;     // the delta's backing file name ("": the chain's own)
+  std::string backing_format;   // the format it names ("": the base's own, or by the name)
+  std::string changed_blocks;   // a delta of the blocks this CBT bitmap names (path or fd:N)
 };
 
 // A file the command writes (the stream's destination, the mount's import target), which
@@ -66,6 +69,16 @@ qcow::SourceOptions SourceOptionsFor(const ExportArgs& args);
 // UsageError/FormatError/std::system_error otherwise.
 PlannedExport PlanExport(const std::string& path, const ExportArgs& args,
                          const std::vector<WrittenFile>& written = {});
+
+// Returns the format a delta names its backing file in: `given` (--backing-format: raw,
+// qcow2, or vpc/vhd), else the base's own (`found`), else what backing_name's extension
+// says (.qcow2 or .qcow, .vhd, else raw). Throws UsageError for another `given`.
+std::string BackingFormatArg(const std::string& given, const std::string& found,
+                             const std::string& backing_name);
+
+// Reads --changed-blocks `spec` (a file, or fd:N among the descriptors the command
+// inherited) for a disk of disk_size bytes. Throws UsageError/FormatError/std::system_error.
+qcow::DataRanges ReadChangedBlocksArg(const std::string& spec, uint64_t disk_size);
 
 // Throws UsageError when `written` is one of the files p reads.
 void RefuseWritingOver(const PlannedExport& p, const WrittenFile& written);

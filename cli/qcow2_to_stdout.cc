@@ -12,6 +12,7 @@
 #include "cli/durable_output.h"
 #include "cli/endpoint.h"
 #include "cli/exit_codes.h"
+#include "cli/export_plan.h"
 #include "cli/inherited_fds.h"
 #include "cli/stop_signals.h"
 #include "qcow/export/export_layout.h"
@@ -20,6 +21,7 @@
 #include "qcow/format/format.h"
 #include "qcow/io/disk_lock.h"
 #include "qcow/sources/allocation_map.h"
+#include "qcow/sources/changed_blocks.h"
 #include "qcow/sources/delta.h"
 #include "qcow/sources/raw_source.h"
 
@@ -170,6 +172,19 @@ int RunQcow2ToStdout(const Qcow2ToStdoutArgs& a) {
   if (a.diff.empty() && has_diff_hint) {
     throw qcow::UsageError("--json-header-diff* describe the --diff base; give --diff BASE");
   }
+  if (!a.changed_blocks.empty() && !a.diff.empty()) {
+    throw qcow::UsageError(
+        "--changed-blocks and --diff do not go together: the bitmap says what changed "
+        "since the base already");
+  }
+  if (a.changed_blocks.empty() && (!a.backing_name.empty() || !a.backing_format.empty())) {
+    throw qcow::UsageError("--backing-name and --backing-format need --changed-blocks");
+  }
+  if (!a.changed_blocks.empty() && a.backing_name.empty()) {
+    throw qcow::UsageError(
+        "--changed-blocks needs --backing-name: the delta must name the disk it applies "
+        "over");
+  }
   if (::isatty(STDOUT_FILENO)) {
     throw qcow::UsageError("refusing to write a qcow2 image to a terminal; redirect stdout");
   }
@@ -183,6 +198,7 @@ int RunQcow2ToStdout(const Qcow2ToStdoutArgs& a) {
                               "--json-header-diff"};
   RefuseStdoutOver(a.input, "the disk being exported");
   if (!a.diff.empty()) RefuseStdoutOver(a.diff, "the --diff base");
+  if (!a.changed_blocks.empty()) RefuseStdoutOver(a.changed_blocks, "the --changed-blocks bitmap");
   for (const HintFd* hint : {&map, &info, &header, &diff_map, &diff_info, &diff_header}) {
     RefuseStdoutOver(*hint);
   }
@@ -197,7 +213,16 @@ int RunQcow2ToStdout(const Qcow2ToStdoutArgs& a) {
       a.cluster_size ? ClusterBitsArg(*a.cluster_size) : top.cluster_bits.value_or(16);
 
   qcow::ClusterMap data;
-  if (!a.diff.empty()) {
+  qcow::DeltaOptions delta;
+  if (!a.changed_blocks.empty()) {
+    // As with --diff, every changed cluster is a data cluster (zeros where the disk reads
+    // as zeros): the importers of this image know no zero clusters.
+    const qcow::DataRanges changed = ReadChangedBlocksArg(a.changed_blocks, source->size());
+    qcow::DeltaPlan plan = qcow::ChangedBlocksDelta(*source, changed, bits);
+    data = qcow::ClusterMap::Union(plan.data, plan.delta.zero);
+    delta.backing_file = a.backing_name;
+    delta.backing_format = BackingFormatArg(a.backing_format, "", a.backing_name);
+  } else if (!a.diff.empty()) {
     std::unique_ptr<qcow::Source> base = qcow::OpenRawSource(a.diff, false);
     Hint base_hint = ReadHint("--json-header-diff", diff_map, diff_info, diff_header, base->size());
     base = WithHint(std::move(base), a.diff, base_hint);
@@ -210,7 +235,8 @@ int RunQcow2ToStdout(const Qcow2ToStdoutArgs& a) {
     data = source->Allocation(bits);
     if (!top.data) data = qcow::DropZeroClusters(*source, data, bits, nullptr);
   }
-  const qcow::ExportLayout layout(source->size(), bits, std::move(data));
+  const qcow::ExportLayout layout(source->size(), bits, std::move(data),
+                                  delta.backing_file.empty() ? nullptr : &delta);
   // A reader that goes away must give EPIPE and a message, not kill us.
   std::signal(SIGPIPE, SIG_IGN);
   WriteDestination(STDOUT_FILENO, "stdout",

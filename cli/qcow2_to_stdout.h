@@ -9,12 +9,14 @@
 namespace qcowfs {
 
 struct Qcow2ToStdoutArgs {
-  std::string program = "qcowfs";           // the name messages start with
-  std::string input;                        // the VDI's device (its guest bytes, read raw)
-  std::string diff;                         // --diff BASE: only what differs from BASE
-  std::optional<std::string> cluster_size;  // -c BYTES, as typed
-  uint32_t refcount_bits = 16;              // -r BITS (only 16)
-  bool data_file = false;                   // -d / -R: refused (no external data files)
+  std::string program = "qcowfs";            // the name messages start with
+  std::string input;                         // the VDI's device (its guest bytes, read raw)
+  std::string diff;                          // --diff BASE: only what differs from BASE
+  std::string changed_blocks;                // --changed-blocks: a CBT delta (file or fd:N)
+  std::string backing_name, backing_format;  // what that delta names as its backing file
+  std::optional<std::string> cluster_size;   // -c BYTES, as typed
+  uint32_t refcount_bits = 16;               // -r BITS (only 16)
+  bool data_file = false;                    // -d / -R: refused (no external data files)
   bool data_file_raw = false;
   // Allocation hints, so that only clusters holding data are read: qemu-img map and info
   // --output=json of the VDI's qcow2 file on descriptors (as xapi passes them), or the JSON

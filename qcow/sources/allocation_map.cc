@@ -32,23 +32,6 @@ void Coarsen(DataRanges& out) {
   }
 }
 
-// Appends [offset, offset + length) to sorted ranges, widened to the granularity and merged
-// with the last one when they touch (see DataRanges).
-void AppendRange(DataRanges& out, uint64_t offset, uint64_t length) {
-  if (!length) return;
-  const uint64_t first = offset / out.granularity * out.granularity;
-  const uint64_t end = offset + length;
-  if (!out.ranges.empty()) {
-    auto& [f, n] = out.ranges.back();
-    if (first <= f + RoundUpTo(n, out.granularity)) {
-      n = std::max(f + n, end) - f;
-      return;
-    }
-  }
-  out.ranges.emplace_back(first, end - first);
-  if (out.ranges.size() > kMaxDataRanges) Coarsen(out);
-}
-
 // The most text one entry of qemu-img map's array may take (QEMU prints about 130 bytes).
 constexpr uint64_t kMaxMapEntry = 64 << 10;
 
@@ -70,7 +53,7 @@ void ParseMapEntry(JsonText& json, DataRanges& out) {
   }
   if (*length > UINT64_MAX - *start) json.Fail("an entry past 2^64");
   out.size = *start + *length;
-  if (*data && !*zero) AppendRange(out, *start, *length);
+  if (*data && !*zero) AppendDataRange(out, *start, *length);
 }
 
 // Cluster indices in any order, merged into sorted runs as they come, so that memory
@@ -167,6 +150,21 @@ DataRanges ParseMap(JsonText& json, std::optional<uint64_t> disk_size) {
 }
 
 }  // namespace
+
+void AppendDataRange(DataRanges& out, uint64_t offset, uint64_t length) {
+  if (!length) return;
+  const uint64_t first = offset / out.granularity * out.granularity;
+  const uint64_t end = offset + length;
+  if (!out.ranges.empty()) {
+    auto& [f, n] = out.ranges.back();
+    if (first <= f + RoundUpTo(n, out.granularity)) {
+      n = std::max(f + n, end) - f;
+      return;
+    }
+  }
+  out.ranges.emplace_back(first, end - first);
+  if (out.ranges.size() > kMaxDataRanges) Coarsen(out);
+}
 
 DataRanges ParseQemuImgMap(const JsonText::Pull& pull, const std::string& name,
                            std::optional<uint64_t> disk_size) {
@@ -311,7 +309,7 @@ ClusterHeader ParseClusterHeader(const JsonText::Pull& pull, const std::string& 
   for (const ClusterMap::Run& r : map.runs()) {
     const uint64_t offset = r.first << run_bits;
     if (offset >= *size) break;
-    AppendRange(out.data, offset, std::min(r.count << run_bits, *size - offset));
+    AppendDataRange(out.data, offset, std::min(r.count << run_bits, *size - offset));
   }
   return out;
 }
@@ -350,7 +348,7 @@ DataRanges ReadDataRanges(const ImageChain& image, const std::string& spec,
   out.size = image.size();
   for (const ChainExtent& e : image.Extents()) {
     if (e.kind == ChainExtent::Kind::kData || e.kind == ChainExtent::Kind::kCompressed) {
-      AppendRange(out, e.guest, e.length);
+      AppendDataRange(out, e.guest, e.length);
     }
   }
   return out;

@@ -34,6 +34,11 @@ struct DataRanges {
 // The most ranges DataRanges holds (8 MiB of them).
 inline constexpr size_t kMaxDataRanges = size_t{1} << 19;
 
+// Appends [offset, offset + length) to `out`, which must end at or below offset: widened to
+// its granularity, merged with the last range when they touch, the granularity doubled when
+// there would be more than kMaxDataRanges ranges.
+void AppendDataRange(DataRanges& out, uint64_t offset, uint64_t length);
+
 // The JSON readers below pull their text through `pull` (see PullFromFd) and never read
 // more than the limits of JsonText and their own bounds allow; `name` starts every refusal.
 // Given `disk_size`, the size of the disk the metadata must describe, they also stop
