@@ -6,7 +6,9 @@
 # Each must hold exactly bin/qcowfs, libexec/qcowfs/qcow2-to-stdout (a link to it) and the
 # man page under /usr, and its binary must run from the unpacked package under both names.
 # The unpacked packages stay in OUT/unpacked/{rpm,deb} (tests/static/chroot_test.sh takes
-# the RPM's binary).
+# the RPM's binary). qcowfs-xapi (RPM subpackage, and a Debian package made here) holds the
+# drop-in that points xapi at qcowfs; check-install.sh installs and erases both packages in
+# test roots.
 #
 #   packaging/build-packages.sh OUT
 set -euo pipefail
@@ -34,7 +36,9 @@ rpmbuild -bb --noclean --nodeps --quiet --define "_topdir $out/rpmbuild" \
   { tail -30 "$out/rpmbuild.log" >&2; fail "rpmbuild"; }
 rpm_file=$(find "$out/rpmbuild/RPMS" -name "qcowfs-$version-*.rpm" | head -1)
 [ -n "$rpm_file" ] || fail "no RPM built"
-cp "$rpm_file" "$out/"
+rpm_xapi=$(find "$out/rpmbuild/RPMS" -name "qcowfs-xapi-$version-*.rpm" | head -1)
+[ -n "$rpm_xapi" ] || fail "no qcowfs-xapi RPM built"
+cp "$rpm_file" "$rpm_xapi" "$out/"
 
 echo "build-packages: cpack -G DEB" >&2
 static_build="$out/rpmbuild/BUILD/qcowfs-$version/build-rpm"
@@ -44,6 +48,37 @@ static_build="$out/rpmbuild/BUILD/qcowfs-$version/build-rpm"
 deb_file=$(find "$out/deb" -maxdepth 1 -name "qcowfs_${version}_*.deb" | head -1)
 [ -n "$deb_file" ] || fail "no Debian package built"
 cp "$deb_file" "$out/"
+
+# qcowfs-xapi as a Debian package too: the drop-in alone, not a conffile (dpkg -r would keep
+# a conffile, and xapi would go on reading it), depending on this very qcowfs.
+echo "build-packages: dpkg-deb qcowfs-xapi" >&2
+xapi_tree="$out/deb/qcowfs-xapi"
+install -D -m 0644 packaging/xapi/qcowfs.conf "$xapi_tree/etc/xapi.conf.d/qcowfs.conf"
+mkdir -p "$xapi_tree/DEBIAN"
+cat > "$xapi_tree/DEBIAN/control" <<CONTROL
+Package: qcowfs-xapi
+Version: $(dpkg-deb -f "$deb_file" Version)
+Architecture: all
+Maintainer: $(dpkg-deb -f "$deb_file" Maintainer)
+Depends: qcowfs (= $(dpkg-deb -f "$deb_file" Version))
+Section: admin
+Priority: optional
+Description: Make xapi export and import qcow2 VDIs with qcowfs
+ Installs /etc/xapi.conf.d/qcowfs.conf, which points xapi's qcow_to_stdout and
+ qcow_stream_tool settings at qcowfs. xapi reads it when the toolstack starts:
+ restart it (xe-toolstack-restart) after installing this package, and again
+ after removing it to go back to xapi's own tools. The package never restarts
+ the toolstack itself.
+CONTROL
+printf '%s\n' '#!/bin/sh' 'set -e' 'if [ "$1" = configure ]; then' \
+  '  echo "qcowfs-xapi: restart the toolstack (xe-toolstack-restart) for xapi to use qcowfs"' \
+  'fi' > "$xapi_tree/DEBIAN/postinst"
+printf '%s\n' '#!/bin/sh' 'set -e' 'if [ "$1" = remove ]; then' \
+  '  echo "qcowfs-xapi: removed; restart the toolstack (xe-toolstack-restart) for xapi to use its own qcow2 tools again"' \
+  'fi' > "$xapi_tree/DEBIAN/postrm"
+chmod 0755 "$xapi_tree/DEBIAN/postinst" "$xapi_tree/DEBIAN/postrm"
+dpkg-deb --root-owner-group --build "$xapi_tree" "$out/qcowfs-xapi_${version}_all.deb" >/dev/null ||
+  fail "dpkg-deb qcowfs-xapi"
 
 # File lists: exactly the layout, the link relative.
 expected_rpm="/usr/bin/qcowfs
@@ -73,3 +108,4 @@ for root in "$out/unpacked/rpm" "$out/unpacked/deb"; do
     fail "$root: qcow2-to-stdout --version"
 done
 echo "build-packages: $(basename "$rpm_file") and $(basename "$deb_file") in $out: file lists and binaries good"
+packaging/check-install.sh "$out"
