@@ -9,8 +9,8 @@
 namespace qcowfs {
 
 struct SpoolArgs {
-  std::string memory = "256M";
-  std::string dir;  // empty: $TMPDIR or /tmp
+  std::string memory = "64M";  // qcow::kDefaultSpoolMemory
+  std::string dir;             // empty: $TMPDIR or /tmp
   std::string limit = "8G";
   unsigned decompress_threads = 0;  // 0: one per CPU the process may run on
 };

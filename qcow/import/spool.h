@@ -25,12 +25,16 @@ class SpoolFullError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// What an import holds in memory by default before it spools to a file: small enough that
+// 8 imports and 8 exports run side by side in 1 GiB of dom0 (tests/cli/dom0_budget_test.cc).
+inline constexpr uint64_t kDefaultSpoolMemory = 64ull << 20;
+
 class Spool {
  public:
   struct Limits {
-    uint64_t memory = 256ull << 20;  // bytes held in memory before using the temp file
-    std::string dir = "/tmp";        // where the temp file goes
-    uint64_t limit = 8ull << 30;     // everything held (memory and file), beyond which Put throws
+    uint64_t memory = kDefaultSpoolMemory;  // bytes held in memory before using the temp file
+    std::string dir = "/tmp";               // where the temp file goes
+    uint64_t limit = 8ull << 30;  // everything held (memory and file), beyond which Put throws
   };
   explicit Spool(Limits limits) : limits_(std::move(limits)) {}
   ~Spool();
