@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cstdio>
 #include <optional>
 
@@ -13,6 +12,7 @@
 #include "qcow/format/errors.h"
 #include "qcow/format/format.h"
 #include "qcow/io/disk_lock.h"
+#include "qcow/io/file_io.h"
 #include "qcow/sources/allocation_map.h"
 #include "qcow/sources/chain_source.h"
 #include "qcow/sources/changed_blocks.h"
@@ -200,17 +200,12 @@ PlannedExport PlanExport(const std::string& path, const ExportArgs& a,
     std::unique_ptr<qcow::Source> raw = qcow::OpenRawSource(disk, a.direct);
     AddReads(p, *raw, disk);
     qcow::DataRanges data;
-    if (allocation.rfind("fd:", 0) == 0) {
-      int fd = -1;
-      const char* end = allocation.data() + allocation.size();
-      const auto [stop, ec] = std::from_chars(allocation.data() + 3, end, fd);
-      if (ec == std::errc() && stop == end) {
-        RequireInherited(fd, "--allocation-from " + allocation);
-        // A file behind the descriptor is one the export reads, which nothing may write.
-        struct stat st;
-        if (::fstat(fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
-          AddRead(p, allocation, st);
-        }
+    if (const std::optional<int> fd = qcow::DescriptorSpec(allocation)) {
+      RequireInherited(*fd, "--allocation-from " + allocation);
+      // A file behind the descriptor is one the export reads, which nothing may write.
+      struct stat st;
+      if (::fstat(*fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
+        AddRead(p, allocation, st);
       }
       data = qcow::ReadDataRanges(allocation, options, raw->size());
     } else {
@@ -276,11 +271,8 @@ std::string BackingFormatArg(const std::string& given, const std::string& found,
 }
 
 qcow::DataRanges ReadChangedBlocksArg(const std::string& spec, uint64_t disk_size) {
-  if (spec.rfind("fd:", 0) == 0) {
-    int fd = -1;
-    const char* end = spec.data() + spec.size();
-    const auto [stop, ec] = std::from_chars(spec.data() + 3, end, fd);
-    if (ec == std::errc() && stop == end) RequireInherited(fd, "--changed-blocks " + spec);
+  if (const std::optional<int> fd = qcow::DescriptorSpec(spec)) {
+    RequireInherited(*fd, "--changed-blocks " + spec);
   }
   return qcow::ReadChangedBlocks(spec, disk_size);
 }

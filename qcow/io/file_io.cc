@@ -7,12 +7,24 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 
 #include "qcow/format/errors.h"
 #include "qcow/io/disk_lock.h"
 #include "qcow/io/unique_fd.h"
 
 namespace qcow {
+
+std::optional<int> DescriptorSpec(const std::string& spec) {
+  if (spec.rfind("fd:", 0) != 0) return std::nullopt;
+  int fd = -1;
+  const char* end = spec.data() + spec.size();
+  const auto [stop, ec] = std::from_chars(spec.data() + 3, end, fd);
+  if (ec != std::errc() || stop != end || fd < 0) {
+    throw UsageError("'" + spec + "' is not fd:N with N a descriptor number");
+  }
+  return fd;
+}
 
 void RefuseNonDisk(const std::string& path) {
   // Looked at before it is opened: opening some character devices acts (a watchdog arms, a

@@ -6,11 +6,16 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "qcow/io/disk_lock.h"
 
 namespace qcow {
+
+// Returns N when spec is "fd:N" (a descriptor the caller names), nullopt when spec does not
+// start with "fd:" (a path). Throws UsageError when N is not a descriptor number.
+std::optional<int> DescriptorSpec(const std::string& spec);
 
 // Throws UsageError when the file at path (links followed) is neither a regular file nor a
 // block device, before anything opens it: opening a character device may act (a watchdog

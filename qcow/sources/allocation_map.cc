@@ -1,12 +1,12 @@
 #include "qcow/sources/allocation_map.h"
 
 #include <algorithm>
-#include <charconv>
 #include <optional>
 
 #include "qcow/format/byte_order.h"
 #include "qcow/format/errors.h"
 #include "qcow/format/format.h"
+#include "qcow/io/file_io.h"
 #include "qcow/sources/image_chain.h"
 #include "qcow/sources/json_text.h"
 
@@ -316,13 +316,8 @@ ClusterHeader ParseClusterHeader(const JsonText::Pull& pull, const std::string& 
 
 DataRanges ReadDataRanges(const std::string& spec, const SourceOptions& options,
                           std::optional<uint64_t> disk_size) {
-  if (spec.rfind("fd:", 0) == 0) {
-    int fd = -1;
-    const auto [end, ec] = std::from_chars(spec.data() + 3, spec.data() + spec.size(), fd);
-    if (ec != std::errc() || end != spec.data() + spec.size() || fd < 0) {
-      throw UsageError("'" + spec + "' is not fd:N with N a descriptor number");
-    }
-    return ParseQemuImgMap(PullFromFd(fd, spec), spec, disk_size);
+  if (const std::optional<int> fd = DescriptorSpec(spec)) {
+    return ParseQemuImgMap(PullFromFd(*fd, spec), spec, disk_size);
   }
   ChainOptions chain{.search_path = options.search_path,
                      .top_format = std::nullopt,

@@ -1,12 +1,13 @@
 #include "qcow/sources/changed_blocks.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 
-#include <charconv>
 #include <optional>
 #include <vector>
 
 #include "qcow/format/errors.h"
+#include "qcow/io/file_io.h"
 #include "qcow/io/unique_fd.h"
 
 namespace qcow {
@@ -154,13 +155,13 @@ DataRanges ReadChangedBlocks(const JsonText::Pull& pull, const std::string& name
 }
 
 DataRanges ReadChangedBlocks(const std::string& spec, uint64_t disk_size) {
-  if (spec.rfind("fd:", 0) == 0) {
-    int fd = -1;
-    const auto [end, ec] = std::from_chars(spec.data() + 3, spec.data() + spec.size(), fd);
-    if (ec != std::errc() || end != spec.data() + spec.size() || fd < 0) {
-      throw UsageError("'" + spec + "' is not fd:N with N a descriptor number");
-    }
-    return ReadChangedBlocks(PullFromFd(fd, spec), spec, disk_size);
+  if (const std::optional<int> fd = DescriptorSpec(spec)) {
+    return ReadChangedBlocks(PullFromFd(*fd, spec), spec, disk_size);
+  }
+  // A file, or a pipe (bash's <(...) names one): never a device, whose opening may act.
+  struct stat st;
+  if (::stat(spec.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode)) {
+    throw UsageError(spec + " is not a file or a pipe; give the bitmap in a file, a pipe or fd:N");
   }
   UniqueFd fd(::open(spec.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
   if (fd.get() < 0) ThrowErrno("opening " + spec);

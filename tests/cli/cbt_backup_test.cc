@@ -252,6 +252,20 @@ TEST_F(CbtBackup, TheBitmapFromADescriptorOrAPipe) {
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(ReadFile(dir_ / "a.qcow2") == ReadFile(dir_ / "c.qcow2"));
   EXPECT_TRUE(ReadFile(dir_ / "b.qcow2") == ReadFile(dir_ / "c.qcow2"));
+  // A pipe by name, as bash's <(...) gives one.
+  r = Sh("bash -c " +
+         Quote(Q() + " stream --source " + Quote(disk_.path()) + " --changed-blocks <(cat " +
+               Quote(dir_ / "bm") + ") --backing-name b --destination " + Quote(dir_ / "d.qcow2")));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(ReadFile(dir_ / "d.qcow2") == ReadFile(dir_ / "c.qcow2"));
+  // A device is never opened (opening one may act), nor a directory.
+  for (const char* path : {"/dev/null", "/dev/zero", "/tmp"}) {
+    r = Sh(Q() + " stream --source " + Quote(disk_.path()) + " --changed-blocks " + path +
+           " --backing-name b --destination null:");
+    EXPECT_EQ(r.status, 2) << path << ": " << r.output;
+    EXPECT_TRUE(Has(r.output, "is not a file or a pipe")) << r.output;
+    EXPECT_EQ(Lines(r.output), 1) << r.output;
+  }
   // A descriptor the command was not given is refused.
   r = Sh(Q() + " stream --source " + Quote(disk_.path()) +
          " --changed-blocks fd:9 --backing-name b --destination null:");
