@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <optional>
 
@@ -262,8 +263,11 @@ std::string BackingFormatArg(const std::string& given, const std::string& found,
   }
   if (!found.empty()) return found;
   auto ends = [&](const std::string& ext) {
-    return backing_name.size() > ext.size() &&
-           backing_name.compare(backing_name.size() - ext.size(), ext.size(), ext) == 0;
+    if (backing_name.size() <= ext.size()) return false;
+    const std::string tail = backing_name.substr(backing_name.size() - ext.size());
+    return std::equal(tail.begin(), tail.end(), ext.begin(), [](char a, char b) {
+      return std::tolower(static_cast<unsigned char>(a)) == b;
+    });
   };
   if (ends(".qcow2") || ends(".qcow")) return "qcow2";
   if (ends(".vhd")) return "vpc";

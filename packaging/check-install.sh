@@ -62,7 +62,7 @@ qcow_stream_tool=qcow-stream-tool" ] || fail "$2: xapi would not read its own se
 
 # RPM.
 rpm_main="$out/qcowfs-$version-1.x86_64.rpm"
-rpm_xapi="$out/qcowfs-xapi-$version-1.x86_64.rpm"
+rpm_xapi="$out/qcowfs-xapi-$version-1.noarch.rpm"
 [ -f "$rpm_main" ] && [ -f "$rpm_xapi" ] || fail "the RPMs are not in $out"
 [ "$(rpm -qlp "$rpm_xapi" 2>/dev/null)" = /etc/xapi.conf.d/qcowfs.conf ] || fail "qcowfs-xapi RPM files"
 rpm -qp --requires "$rpm_xapi" 2>/dev/null | grep -qx "qcowfs = $version-1" ||

@@ -63,7 +63,7 @@ int Base64Value(uint8_t c) {
   if (c == '+') return 62;
   if (c == '/') return 63;
   if (c == '=') return -1;
-  if (c == '\n' || c == '\r') return -2;
+  if (c == '\n' || c == '\r' || c == ' ' || c == '\t') return -2;
   return -3;
 }
 
@@ -81,8 +81,8 @@ DataRanges ReadChangedBlocks(const JsonText::Pull& pull, const std::string& name
                              uint64_t disk_size) {
   const uint64_t want = ChangedBitmapBytes(disk_size);
   // Base64 text of `want` bytes, with a line break in every 4 characters at most (the
-  // tools wrap at 64 or 76) and a CRLF at the end.
-  const uint64_t text_bound = (want + 2) / 3 * 4 * 2 + 2;
+  // tools wrap at 64 or 76), and some white space around it.
+  const uint64_t text_bound = (want + 2) / 3 * 4 * 2 + 4096;
   // Both readings run side by side while the input could still be either: the raw one for
   // the first `want` bytes, the text one until a byte is not base64.
   BlockRuns raw(disk_size), text(disk_size);
@@ -129,12 +129,15 @@ DataRanges ReadChangedBlocks(const JsonText::Pull& pull, const std::string& name
              Bytes(disk_size) + " disk (" + Bytes(want) + " of bits, or their base64 text)");
     }
   }
-  // Text whose bits fit this disk is always longer than the raw bitmap (4 digits per 3
-  // bytes), so input of exactly the raw length is the raw bitmap.
-  if (at == want) return raw.Finish();
+  // Whole base64 text (white space alone too) is read as text, whatever its length: raw
+  // bits that happen to be such text are refused then, as their decoded length (3 bytes
+  // per 4) never fits the disk, rather than another disk's text taken as raw bits.
+  // Anything else of exactly the raw length is the raw bitmap.
+  const bool whole_text = is_text && digits % 4 == 0 && at > 0;
+  if (!whole_text && at == want) return raw.Finish();
   if (!is_text) {
     Refuse(name + " is neither base64 text (" + text_error + ") nor a raw bitmap of " +
-           Bytes(want) + " (it has " + (at > want ? "more" : Bytes(at)) + ")");
+           Bytes(want) + " (it has " + (at > want ? "more than " + Bytes(want) : Bytes(at)) + ")");
   }
   if (digits % 4 != 0) {
     Refuse(name + ": the base64 text ends in a group of " + std::to_string(digits % 4) +
@@ -163,7 +166,9 @@ DataRanges ReadChangedBlocks(const std::string& spec, uint64_t disk_size) {
   if (::stat(spec.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode)) {
     throw UsageError(spec + " is not a file or a pipe; give the bitmap in a file, a pipe or fd:N");
   }
-  UniqueFd fd(::open(spec.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  // A FIFO is opened blocking: until its writer opens it too (non-blocking, it would read
+  // as an empty bitmap).
+  UniqueFd fd(::open(spec.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
   if (fd.get() < 0) ThrowErrno("opening " + spec);
   return ReadChangedBlocks(PullFromFd(fd.get(), spec), spec, disk_size);
 }

@@ -205,7 +205,7 @@ TEST_F(CbtBackup, ABitmapOfAnotherDiskOrNotBase64IsRefusedAndNothingIsWritten) {
       {Base64(bits + std::string(8, '\xff')) + "\n", "bitmap of 201 bytes"},
       {Base64(bits.substr(0, bits.size() - 1)) + "\n", "bitmap of 192 bytes"},
       {bits.substr(0, bits.size() - 1), "raw bitmap of 193 bytes (it has 192 bytes)"},
-      {"this is not base64\n", "' ', which base64 has not, at byte 4"},
+      {"this-is-not-base64\n", "'-', which base64 has not, at byte 4"},
   };
   for (const Case& c : cases) {
     WriteText(dir_ / "bad", c.text);
@@ -258,6 +258,13 @@ TEST_F(CbtBackup, TheBitmapFromADescriptorOrAPipe) {
                Quote(dir_ / "bm") + ") --backing-name b --destination " + Quote(dir_ / "d.qcow2")));
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(ReadFile(dir_ / "d.qcow2") == ReadFile(dir_ / "c.qcow2"));
+  // A named FIFO whose writer comes later is waited for, not read as an empty bitmap.
+  ASSERT_EQ(Sh("mkfifo " + Quote(dir_ / "fifo")).status, 0);
+  r = Sh("(sleep 1; cat " + Quote(dir_ / "bm") + " > " + Quote(dir_ / "fifo") + ") & " + Q() +
+         " stream --source " + Quote(disk_.path()) + " --changed-blocks " + Quote(dir_ / "fifo") +
+         " --backing-name b --destination " + Quote(dir_ / "e.qcow2") + "; rc=$?; wait; exit $rc");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(ReadFile(dir_ / "e.qcow2") == ReadFile(dir_ / "c.qcow2"));
   // A device is never opened (opening one may act), nor a directory.
   for (const char* path : {"/dev/null", "/dev/zero", "/tmp"}) {
     r = Sh(Q() + " stream --source " + Quote(disk_.path()) + " --changed-blocks " + path +

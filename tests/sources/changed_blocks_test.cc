@@ -98,7 +98,7 @@ TEST(ChangedBlocks, ALengthForAnotherDiskIsRefusedWithBothNumbers) {
   e = Refusal(std::string(7, '\x01'), size);  // raw, one byte short
   EXPECT_TRUE(qcowfs_test::Has(e, "raw bitmap of 8 bytes (it has 7 bytes)")) << e;
   e = Refusal(std::string(9, '\x01'), size);  // raw, one byte long
-  EXPECT_TRUE(qcowfs_test::Has(e, "raw bitmap of 8 bytes (it has more)")) << e;
+  EXPECT_TRUE(qcowfs_test::Has(e, "raw bitmap of 8 bytes (it has more than 8 bytes)")) << e;
   e = Refusal("", size);
   EXPECT_TRUE(qcowfs_test::Has(e, "0 bytes") && qcowfs_test::Has(e, "takes 8 bytes")) << e;
   EXPECT_EQ(qcowfs_test::Lines(e), 0) << e;
@@ -106,12 +106,31 @@ TEST(ChangedBlocks, ALengthForAnotherDiskIsRefusedWithBothNumbers) {
 
 TEST(ChangedBlocks, TextThatIsNotBase64IsRefused) {
   const uint64_t size = 800 * kBlock;  // 100 bytes: no text here is as long
-  EXPECT_TRUE(qcowfs_test::Has(Refusal("QUJD RA==", size), "' ', which base64 has not, at byte 4"));
+  EXPECT_TRUE(qcowfs_test::Has(Refusal("QUJD.RA==", size), "'.', which base64 has not, at byte 4"));
   EXPECT_TRUE(qcowfs_test::Has(Refusal("QUJD-A==", size), "'-'"));
   EXPECT_TRUE(qcowfs_test::Has(Refusal("QUJDR===", size), "misplaced '='"));
   EXPECT_TRUE(qcowfs_test::Has(Refusal("QUJDRA==QUJD", size), "a digit after '='"));
   EXPECT_TRUE(qcowfs_test::Has(Refusal("QUJDRAB", size), "group of 3 digits"));
   EXPECT_TRUE(qcowfs_test::Has(Refusal(std::string("QUJD\0", 5), size), "byte 0x00"));
+}
+
+TEST(ChangedBlocks, TextAsLongAsTheRawBitmapIsStillReadAsText) {
+  // 72 blocks: 9 bytes of bits. "AAAAAAAA\n" is 9 bytes long too, but it is the text of a
+  // 6-byte bitmap: another disk's, refused, not taken as raw bits.
+  const uint64_t size = 72 * kBlock;
+  std::string e = Refusal("AAAAAAAA\n", size);
+  EXPECT_TRUE(qcowfs_test::Has(e, "bitmap of 6 bytes") && qcowfs_test::Has(e, "takes 9 bytes"))
+      << e;
+  // Line breaks alone are no bitmap either.
+  e = Refusal(std::string(9, '\n'), size);
+  EXPECT_TRUE(qcowfs_test::Has(e, "bitmap of 0 bytes")) << e;
+  // Raw bits that are not whole text stay raw bits.
+  const qcow::DataRanges raw = Read("AAAAAAAA=", size);  // 'A' is 0x41: blocks 1 and 7
+  ASSERT_FALSE(raw.ranges.empty());
+  EXPECT_EQ(raw.ranges.front(), (std::pair<uint64_t, uint64_t>{kBlock, kBlock}));
+  // White space and line breaks anywhere in text, as decoders take it.
+  EXPECT_EQ(Read(" " + Base64(std::string(9, '\xff')) + " \t\r\n\n\n\n\n\n\n", size).ranges,
+            (Ranges{{0, size}}));
 }
 
 TEST(ChangedBlocks, InputThatNeverEndsIsRefusedSoon) {
