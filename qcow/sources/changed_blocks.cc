@@ -173,11 +173,15 @@ DataRanges ReadChangedBlocks(const std::string& spec, uint64_t disk_size) {
   return ReadChangedBlocks(PullFromFd(fd.get(), spec), spec, disk_size);
 }
 
-DeltaPlan ChangedBlocksDelta(const Source& source, const DataRanges& changed, uint32_t bits) {
+ClusterMap ChangedClusters(const DataRanges& changed, uint32_t bits) {
   ClusterMap::Builder b;
   for (const auto& [offset, length] : changed.ranges) b.AddBytes(offset, length, bits);
+  return b.Build();
+}
+
+DeltaPlan ChangedBlocksDelta(const Source& source, const DataRanges& changed, uint32_t bits) {
   DeltaPlan plan;
-  plan.delta.zero = b.Build();
+  plan.delta.zero = ChangedClusters(changed, bits);
   // Clusters the source allocates hold its bytes; the others read as zeros there, and
   // stay zero clusters (the layout leaves out of `zero` what is data).
   plan.data = ClusterMap::Intersection(plan.delta.zero, source.Allocation(bits));

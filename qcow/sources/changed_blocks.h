@@ -37,6 +37,9 @@ DataRanges ReadChangedBlocks(const JsonText::Pull& pull, const std::string& name
 // UsageError (not fd:N) and std::system_error (cannot open or read).
 DataRanges ReadChangedBlocks(const std::string& spec, uint64_t disk_size);
 
+// Returns the clusters (of 2^bits bytes) that hold a changed block.
+ClusterMap ChangedClusters(const DataRanges& changed, uint32_t bits);
+
 // Plans the delta of `source` holding every cluster (of 2^bits bytes) with a changed block:
 // data where the source may hold data, zero clusters where it reads as zeros (hiding the
 // base). The backing file is left to the caller.
